@@ -1,1 +1,179 @@
-//! placeholder
+//! Classification of LLM provider failures from captured worker output.
+//!
+//! When a worker process exits, the shim captures the head and tail of its
+//! stdout/stderr. This crate scans that text for known provider failure
+//! messages (HTTP 429 usage limits, quota, overload, expired OAuth, ...) using
+//! a [`Catalogue`] of regex *signatures*, decides which [`FailureClass`] the
+//! failure belongs to, whether it is transient, and — when the text says so —
+//! when the provider limit resets.
+//!
+//! ```
+//! use failure_signatures::{Catalogue, ClassifyContext, FailureClass};
+//!
+//! let catalogue = Catalogue::builtin();
+//! let ctx = ClassifyContext::new(
+//!     jiff::Timestamp::from_second(1_780_858_305).unwrap(),
+//!     jiff::tz::TimeZone::UTC,
+//! );
+//! let text = "HTTP 429: The usage limit has been reached. plan_type: team, resets_at: 1780861905";
+//! let c = catalogue.classify(text, &ctx).expect("classified");
+//! assert_eq!(c.class, FailureClass::RateLimit);
+//! assert_eq!(c.resets_at, Some(1_780_861_905));
+//! assert!(c.transient);
+//! ```
+//!
+//! Secrets can be masked with [`redact()`] before output is stored anywhere;
+//! [`Classification::matched_line`] is always redacted.
+
+mod catalogue;
+mod error;
+mod provider;
+pub mod redact;
+mod reset;
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+pub use catalogue::{Catalogue, Signature};
+pub use error::CatalogueError;
+pub use redact::redact;
+
+/// What kind of provider failure a worker ran into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureClass {
+    /// Too many requests / tokens in a window, or a plan usage limit (HTTP 429).
+    RateLimit,
+    /// A quota was exhausted (may need billing action, see `transient`).
+    Quota,
+    /// The provider is overloaded (HTTP 529/503).
+    Overloaded,
+    /// Credentials expired or were revoked; needs re-authentication.
+    AuthExpired,
+    /// Credentials are wrong (bad API key, HTTP 401).
+    AuthInvalid,
+    /// Connection refused/reset, DNS failure, timeouts talking to the API.
+    Network,
+    /// The request (prompt/context) is too large; retrying will not help.
+    RequestTooLarge,
+    /// Provider-side 5xx error.
+    ServerError,
+    /// Out of credits / payment required.
+    Billing,
+}
+
+impl FailureClass {
+    /// Every class, in declaration order.
+    pub const ALL: [FailureClass; 9] = [
+        FailureClass::RateLimit,
+        FailureClass::Quota,
+        FailureClass::Overloaded,
+        FailureClass::AuthExpired,
+        FailureClass::AuthInvalid,
+        FailureClass::Network,
+        FailureClass::RequestTooLarge,
+        FailureClass::ServerError,
+        FailureClass::Billing,
+    ];
+
+    /// The snake_case name used in YAML/JSON (`rate_limit`, `auth_expired`, ...).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FailureClass::RateLimit => "rate_limit",
+            FailureClass::Quota => "quota",
+            FailureClass::Overloaded => "overloaded",
+            FailureClass::AuthExpired => "auth_expired",
+            FailureClass::AuthInvalid => "auth_invalid",
+            FailureClass::Network => "network",
+            FailureClass::RequestTooLarge => "request_too_large",
+            FailureClass::ServerError => "server_error",
+            FailureClass::Billing => "billing",
+        }
+    }
+
+    /// Whether a failure of this class is, by default, worth retrying later
+    /// without human intervention: `rate_limit`, `quota`, `overloaded`,
+    /// `network` and `server_error` are; the others are not. A signature may
+    /// override this (e.g. OpenAI `insufficient_quota` is a non-transient quota).
+    pub fn default_transient(&self) -> bool {
+        matches!(
+            self,
+            FailureClass::RateLimit
+                | FailureClass::Quota
+                | FailureClass::Overloaded
+                | FailureClass::Network
+                | FailureClass::ServerError
+        )
+    }
+}
+
+impl fmt::Display for FailureClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Error returned by [`FailureClass::from_str`] for an unknown class name.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown failure class `{0}` (expected one of: rate_limit, quota, overloaded, auth_expired, auth_invalid, network, request_too_large, server_error, billing)"
+)]
+pub struct UnknownClassError(pub String);
+
+impl FromStr for FailureClass {
+    type Err = UnknownClassError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        FailureClass::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| UnknownClassError(s.to_owned()))
+    }
+}
+
+/// The outcome of [`Catalogue::classify`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Classification {
+    /// The failure class of the winning signature.
+    pub class: FailureClass,
+    /// Name of the winning signature.
+    pub signature: String,
+    /// The signature's provider, else one inferred from the text.
+    pub provider: Option<String>,
+    /// Whether requeueing later (without a human) makes sense.
+    pub transient: bool,
+    /// The whole line that matched: trimmed, redacted, capped at 1 KiB.
+    pub matched_line: String,
+    /// When the limit resets, in epoch seconds (absolute). Also filled from
+    /// `retry_after_s` + `now` when the text only gave a relative delay.
+    pub resets_at: Option<i64>,
+    /// Relative delay in seconds when the text gave one; otherwise
+    /// `resets_at - now` (clamped at 0) when an absolute reset was found.
+    pub retry_after_s: Option<f64>,
+}
+
+/// Context needed to turn relative / zone-less reset times into absolute ones.
+#[derive(Clone, Debug)]
+pub struct ClassifyContext {
+    /// "Now" for relative times: the record's end time (when the worker exited).
+    pub now: jiff::Timestamp,
+    /// Time zone for wall-clock times that carry no zone (`try again at 8:19 PM`).
+    pub local_tz: jiff::tz::TimeZone,
+}
+
+impl ClassifyContext {
+    /// A context with an explicit `now` and local time zone.
+    pub fn new(now: jiff::Timestamp, local_tz: jiff::tz::TimeZone) -> Self {
+        ClassifyContext { now, local_tz }
+    }
+
+    /// The current time and the system time zone.
+    pub fn system_now() -> Self {
+        ClassifyContext {
+            now: jiff::Timestamp::now(),
+            local_tz: jiff::tz::TimeZone::system(),
+        }
+    }
+}

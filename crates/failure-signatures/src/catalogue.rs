@@ -1,0 +1,576 @@
+//! The signature catalogue: loading, merging and classification.
+
+use std::cmp::Reverse;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use serde::Deserialize;
+
+use crate::error::CatalogueError;
+use crate::{Classification, ClassifyContext, FailureClass, provider, redact, reset};
+
+/// Longest part of a line that is considered for matching (bytes).
+pub(crate) const MAX_LINE: usize = 8 * 1024;
+/// Longest `matched_line` reported (bytes).
+const MAX_MATCHED_LINE: usize = 1024;
+/// Compiled-program size limit per regex (and for the whole set).
+const REGEX_SIZE_LIMIT: usize = 2 * 1024 * 1024;
+/// Lazy-DFA cache limit; small on purpose, the shim must stay lean.
+const DFA_SIZE_LIMIT: usize = 1024 * 1024;
+
+/// The embedded built-in catalogue.
+const BUILTIN_YAML: &str = include_str!("builtin.yaml");
+
+/// One failure signature: a named regex with the class it indicates.
+#[derive(Debug)]
+pub struct Signature {
+    name: String,
+    class: FailureClass,
+    provider: Option<String>,
+    transient: bool,
+    priority: i32,
+    pattern: String,
+    description: Option<String>,
+    /// Compiled lazily (or eagerly when validating a user catalogue).
+    /// `None` inside means the pattern failed to compile (only possible for
+    /// unvalidated input, i.e. never for a catalogue that loaded).
+    regex: OnceLock<Option<Regex>>,
+}
+
+impl Signature {
+    /// Unique name of the signature.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// Failure class it indicates.
+    pub fn class(&self) -> FailureClass {
+        self.class
+    }
+    /// Provider it belongs to, if specific to one.
+    pub fn provider(&self) -> Option<&str> {
+        self.provider.as_deref()
+    }
+    /// Whether a match is transient (explicit, or the class default).
+    pub fn transient(&self) -> bool {
+        self.transient
+    }
+    /// Priority (higher wins).
+    pub fn priority(&self) -> i32 {
+        self.priority
+    }
+    /// The regex source.
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
+    /// Free-form description from the catalogue, if any.
+    pub fn description(&self) -> Option<&str> {
+        self.description.as_deref()
+    }
+
+    fn regex(&self) -> Option<&Regex> {
+        self.regex
+            .get_or_init(|| compile_one(&self.pattern).ok())
+            .as_ref()
+    }
+}
+
+fn compile_one(pattern: &str) -> Result<Regex, regex::Error> {
+    RegexBuilder::new(pattern)
+        .multi_line(true)
+        .crlf(true)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .dfa_size_limit(DFA_SIZE_LIMIT)
+        .build()
+}
+
+/// State built on the first non-trivial [`Catalogue::classify`] call.
+#[derive(Debug)]
+struct Compiled {
+    /// All patterns at once; `None` if the combined set is too big, in which
+    /// case every signature is tried individually.
+    set: Option<RegexSet>,
+    /// `rank[i]` = position of signature `i` in specificity order (0 = most specific).
+    rank: Vec<usize>,
+}
+
+impl Compiled {
+    fn build(sigs: &[Arc<Signature>]) -> Compiled {
+        let set = RegexSetBuilder::new(sigs.iter().map(|s| s.pattern.as_str()))
+            .multi_line(true)
+            .crlf(true)
+            .size_limit(REGEX_SIZE_LIMIT * 4)
+            .dfa_size_limit(DFA_SIZE_LIMIT)
+            .build()
+            .ok();
+        let mut order: Vec<usize> = (0..sigs.len()).collect();
+        order.sort_by_key(|&i| specificity_key(&sigs[i], i));
+        let mut rank = vec![0; sigs.len()];
+        for (pos, &i) in order.iter().enumerate() {
+            rank[i] = pos;
+        }
+        Compiled { set, rank }
+    }
+}
+
+/// Sort key: smaller = more specific = wins.
+///
+/// Tie-break, in order:
+/// 1. higher `priority`;
+/// 2. a signature with a `provider` over one without;
+/// 3. the longer `pattern` (source length in bytes — a longer pattern is
+///    usually the more specific one);
+/// 4. earlier position in the catalogue.
+fn specificity_key(
+    sig: &Signature,
+    index: usize,
+) -> (Reverse<i32>, Reverse<bool>, Reverse<usize>, usize) {
+    (
+        Reverse(sig.priority),
+        Reverse(sig.provider.is_some()),
+        Reverse(sig.pattern.len()),
+        index,
+    )
+}
+
+/// An ordered set of failure signatures.
+///
+/// Cloning is cheap: signatures and compiled regexes are shared.
+#[derive(Clone, Debug)]
+pub struct Catalogue {
+    signatures: Vec<Arc<Signature>>,
+    compiled: Arc<OnceLock<Compiled>>,
+}
+
+impl Default for Catalogue {
+    fn default() -> Self {
+        Catalogue::from_signatures(Vec::new())
+    }
+}
+
+impl Catalogue {
+    fn from_signatures(signatures: Vec<Arc<Signature>>) -> Catalogue {
+        Catalogue {
+            signatures,
+            compiled: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// The built-in catalogue (embedded `builtin.yaml`). Parsed once per
+    /// process; regexes are compiled only when [`Catalogue::classify`] first
+    /// sees non-empty text. Clones share that compiled state.
+    pub fn builtin() -> Catalogue {
+        static BUILTIN: OnceLock<Catalogue> = OnceLock::new();
+        BUILTIN
+            .get_or_init(|| match parse(BUILTIN_YAML, "builtin.yaml", false) {
+                Ok(c) => c,
+                Err(e) => {
+                    // Unit tests guarantee the embedded catalogue is valid.
+                    if cfg!(debug_assertions) {
+                        panic!("built-in signature catalogue is invalid: {e}");
+                    }
+                    Catalogue::default()
+                }
+            })
+            .clone()
+    }
+
+    /// Parses a catalogue from YAML. `origin` (usually a file path) is used in
+    /// error messages. Every pattern is compiled here to validate it.
+    pub fn from_yaml_str(yaml: &str, origin: &str) -> Result<Catalogue, CatalogueError> {
+        parse(yaml, origin, true)
+    }
+
+    /// Reads and parses a catalogue file.
+    pub fn load_file(path: &Path) -> Result<Catalogue, CatalogueError> {
+        let origin = path.display().to_string();
+        let yaml = std::fs::read_to_string(path).map_err(|source| CatalogueError::Io {
+            origin: origin.clone(),
+            source,
+        })?;
+        Catalogue::from_yaml_str(&yaml, &origin)
+    }
+
+    /// Merges a user catalogue into this one. A user signature with the same
+    /// name as one of `self` replaces it; the others are added.
+    ///
+    /// Order of the result (which matters only for the last tie-break of
+    /// [`Catalogue::classify`]): user signatures first, in their order, then
+    /// the remaining signatures of `self`. So on a complete tie the user's
+    /// signature wins.
+    pub fn merged(self, user: Catalogue) -> Catalogue {
+        let mut sigs = user.signatures;
+        let user_names: std::collections::HashSet<String> =
+            sigs.iter().map(|s| s.name.clone()).collect();
+        sigs.extend(
+            self.signatures
+                .into_iter()
+                .filter(|s| !user_names.contains(&s.name)),
+        );
+        Catalogue::from_signatures(sigs)
+    }
+
+    /// Number of signatures.
+    pub fn len(&self) -> usize {
+        self.signatures.len()
+    }
+
+    /// Whether there are no signatures.
+    pub fn is_empty(&self) -> bool {
+        self.signatures.is_empty()
+    }
+
+    /// Signature names, in catalogue order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.signatures.iter().map(|s| s.name.as_str())
+    }
+
+    /// The signatures, in catalogue order.
+    pub fn signatures(&self) -> impl Iterator<Item = &Signature> {
+        self.signatures.iter().map(|s| s.as_ref())
+    }
+
+    /// The signature with this name.
+    pub fn get(&self, name: &str) -> Option<&Signature> {
+        self.signatures().find(|s| s.name == name)
+    }
+
+    /// Classifies captured worker output.
+    ///
+    /// The text is examined line by line (split on `\n`, each line capped at
+    /// 8 KiB); a signature matches when its pattern matches within one line.
+    /// When several signatures match anywhere in the text, the most specific
+    /// wins, deterministically: highest `priority`, then a signature with a
+    /// `provider` over one without, then the longest pattern, then catalogue
+    /// order. If the winner matched several lines, the last one is reported
+    /// (the most recent failure).
+    ///
+    /// The reset time is taken from the matched line first, then from the
+    /// rest of the text (nearest occurrence), see the crate's `reset` rules.
+    /// The provider is the signature's, else inferred from the text.
+    pub fn classify(&self, text: &str, ctx: &ClassifyContext) -> Option<Classification> {
+        if self.signatures.is_empty() || text.trim().is_empty() {
+            return None;
+        }
+        let compiled = self
+            .compiled
+            .get_or_init(|| Compiled::build(&self.signatures));
+        let mut candidates: Vec<usize> = match &compiled.set {
+            Some(set) => set.matches(text).into_iter().collect(),
+            None => (0..self.signatures.len()).collect(),
+        };
+        candidates.sort_by_key(|&i| compiled.rank.get(i).copied().unwrap_or(usize::MAX));
+        for i in candidates {
+            let sig = &self.signatures[i];
+            let Some(re) = sig.regex() else { continue };
+            if let Some(line_start) = last_matching_line(re, text) {
+                return Some(build_classification(sig, text, line_start, ctx));
+            }
+        }
+        None
+    }
+}
+
+fn build_classification(
+    sig: &Signature,
+    text: &str,
+    line_start: usize,
+    ctx: &ClassifyContext,
+) -> Classification {
+    let line = considered_line(text, line_start);
+    let reset = reset::extract(line, text, line_start, ctx);
+    let provider = sig
+        .provider
+        .clone()
+        .or_else(|| provider::infer(line, text, line_start));
+    let redacted = redact::redact(line.trim());
+    Classification {
+        class: sig.class,
+        signature: sig.name.clone(),
+        provider,
+        transient: sig.transient,
+        matched_line: truncate(&redacted, MAX_MATCHED_LINE).to_owned(),
+        resets_at: reset.map(|r| r.resets_at),
+        retry_after_s: reset.map(|r| r.retry_after_s),
+    }
+}
+
+/// Byte offset of the start of the line containing `pos`.
+fn line_start_of(text: &str, pos: usize) -> usize {
+    text[..pos].rfind('\n').map_or(0, |i| i + 1)
+}
+
+/// The line starting at `start`, without its `\n`, capped at [`MAX_LINE`].
+pub(crate) fn considered_line(text: &str, start: usize) -> &str {
+    let rest = &text[start..];
+    let line = match rest.find('\n') {
+        Some(end) => &rest[..end],
+        None => rest,
+    };
+    truncate(line, MAX_LINE)
+}
+
+/// `s` cut to at most `max` bytes, at a char boundary.
+pub(crate) fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Start offset of the last line (capped at [`MAX_LINE`]) that `re` matches.
+fn last_matching_line(re: &Regex, text: &str) -> Option<usize> {
+    let mut found = None;
+    let mut pos = 0;
+    while pos <= text.len() {
+        let Some(m) = re.find_at(text, pos) else {
+            break;
+        };
+        let start = line_start_of(text, m.start());
+        let line = considered_line(text, start);
+        let line_end = start + line.len();
+        // A match inside the considered part of one line counts as is; one
+        // that crosses a line break or the cap is re-checked on the line alone.
+        if m.end() <= line_end || re.is_match(line) {
+            found = Some(start);
+        }
+        // Continue with the next line.
+        match text[m.start()..].find('\n') {
+            Some(nl) => pos = m.start() + nl + 1,
+            None => break,
+        }
+    }
+    found
+}
+
+// ---------------------------------------------------------------------------
+// Parsing
+// ---------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    signatures: Option<Vec<RawSignature>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSignature {
+    name: Option<String>,
+    class: Option<String>,
+    provider: Option<String>,
+    transient: Option<bool>,
+    priority: Option<i32>,
+    pattern: Option<String>,
+    description: Option<String>,
+}
+
+fn parse(yaml: &str, origin: &str, validate: bool) -> Result<Catalogue, CatalogueError> {
+    let raw: Option<RawFile> = serde_yaml::from_str(yaml).map_err(|e| CatalogueError::Yaml {
+        origin: origin.to_owned(),
+        line: e.location().map(|l| l.line()),
+        message: e.to_string(),
+    })?;
+    let raw_sigs = raw.and_then(|r| r.signatures).unwrap_or_default();
+    let lines = LineIndex::new(yaml);
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut out = Vec::with_capacity(raw_sigs.len());
+    for (i, raw) in raw_sigs.into_iter().enumerate() {
+        let label = match raw.name.as_deref().map(str::trim) {
+            Some(n) if !n.is_empty() => n.to_owned(),
+            _ => format!("#{}", i + 1),
+        };
+        let line_of = |field: &str| lines.field_line(i, field);
+        let missing = |field: &'static str| CatalogueError::MissingField {
+            origin: origin.to_owned(),
+            line: line_of(field),
+            signature: label.clone(),
+            field,
+        };
+        let invalid = |field: &'static str, message: String| CatalogueError::InvalidField {
+            origin: origin.to_owned(),
+            line: line_of(field),
+            signature: label.clone(),
+            field,
+            message,
+        };
+
+        let name = raw.name.as_deref().ok_or_else(|| missing("name"))?.trim();
+        if name.is_empty() {
+            return Err(invalid("name", "must not be empty".to_owned()));
+        }
+        if let Some(&first) = seen.get(name) {
+            return Err(CatalogueError::DuplicateName {
+                origin: origin.to_owned(),
+                line: line_of("name"),
+                signature: label,
+                first_line: lines.field_line(first, "name"),
+            });
+        }
+        let class_str = raw.class.as_deref().ok_or_else(|| missing("class"))?;
+        let class: FailureClass =
+            class_str
+                .trim()
+                .parse()
+                .map_err(|_| CatalogueError::UnknownClass {
+                    origin: origin.to_owned(),
+                    line: line_of("class"),
+                    signature: label.clone(),
+                    class: class_str.to_owned(),
+                })?;
+        let pattern = raw.pattern.ok_or_else(|| missing("pattern"))?;
+        if pattern.trim().is_empty() {
+            return Err(invalid("pattern", "must not be empty".to_owned()));
+        }
+        let provider = match raw.provider.as_deref().map(str::trim) {
+            Some("") | None => None,
+            Some(p) => Some(p.to_owned()),
+        };
+        let regex = OnceLock::new();
+        if validate {
+            let re = compile_one(&pattern).map_err(|e| CatalogueError::InvalidPattern {
+                origin: origin.to_owned(),
+                line: line_of("pattern"),
+                signature: label.clone(),
+                message: e.to_string(),
+            })?;
+            if re.is_match("") {
+                return Err(invalid(
+                    "pattern",
+                    "matches empty text (it would match every line)".to_owned(),
+                ));
+            }
+            let _ = regex.set(Some(re));
+        }
+        seen.insert(name.to_owned(), i);
+        out.push(Arc::new(Signature {
+            name: name.to_owned(),
+            class,
+            provider,
+            transient: raw.transient.unwrap_or_else(|| class.default_transient()),
+            priority: raw.priority.unwrap_or(0),
+            pattern,
+            description: raw.description,
+            regex,
+        }));
+    }
+    Ok(Catalogue::from_signatures(out))
+}
+
+/// Best-effort mapping from signature index / field to a 1-based source line,
+/// for block-style YAML (`signatures:` followed by `- name: ...` items).
+/// Flow-style YAML still loads; its errors just point at less precise lines.
+struct LineIndex<'a> {
+    lines: Vec<&'a str>,
+    /// 0-based line of the `signatures:` key.
+    key_line: Option<usize>,
+    /// 0-based line ranges of each list item.
+    items: Vec<std::ops::Range<usize>>,
+}
+
+impl<'a> LineIndex<'a> {
+    fn new(src: &'a str) -> LineIndex<'a> {
+        let lines: Vec<&str> = src.lines().collect();
+        let key_line = lines
+            .iter()
+            .position(|l| l.starts_with("signatures:") || l.starts_with("\"signatures\":"));
+        let mut items: Vec<std::ops::Range<usize>> = Vec::new();
+        if let Some(k) = key_line {
+            let mut item_indent: Option<usize> = None;
+            for (n, line) in lines.iter().enumerate().skip(k + 1) {
+                let content = line.trim_start();
+                if content.is_empty() || content.starts_with('#') {
+                    continue;
+                }
+                let indent = line.len() - content.len();
+                let is_item = content == "-" || content.starts_with("- ");
+                match item_indent {
+                    None if is_item => {
+                        item_indent = Some(indent);
+                        items.push(n..n + 1);
+                    }
+                    None => break,
+                    Some(ind) if is_item && indent == ind => items.push(n..n + 1),
+                    Some(ind) if indent > ind => {
+                        if let Some(last) = items.last_mut() {
+                            last.end = n + 1;
+                        }
+                    }
+                    Some(_) => break,
+                }
+            }
+        }
+        LineIndex {
+            lines,
+            key_line,
+            items,
+        }
+    }
+
+    /// 1-based line of `field` in item `index`, else of the item, else of `signatures:`.
+    fn field_line(&self, index: usize, field: &str) -> Option<usize> {
+        let Some(range) = self.items.get(index) else {
+            return self.key_line.map(|l| l + 1);
+        };
+        for n in range.clone() {
+            let mut content = self.lines[n].trim_start();
+            if let Some(rest) = content.strip_prefix('-') {
+                content = rest.trim_start();
+            }
+            let content = content.trim_start_matches(['"', '\'']);
+            if let Some(rest) = content.strip_prefix(field) {
+                let rest = rest.trim_start_matches(['"', '\'']).trim_start();
+                if rest.starts_with(':') {
+                    return Some(n + 1);
+                }
+            }
+        }
+        Some(range.start + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncate_respects_char_boundaries() {
+        assert_eq!(truncate("héllo", 2), "h");
+        assert_eq!(truncate("héllo", 3), "hé");
+        assert_eq!(truncate("abc", 10), "abc");
+    }
+
+    #[test]
+    fn last_matching_line_rechecks_cross_line_matches() {
+        let re = compile_one(r"foo\s+bar").expect("valid");
+        assert_eq!(last_matching_line(&re, "foo\nbar"), None);
+        assert_eq!(last_matching_line(&re, "x\nfoo  bar\nfoo\nbar"), Some(2));
+        assert_eq!(last_matching_line(&re, "foo bar\nfoo bar"), Some(8));
+    }
+
+    #[test]
+    fn long_lines_are_capped() {
+        let re = compile_one("needle").expect("valid");
+        let mut text = "a".repeat(MAX_LINE + 10);
+        text.push_str("needle");
+        assert_eq!(last_matching_line(&re, &text), None);
+        let text = format!("{}needle", "a".repeat(MAX_LINE - 6));
+        assert_eq!(last_matching_line(&re, &text), Some(0));
+    }
+
+    #[test]
+    fn line_index_finds_fields() {
+        let src = "# c\nsignatures:\n  - name: a\n    class: rate_limit\n    pattern: x\n\n  - name: b\n    pattern: y\nother: 1\n";
+        let idx = LineIndex::new(src);
+        assert_eq!(idx.field_line(0, "name"), Some(3));
+        assert_eq!(idx.field_line(0, "pattern"), Some(5));
+        assert_eq!(idx.field_line(1, "pattern"), Some(8));
+        assert_eq!(idx.field_line(1, "class"), Some(7));
+        assert_eq!(idx.field_line(5, "class"), Some(2));
+    }
+}

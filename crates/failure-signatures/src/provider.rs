@@ -1,0 +1,140 @@
+//! Best-effort provider inference for signatures that do not name one.
+//!
+//! Looked for, in order: on the matched line, then in the whole text (the
+//! occurrence nearest the matched line):
+//! 1. an explicit label: Hermes `🔌 Provider: openai-codex  Model: gpt-5`,
+//!    `provider=xai` (errors.log), `"provider": "anthropic"`;
+//! 2. an SDK exception prefix (`openai.RateLimitError`, `anthropic.APIStatusError`);
+//! 3. a well-known API host (`api.openai.com`, `api.anthropic.com`, ...).
+
+use std::sync::OnceLock;
+
+use regex::{Regex, RegexBuilder};
+
+/// Well-known API hosts and the provider they imply. More specific first
+/// (the Codex backend lives on chatgpt.com).
+const HOSTS: &[(&str, &str)] = &[
+    ("chatgpt.com/backend-api", "openai-codex"),
+    ("api.openai.com", "openai"),
+    ("api.anthropic.com", "anthropic"),
+    ("api.x.ai", "xai"),
+    ("openrouter.ai", "openrouter"),
+    ("generativelanguage.googleapis.com", "gemini"),
+];
+
+/// Python SDK modules whose exceptions name the provider (`openai.RateLimitError`).
+const SDK_MODULES: &[(&str, &str)] = &[("openai.", "openai"), ("anthropic.", "anthropic")];
+
+fn label_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        RegexBuilder::new(r#"(?i)\bprovider["']?[ \t]*[:=][ \t]*["']?([a-z0-9][a-z0-9._-]{0,47})"#)
+            .unicode(false)
+            .build()
+            .expect("static provider regex must compile")
+    })
+}
+
+/// Known hosts and `openai.SomethingError` style SDK prefixes in `hay`.
+/// Returns (offset, provider).
+fn hints_in(hay: &str) -> Vec<(usize, &'static str)> {
+    let mut out = Vec::new();
+    for (host, provider) in HOSTS {
+        out.extend(hay.match_indices(host).map(|(pos, _)| (pos, *provider)));
+    }
+    for (module, provider) in SDK_MODULES {
+        for (pos, _) in hay.match_indices(module) {
+            // Not part of a longer identifier ("myopenai.") and followed by
+            // an exception type ("openai.RateLimitError", "openai._exceptions.APIError").
+            let glued = hay[..pos]
+                .chars()
+                .next_back()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+            let ident_len = hay[pos + module.len()..]
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+                .unwrap_or(hay.len() - pos - module.len());
+            let ident = &hay[pos + module.len()..pos + module.len() + ident_len];
+            if !glued && (ident.ends_with("Error") || ident.ends_with("Exception")) {
+                out.push((pos, *provider));
+            }
+        }
+    }
+    out
+}
+
+fn labels_in(hay: &str) -> Vec<(usize, String)> {
+    label_re()
+        .captures_iter(hay)
+        .filter_map(|c| {
+            let m = c.get(1)?;
+            let value = m
+                .as_str()
+                .trim_end_matches(['.', '-', '_'])
+                .to_ascii_lowercase();
+            (!value.is_empty()).then(|| (m.start(), value))
+        })
+        .collect()
+}
+
+/// Infers the provider from the matched `line` (at byte `line_start` of `text`).
+pub(crate) fn infer(line: &str, text: &str, line_start: usize) -> Option<String> {
+    if let Some((_, p)) = labels_in(line).into_iter().next() {
+        return Some(p);
+    }
+    if let Some((_, p)) = hints_in(line).into_iter().min_by_key(|(pos, _)| *pos) {
+        return Some(p.to_owned());
+    }
+    let nearest = |pos: &usize| (pos.abs_diff(line_start), std::cmp::Reverse(*pos));
+    if let Some((_, p)) = labels_in(text)
+        .into_iter()
+        .min_by_key(|(pos, _)| nearest(pos))
+    {
+        return Some(p);
+    }
+    hints_in(text)
+        .into_iter()
+        .min_by_key(|(pos, _)| nearest(pos))
+        .map(|(_, p)| p.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hermes_provider_label() {
+        let text =
+            "⚠️  API call failed\n🔌 Provider: openai-codex  Model: gpt-5\n📝 Error: HTTP 429";
+        let line_start = text.rfind('\n').map_or(0, |i| i + 1);
+        assert_eq!(
+            infer("📝 Error: HTTP 429", text, line_start).as_deref(),
+            Some("openai-codex")
+        );
+    }
+
+    #[test]
+    fn errors_log_provider_kv() {
+        let line = "2026-07-05 ERROR provider=xai model=grok-4 status=429 Too Many Requests";
+        assert_eq!(infer(line, line, 0).as_deref(), Some("xai"));
+    }
+
+    #[test]
+    fn sdk_prefix_and_hosts() {
+        let l = "openai.RateLimitError: Error code: 429";
+        assert_eq!(infer(l, l, 0).as_deref(), Some("openai"));
+        let l = "anthropic.APIStatusError: Error code: 429";
+        assert_eq!(infer(l, l, 0).as_deref(), Some("anthropic"));
+        let l = "POST https://api.x.ai/v1/chat/completions -> 429";
+        assert_eq!(infer(l, l, 0).as_deref(), Some("xai"));
+        let l = "POST https://chatgpt.com/backend-api/codex/responses 429";
+        assert_eq!(infer(l, l, 0).as_deref(), Some("openai-codex"));
+        let l = "myopenai.RateLimitError or openai.client";
+        assert_eq!(infer(l, l, 0), None);
+    }
+
+    #[test]
+    fn openrouter_upstream_name_is_not_a_provider_label() {
+        let l = r#"{"metadata":{"provider_name":"Chutes"},"message":"Provider returned error"}"#;
+        assert_eq!(infer(l, l, 0), None);
+    }
+}

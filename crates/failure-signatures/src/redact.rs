@@ -1,0 +1,168 @@
+//! Masking of credentials in captured output.
+//!
+//! [`redact`] replaces secrets with [`REDACTED`], keeping a short non-secret
+//! context (header name, auth scheme, key prefix such as `sk-ant-`) so the
+//! result stays readable:
+//!
+//! * `Authorization: Bearer …` / `Authorization: Basic …` (any case, also
+//!   `Proxy-Authorization` and JSON/dict forms) → `Authorization: Bearer [REDACTED]`;
+//! * a bare `Bearer <token>` (token ≥ 8 chars with a digit or symbol, or ≥ 20 chars);
+//! * API keys by prefix: OpenAI `sk-…`, `sk-proj-…`, Anthropic `sk-ant-…`,
+//!   OpenRouter `sk-or-v1-…`, xAI `xai-…`, Google `AIza…`, GitHub `ghp_…`
+//!   (and `gho_`, `ghu_`, `ghs_`, `ghr_`), `github_pat_…`;
+//! * JWTs (`eyJ….eyJ….sig`);
+//! * values of `access_token`, `refresh_token`, `id_token`, `api_key`,
+//!   `apikey`, `api-key`, `client_secret`, `password`, `passwd`, `token`,
+//!   `secret` (also with a prefix such as `OPENAI_API_KEY`, `db_password`) in
+//!   JSON (`"k": "v"`), Python dicts (`'k': 'v'`), `k=v`, `k: v` and URL
+//!   query parameters.
+//!
+//! Ordinary text ("task-123", "risk-free", "sk", "max_tokens: 5") is left
+//! alone, and redacting twice changes nothing more than redacting once.
+
+use std::borrow::Cow;
+use std::sync::OnceLock;
+
+use regex::{Captures, Regex};
+
+/// The replacement text for a secret.
+pub const REDACTED: &str = "[REDACTED]";
+
+type Rewrite = fn(&Captures<'_>) -> Option<String>;
+
+struct Pass {
+    re: Regex,
+    rewrite: Rewrite,
+}
+
+fn passes() -> &'static [Pass] {
+    static PASSES: OnceLock<Vec<Pass>> = OnceLock::new();
+    PASSES.get_or_init(|| {
+        let re = |p: &str| Regex::new(p).expect("static redaction regex must compile");
+        vec![
+            Pass {
+                re: re(
+                    r#"(?i-u:(\b(?:proxy-)?authorization(?:\\?["'])?[ \t]*[:=][ \t]*(?:\\?["'])?(?:(?:bearer|basic|token|digest)[ \t]+)?))([^\s"',;\\]+)"#,
+                ),
+                rewrite: keep_prefix,
+            },
+            Pass {
+                re: re(r"(?i-u)(\bbearer[ \t]+)([A-Za-z0-9._~+/=-]{8,})"),
+                rewrite: bearer,
+            },
+            Pass {
+                re: re(
+                    r"(?-u)\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*",
+                ),
+                rewrite: whole,
+            },
+            Pass {
+                re: re(
+                    r"(?-u)\b(sk-ant-|sk-or-v1-|sk-proj-|sk-svcacct-|sk-admin-|sk-|xai-|ghp_|gho_|ghu_|ghs_|ghr_|github_pat_|AIza)([A-Za-z0-9_-]{8,})",
+                ),
+                rewrite: key_prefix,
+            },
+            Pass {
+                re: re(
+                    r#"(?i-u:(\b(?:[a-z0-9]+[_-])*(?:access_token|refresh_token|id_token|api[_-]?key|client_secret|password|passwd|token|secret)(?:\\?["'])?[ \t]*[:=][ \t]*(?:\\["'])?))(?:"((?:[^"\\\n]|\\.)*)"|'((?:[^'\\\n]|\\.)*)'|([^\s"'&,;}\])\\]+))"#,
+                ),
+                rewrite: key_value,
+            },
+        ]
+    })
+}
+
+fn already(value: &str) -> bool {
+    value.starts_with("[REDACTED")
+}
+
+/// `prefix` kept, value (group 2) masked.
+fn keep_prefix(c: &Captures<'_>) -> Option<String> {
+    let value = c.get(2)?.as_str();
+    if already(value) {
+        return None;
+    }
+    Some(format!("{}{REDACTED}", c.get(1)?.as_str()))
+}
+
+fn bearer(c: &Captures<'_>) -> Option<String> {
+    let token = c.get(2)?.as_str();
+    let looks_secret = token.len() >= 20 || token.bytes().any(|b| !b.is_ascii_alphabetic());
+    if !looks_secret {
+        return None;
+    }
+    Some(format!("{}{REDACTED}", c.get(1)?.as_str()))
+}
+
+fn whole(_: &Captures<'_>) -> Option<String> {
+    Some(REDACTED.to_owned())
+}
+
+fn key_prefix(c: &Captures<'_>) -> Option<String> {
+    let prefix = c.get(1)?.as_str();
+    let rest = c.get(2)?.as_str();
+    let min = match prefix {
+        "AIza" => 30,
+        "xai-" | "ghp_" | "gho_" | "ghu_" | "ghs_" | "ghr_" | "github_pat_" => 20,
+        _ => 16,
+    };
+    if rest.len() < min {
+        return None;
+    }
+    Some(format!("{prefix}{REDACTED}"))
+}
+
+fn key_value(c: &Captures<'_>) -> Option<String> {
+    let key = c.get(1)?.as_str();
+    let (value, quote) = if let Some(v) = c.get(2) {
+        (v.as_str(), "\"")
+    } else if let Some(v) = c.get(3) {
+        (v.as_str(), "'")
+    } else {
+        (c.get(4)?.as_str(), "")
+    };
+    let lower = value.to_ascii_lowercase();
+    if value.is_empty()
+        || already(value)
+        || ["null", "none", "true", "false", "undefined"].contains(&lower.as_str())
+    {
+        return None;
+    }
+    Some(format!("{key}{quote}{REDACTED}{quote}"))
+}
+
+/// Applies one pass; `None` when it changed nothing.
+fn apply(text: &str, pass: &Pass) -> Option<String> {
+    let mut out = String::new();
+    let mut last = 0;
+    let mut changed = false;
+    for c in pass.re.captures_iter(text) {
+        let Some(m) = c.get(0) else { continue };
+        if let Some(replacement) = (pass.rewrite)(&c) {
+            if !changed {
+                out.reserve(text.len());
+                changed = true;
+            }
+            out.push_str(&text[last..m.start()]);
+            out.push_str(&replacement);
+            last = m.end();
+        }
+    }
+    if !changed {
+        return None;
+    }
+    out.push_str(&text[last..]);
+    Some(out)
+}
+
+/// Masks credentials in `text` (see the module docs for what is recognised).
+/// Returns `Cow::Borrowed` when nothing had to change.
+pub fn redact(text: &str) -> Cow<'_, str> {
+    let mut out = Cow::Borrowed(text);
+    for pass in passes() {
+        if let Some(s) = apply(&out, pass) {
+            out = Cow::Owned(s);
+        }
+    }
+    out
+}
