@@ -1,0 +1,421 @@
+//! One test per situation the tailer must survive, on real files.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+
+use common::*;
+use log_tailer::{StartAt, TailError, TailEvent, Tailer, TailerOptions};
+
+fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gateway.log");
+    (dir, path)
+}
+
+#[test]
+fn start_at_end_skips_existing_complete_lines() {
+    let (_d, path) = setup();
+    append(&path, b"old 1\nold 2\nhalf");
+    let mut t = Tailer::new(&path, opts(StartAt::End));
+    assert!(poll(&mut t).is_empty());
+    append(&path, b" done\nnew\n");
+    // The unterminated last line is delivered whole once completed.
+    assert_eq!(texts(&poll(&mut t)), ["half done", "new"]);
+}
+
+#[test]
+fn start_at_end_on_empty_and_missing_file() {
+    let (_d, path) = setup();
+    let mut t = Tailer::new(&path, opts(StartAt::End));
+    assert_eq!(evs(&poll(&mut t)), [Ev::Missing]);
+    assert!(poll(&mut t).is_empty(), "Missing is reported once");
+    // Everything in a file that appears after we started is new.
+    append(&path, b"first\nsecond\n");
+    assert_eq!(evs(&poll(&mut t)), [Ev::Reopened, l("first"), l("second")]);
+}
+
+#[test]
+fn start_at_end_with_overlong_last_line_drops_its_rest() {
+    let (_d, path) = setup();
+    append(&path, b"old\n");
+    append(&path, &[b'x'; 100]);
+    let o = TailerOptions {
+        max_line_bytes: 10,
+        read_chunk: 7,
+        start: StartAt::End,
+    };
+    let mut t = Tailer::new(&path, o);
+    assert!(poll(&mut t).is_empty());
+    append(&path, b"xxx\nnext\n");
+    assert_eq!(texts(&poll(&mut t)), ["next"]);
+}
+
+#[test]
+fn beginning_reads_everything_and_idle_poll_is_empty() {
+    let (_d, path) = setup();
+    append(&path, b"a\nb\r\n");
+    let mut t = Tailer::new(&path, opts(StartAt::Beginning));
+    assert_eq!(texts(&poll(&mut t)), ["a", "b"]);
+    for _ in 0..3 {
+        assert!(poll(&mut t).is_empty());
+    }
+    let pos = t.position().expect("position");
+    assert_eq!(pos.offset, 5);
+    assert_eq!(pos.ino, fs::metadata(&path).expect("stat").ino());
+    assert!(pos.fingerprint.is_some());
+}
+
+#[test]
+fn partial_line_is_buffered_and_position_stays_at_its_start() {
+    let (_d, path) = setup();
+    let mut t = Tailer::new(&path, opts(StartAt::Beginning));
+    append(&path, b"one\ntw");
+    assert_eq!(texts(&poll(&mut t)), ["one"]);
+    assert_eq!(t.position().expect("pos").offset, 4);
+    append(&path, b"o");
+    assert!(poll(&mut t).is_empty());
+    assert_eq!(t.position().expect("pos").offset, 4);
+    append(&path, b"\n");
+    assert_eq!(texts(&poll(&mut t)), ["two"]);
+    assert_eq!(t.position().expect("pos").offset, 8);
+}
+
+#[test]
+fn rename_rotation_drains_old_file_first() {
+    let (_d, path) = setup();
+    let mut t = Tailer::new(&path, opts(StartAt::Beginning));
+    append(&path, b"a\n");
+    assert_eq!(texts(&poll(&mut t)), ["a"]);
+    append(&path, b"b\n"); // not yet read when the rotation happens
+    rename_rotate(&path, 3);
+    append(&path, b"c\n");
+    assert_eq!(evs(&poll(&mut t)), [l("b"), Ev::Rotated(4), l("c")]);
+    assert!(poll(&mut t).is_empty());
+}
+
+#[test]
+fn rotation_mid_line_flushes_the_partial_as_a_line() {
+    let (_d, path) = setup();
+    let mut t = Tailer::new(&path, opts(StartAt::Beginning));
+    append(&path, b"a\nhal");
+    assert_eq!(texts(&poll(&mut t)), ["a"]);
+    rename_rotate(&path, 3);
+    // The writer finishes the line in the new file: it becomes its own line.
+    append(&path, b"f\nb\n");
+    assert_eq!(
+        evs(&poll(&mut t)),
+        [l("hal"), Ev::Rotated(5), l("f"), l("b")]
+    );
+}
+
+#[test]
+fn several_rotations_between_polls_read_intermediate_files_in_order() {
+    let (_d, path) = setup();
+    let mut t = Tailer::new(&path, opts(StartAt::Beginning));
+    append(&path, b"1\n");
+    assert_eq!(texts(&poll(&mut t)), ["1"]);
+    append(&path, b"2\n");
+    rename_rotate(&path, 3);
+    append(&path, b"3\n");
+    rename_rotate(&path, 3);
+    append(&path, b"4\n");
+    rename_rotate(&path, 3);
+    append(&path, b"5\n");
+    let ev = poll(&mut t);
+    assert_eq!(texts(&ev), ["2", "3", "4", "5"]);
+    let rotations = ev
+        .iter()
+        .filter(|e| matches!(e, TailEvent::Rotated { .. }))
+        .count();
+    assert_eq!(rotations, 3);
+}
+
+#[test]
+fn copytruncate_is_detected_and_unread_lines_come_from_the_copy() {
+    let (_d, path) = setup();
+    let mut t = Tailer::new(&path, opts(StartAt::Beginning));
+    append(&path, b"2024-01-01 a\n");
+    assert_eq!(texts(&poll(&mut t)), ["2024-01-01 a"]);
+    append(&path, b"2024-01-01 b\n"); // unread at truncation time
+    copy_truncate(&path, 3);
+    append(&path, b"2024-01-02 c\n");
+    assert_eq!(
+        evs(&poll(&mut t)),
+        [l("2024-01-01 b"), Ev::Truncated(13), l("2024-01-02 c")]
+    );
+    assert!(poll(&mut t).is_empty());
+}
+
+#[test]
+fn truncation_without_copy_restarts_at_zero() {
+    let (_d, path) = setup();
+    let mut t = Tailer::new(&path, opts(StartAt::Beginning));
+    append(&path, b"aaaa\nbbbb\n");
+    assert_eq!(texts(&poll(&mut t)), ["aaaa", "bbbb"]);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open")
+        .set_len(0)
+        .expect("truncate");
+    assert_eq!(evs(&poll(&mut t)), [Ev::Truncated(10)]);
+    append(&path, b"c\n");
+    assert_eq!(texts(&poll(&mut t)), ["c"]);
+}
+
+#[test]
+fn truncation_then_regrowth_past_offset_is_detected() {
+    let (_d, path) = setup();
+    let mut t = Tailer::new(&path, opts(StartAt::Beginning));
+    append(&path, b"10:00 first\n");
+    assert_eq!(texts(&poll(&mut t)), ["10:00 first"]);
+    fs::write(&path, b"10:05 x\n10:05 y\n10:05 z\n").expect("rewrite in place");
+    assert_eq!(
+        evs(&poll(&mut t)),
+        [Ev::Truncated(12), l("10:05 x"), l("10:05 y"), l("10:05 z")]
+    );
+}
+
+#[test]
+fn truncation_then_regrowth_to_the_same_size_is_detected() {
+    let (_d, path) = setup();
+    let mut t = Tailer::new(&path, opts(StartAt::Beginning));
+    append(&path, b"10:00 a\n");
+    assert_eq!(texts(&poll(&mut t)), ["10:00 a"]);
+    fs::write(&path, b"10:01 b\n").expect("rewrite in place");
+    assert_eq!(evs(&poll(&mut t)), [Ev::Truncated(8), l("10:01 b")]);
+}
+
+#[test]
+fn deleted_then_recreated_with_poll_in_between() {
+    let (_d, path) = setup();
+    let mut t = Tailer::new(&path, opts(StartAt::Beginning));
+    append(&path, b"a\n");
+    assert_eq!(texts(&poll(&mut t)), ["a"]);
+    append(&path, b"b\npart");
+    fs::remove_file(&path).expect("rm");
+    // The open fd is drained; the partial line of a deleted file is flushed.
+    assert_eq!(evs(&poll(&mut t)), [l("b"), l("part"), Ev::Missing]);
+    assert!(poll(&mut t).is_empty());
+    append(&path, b"c\n");
+    assert_eq!(evs(&poll(&mut t)), [Ev::Rotated(8), Ev::Reopened, l("c")]);
+}
+
+#[test]
+fn deleted_and_recreated_between_polls() {
+    let (_d, path) = setup();
+    let mut t = Tailer::new(&path, opts(StartAt::Beginning));
+    append(&path, b"a\n");
+    assert_eq!(texts(&poll(&mut t)), ["a"]);
+    append(&path, b"b\n");
+    fs::remove_file(&path).expect("rm");
+    append(&path, b"c\n");
+    assert_eq!(evs(&poll(&mut t)), [l("b"), Ev::Rotated(4), l("c")]);
+}
+
+#[test]
+fn missing_during_rotation_keeps_partial_until_the_switch() {
+    let (_d, path) = setup();
+    let mut t = Tailer::new(&path, opts(StartAt::Beginning));
+    append(&path, b"a\npar");
+    assert_eq!(texts(&poll(&mut t)), ["a"]);
+    fs::rename(&path, sibling(&path, 1)).expect("rename");
+    // Renamed, not deleted: the partial stays pending (it could be resumed).
+    assert_eq!(evs(&poll(&mut t)), [Ev::Missing]);
+    assert_eq!(t.position().expect("pos").offset, 2);
+    append(&path, b"new\n");
+    assert_eq!(
+        evs(&poll(&mut t)),
+        [l("par"), Ev::Rotated(5), Ev::Reopened, l("new")]
+    );
+}
+
+#[test]
+fn missing_file_then_appears_with_beginning() {
+    let (_d, path) = setup();
+    let mut t = Tailer::new(&path, opts(StartAt::Beginning));
+    assert_eq!(t.position(), None);
+    assert_eq!(evs(&poll(&mut t)), [Ev::Missing]);
+    assert!(poll(&mut t).is_empty());
+    append(&path, b"x\n");
+    assert_eq!(evs(&poll(&mut t)), [Ev::Reopened, l("x")]);
+}
+
+#[test]
+fn resume_continues_in_the_same_file() {
+    let (_d, path) = setup();
+    let mut t = Tailer::new(&path, opts(StartAt::Beginning));
+    append(&path, b"a\nb\nhal");
+    assert_eq!(texts(&poll(&mut t)), ["a", "b"]);
+    let pos = t.position().expect("pos");
+    drop(t);
+    append(&path, b"f\nc\n");
+    let mut t = Tailer::new(&path, opts(StartAt::Resume(pos.clone())));
+    assert_eq!(t.position(), Some(pos));
+    // The pending partial line is re-read whole.
+    assert_eq!(texts(&poll(&mut t)), ["half", "c"]);
+}
+
+#[test]
+fn resume_after_rotation_while_down_reads_rest_of_dot1_then_new_file() {
+    let (_d, path) = setup();
+    let mut t = Tailer::new(&path, opts(StartAt::Beginning));
+    append(&path, b"a\n");
+    assert_eq!(texts(&poll(&mut t)), ["a"]);
+    let pos = t.position().expect("pos");
+    drop(t);
+    append(&path, b"b\nc\n");
+    rename_rotate(&path, 3);
+    append(&path, b"d\n");
+    let mut t = Tailer::new(&path, opts(StartAt::Resume(pos)));
+    assert_eq!(evs(&poll(&mut t)), [l("b"), l("c"), Ev::Rotated(6), l("d")]);
+}
+
+#[test]
+fn resume_after_two_rotations_while_down() {
+    let (_d, path) = setup();
+    let mut t = Tailer::new(&path, opts(StartAt::Beginning));
+    append(&path, b"a\n");
+    poll(&mut t);
+    let pos = t.position().expect("pos");
+    drop(t);
+    append(&path, b"b\n");
+    rename_rotate(&path, 3);
+    append(&path, b"c\n");
+    rename_rotate(&path, 3);
+    append(&path, b"d\n");
+    let mut t = Tailer::new(&path, opts(StartAt::Resume(pos)));
+    assert_eq!(texts(&poll(&mut t)), ["b", "c", "d"]);
+}
+
+#[test]
+fn resume_when_file_is_gone_starts_at_beginning() {
+    let (_d, path) = setup();
+    let mut t = Tailer::new(&path, opts(StartAt::Beginning));
+    append(&path, b"a\n");
+    poll(&mut t);
+    let pos = t.position().expect("pos");
+    drop(t);
+    fs::remove_file(&path).expect("rm");
+    append(&path, b"b\n");
+    let mut t = Tailer::new(&path, opts(StartAt::Resume(pos)));
+    assert_eq!(texts(&poll(&mut t)), ["b"]);
+}
+
+#[test]
+fn resume_after_copytruncate_while_down_uses_the_copy() {
+    let (_d, path) = setup();
+    let mut t = Tailer::new(&path, opts(StartAt::Beginning));
+    append(&path, b"09:00 a\n");
+    poll(&mut t);
+    let pos = t.position().expect("pos");
+    drop(t);
+    append(&path, b"09:00 b\n");
+    copy_truncate(&path, 3);
+    append(&path, b"09:01 c\n09:01 d\n");
+    let mut t = Tailer::new(&path, opts(StartAt::Resume(pos)));
+    assert_eq!(
+        evs(&poll(&mut t)),
+        [l("09:00 b"), Ev::Truncated(8), l("09:01 c"), l("09:01 d")]
+    );
+}
+
+#[test]
+fn resume_with_same_inode_but_other_content_rereads_from_zero() {
+    // Stands in for inode reuse: same (dev, ino), different first bytes.
+    let (_d, path) = setup();
+    let mut t = Tailer::new(&path, opts(StartAt::Beginning));
+    append(&path, b"old content\n");
+    poll(&mut t);
+    let pos = t.position().expect("pos");
+    drop(t);
+    fs::write(&path, b"new content, longer than before\n").expect("rewrite");
+    let mut t = Tailer::new(&path, opts(StartAt::Resume(pos)));
+    assert_eq!(
+        evs(&poll(&mut t)),
+        [Ev::Truncated(12), l("new content, longer than before")]
+    );
+}
+
+#[test]
+fn invalid_utf8_is_lossy_and_flagged_and_does_not_stop_reading() {
+    let (_d, path) = setup();
+    let mut t = Tailer::new(&path, opts(StartAt::Beginning));
+    append(&path, b"bad \xff\xc3( bytes\ngood \xc3\xa9\n");
+    let ls = lines(&poll(&mut t));
+    assert_eq!(ls.len(), 2);
+    assert_eq!(ls[0].text, "bad \u{fffd}\u{fffd}( bytes");
+    assert!(ls[0].invalid_utf8);
+    assert!(!ls[0].truncated);
+    assert_eq!(ls[1].text, "good é");
+    assert!(!ls[1].invalid_utf8);
+}
+
+#[test]
+fn long_lines_are_capped_and_flagged() {
+    let (_d, path) = setup();
+    let o = TailerOptions {
+        max_line_bytes: 16,
+        read_chunk: 5,
+        start: StartAt::Beginning,
+    };
+    let mut t = Tailer::new(&path, o);
+    append(&path, b"0123456789abcdefXYZ\nshort\n");
+    let ls = lines(&poll(&mut t));
+    assert_eq!(ls.len(), 2);
+    assert_eq!(ls[0].text, "0123456789abcdef");
+    assert!(ls[0].truncated);
+    assert_eq!(ls[1].text, "short");
+    assert!(!ls[1].truncated);
+}
+
+#[test]
+fn ten_megabyte_line_is_capped() {
+    let (_d, path) = setup();
+    let mut t = Tailer::new(&path, opts(StartAt::Beginning));
+    let big = vec![b'z'; 10 * 1024 * 1024];
+    append(&path, &big[..big.len() / 2]);
+    assert!(poll(&mut t).is_empty());
+    append(&path, &big[big.len() / 2..]);
+    append(&path, b"\nafter\n");
+    let ls = lines(&poll(&mut t));
+    assert_eq!(ls.len(), 2);
+    assert_eq!(ls[0].text.len(), log_tailer::DEFAULT_MAX_LINE_BYTES);
+    assert!(ls[0].truncated);
+    assert_eq!(ls[1].text, "after");
+}
+
+#[test]
+fn stat_errors_are_reported_and_the_tailer_recovers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blocker = dir.path().join("logs");
+    fs::write(&blocker, b"not a directory").expect("write");
+    let path = blocker.join("gateway.log");
+    let mut t = Tailer::new(&path, opts(StartAt::Beginning));
+    match t.poll() {
+        Err(TailError::Stat { path: p, .. }) => assert_eq!(p, path),
+        other => panic!("expected a stat error, got {other:?}"),
+    }
+    fs::remove_file(&blocker).expect("rm");
+    fs::create_dir(&blocker).expect("mkdir");
+    append(&path, b"ok\n");
+    assert_eq!(texts(&poll(&mut t)), ["ok"]);
+}
+
+#[test]
+fn position_fingerprint_detects_reuse_and_is_stable() {
+    let (_d, path) = setup();
+    append(&path, b"abc\n");
+    let mut t = Tailer::new(&path, opts(StartAt::Beginning));
+    poll(&mut t);
+    let p1 = t.position().expect("pos");
+    let mut t2 = Tailer::new(&path, opts(StartAt::Beginning));
+    poll(&mut t2);
+    assert_eq!(t2.position(), Some(p1.clone()));
+    let json = serde_json::to_string(&p1).expect("json");
+    let back: log_tailer::TailPosition = serde_json::from_str(&json).expect("json");
+    assert_eq!(back, p1);
+    assert_eq!(t.path(), path.as_path());
+}
