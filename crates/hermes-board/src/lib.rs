@@ -1,1 +1,339 @@
-//! placeholder
+//! The one place that writes to a Hermes Agent 0.19 kanban board.
+//!
+//! Every write:
+//! * runs in a short `BEGIN IMMEDIATE` transaction (a deferred read-then-write
+//!   transaction fails at once with `SQLITE_BUSY_SNAPSHOT` when Hermes commits
+//!   in between), with `busy_timeout` and bounded retries on `SQLITE_BUSY`;
+//!   a board still locked after that returns [`BoardError::Busy`] so the
+//!   caller retries later: nothing is ever skipped;
+//! * is guarded on the task's current status and run, so a stale record never
+//!   touches a task that has moved on;
+//! * appends a `task_events` row whose kind starts with `watchdog_` and whose
+//!   payload carries the reason and the exit-record id (which also makes
+//!   handling a record idempotent);
+//! * is appended to an audit log (JSON lines) after it commits.
+//!
+//! [`Board::open`] checks that every column relied on exists and refuses to
+//! open a board whose schema it does not know.
+
+mod audit;
+mod error;
+mod schema;
+pub mod testkit;
+mod types;
+mod writes;
+
+pub use audit::AuditLog;
+pub use error::BoardError;
+pub use schema::{HERMES_0_19_SCHEMA, REQUIRED_COLUMNS};
+pub use types::{
+    BoardOptions, EVENT_PREFIX, Kind, ParkRequest, Parked, ProgressMark, ReadyTask, ReleaseRequest,
+    RunRow, TaskRow, WriteOutcome,
+};
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+
+/// A connection to one board. Not `Sync`: one owner does all the writing.
+pub struct Board {
+    conn: Connection,
+    path: PathBuf,
+    opts: BoardOptions,
+    audit: Option<AuditLog>,
+    busy_retries: u64,
+    identity: Option<(u64, u64)>,
+}
+
+impl Board {
+    /// Opens an existing board (never creates one) and checks its schema.
+    pub fn open(
+        path: &Path,
+        opts: BoardOptions,
+        audit: Option<AuditLog>,
+    ) -> Result<Board, BoardError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI;
+        let conn = Connection::open_with_flags(path, flags).map_err(|source| BoardError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        conn.busy_timeout(opts.busy_timeout)
+            .map_err(|source| BoardError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let board = Board {
+            conn,
+            path: path.to_path_buf(),
+            opts,
+            audit,
+            busy_retries: 0,
+            identity: file_identity(path),
+        };
+        schema::check(&board.conn, path)?;
+        Ok(board)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn dry_run(&self) -> bool {
+        self.opts.dry_run
+    }
+
+    /// How many times a write had to be retried because the board was locked.
+    pub fn busy_retries(&self) -> u64 {
+        self.busy_retries
+    }
+
+    /// True when the file at `path` is no longer the one we opened (replaced
+    /// or deleted): the caller should reopen.
+    pub fn file_replaced(&self) -> bool {
+        file_identity(&self.path) != self.identity
+    }
+
+    // ----- reads -------------------------------------------------------
+
+    pub fn task(&self, id: &str) -> Result<Option<TaskRow>, BoardError> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("SELECT {} FROM tasks WHERE id = ?1", TaskRow::COLUMNS),
+                [id],
+                TaskRow::from_row,
+            )
+            .optional()?)
+    }
+
+    /// The task's newest run (highest id), if any.
+    pub fn latest_run(&self, task_id: &str) -> Result<Option<RunRow>, BoardError> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!(
+                    "SELECT {} FROM task_runs WHERE task_id = ?1 ORDER BY id DESC LIMIT 1",
+                    RunRow::COLUMNS
+                ),
+                [task_id],
+                RunRow::from_row,
+            )
+            .optional()?)
+    }
+
+    /// Tasks in `ready`, in the dispatcher's order.
+    pub fn ready_tasks(&self) -> Result<Vec<ReadyTask>, BoardError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, assignee, created_at FROM tasks WHERE status = 'ready' \
+             ORDER BY priority DESC, created_at ASC",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(ReadyTask {
+                id: r.get(0)?,
+                assignee: r.get(1)?,
+                created_at: r.get::<_, Option<i64>>(2)?.unwrap_or(0),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Number of tasks per status.
+    pub fn status_counts(&self) -> Result<Vec<(String, u64)>, BoardError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT status, COUNT(*) FROM tasks GROUP BY status ORDER BY status")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The newest dispatcher-progress event after `after_id`: events the
+    /// dispatcher writes on a live tick (`claimed`, `spawned`,
+    /// `respawn_guarded`, `promoted`, crash/reclaim bookkeeping).
+    pub fn progress_since(&self, after_id: i64) -> Result<ProgressMark, BoardError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT COALESCE(MAX(id), ?1), MAX(created_at), COUNT(*) FROM task_events \
+             WHERE id > ?1 AND kind IN ('claimed','spawned','respawn_guarded','promoted',\
+             'crashed','protocol_violation','rate_limited','reclaimed','timed_out','stale',\
+             'claim_rejected','claim_extended','spawn_failed','gave_up')",
+        )?;
+        Ok(stmt.query_row([after_id], |r| {
+            Ok(ProgressMark {
+                last_event_id: r.get(0)?,
+                last_event_at: r.get(1)?,
+                new_events: r.get::<_, i64>(2)? as u64,
+            })
+        })?)
+    }
+
+    /// The highest event id on the board (a cheap change marker).
+    pub fn max_event_id(&self) -> Result<i64, BoardError> {
+        Ok(self
+            .conn
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM task_events", [], |r| {
+                r.get(0)
+            })?)
+    }
+
+    pub fn running_count(&self) -> Result<u64, BoardError> {
+        Ok(self.conn.query_row(
+            "SELECT COUNT(*) FROM tasks WHERE status = 'running'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
+    }
+
+    /// Tasks the watchdog parked or held and that are still `scheduled`
+    /// with our event as the latest scheduling decision (an operator who
+    /// rescheduled or unblocked a task by hand takes it back from us).
+    pub fn parked(&self) -> Result<Vec<Parked>, BoardError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT t.id, t.assignee, e.kind, e.payload, e.created_at FROM tasks t \
+             JOIN task_events e ON e.id = (SELECT MAX(id) FROM task_events x \
+               WHERE x.task_id = t.id AND x.kind IN ('scheduled','unblocked','watchdog_parked',\
+               'watchdog_held','watchdog_released','promoted_manual','assigned')) \
+             WHERE t.status = 'scheduled' AND e.kind IN ('watchdog_parked','watchdog_held')",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let payload: Option<String> = r.get(3)?;
+            let kind: String = r.get(2)?;
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                kind,
+                payload,
+                r.get::<_, i64>(4)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (task_id, assignee, kind, payload, parked_at) = row?;
+            let p: serde_json::Value = payload
+                .as_deref()
+                .and_then(|s| serde_json::from_str(s).ok())
+                .unwrap_or_default();
+            out.push(Parked {
+                task_id,
+                assignee,
+                kind: if kind == "watchdog_held" {
+                    Kind::Held
+                } else {
+                    Kind::Parked
+                },
+                due_at: p["due_at"].as_i64(),
+                provider: p["provider"].as_str().map(str::to_string),
+                reason: p["reason"].as_str().unwrap_or_default().to_string(),
+                record_id: p["record_id"].as_str().map(str::to_string),
+                parked_at,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Delayed retries (our park events) for a task since `since` (epoch s).
+    pub fn delayed_retries_since(&self, task_id: &str, since: i64) -> Result<u32, BoardError> {
+        Ok(self.conn.query_row(
+            "SELECT COUNT(*) FROM task_events WHERE task_id = ?1 AND kind = 'watchdog_parked' \
+             AND created_at >= ?2",
+            params![task_id, since],
+            |r| r.get::<_, i64>(0),
+        )? as u32)
+    }
+
+    /// True when an event of ours for this record already exists on this
+    /// task: the record was handled before (a restart after a crash).
+    pub fn record_already_applied(
+        &self,
+        task_id: &str,
+        record_id: &str,
+    ) -> Result<bool, BoardError> {
+        Ok(writes::record_applied(&self.conn, task_id, record_id)?)
+    }
+
+    // ----- writes ------------------------------------------------------
+
+    /// Moves a task to `scheduled` (see [`ParkRequest`] for the guards).
+    pub fn park(&mut self, req: &ParkRequest) -> Result<WriteOutcome, BoardError> {
+        self.write(|tx, now| writes::park(tx, req, now))
+    }
+
+    /// Moves a task we parked back to `ready` (or `todo` when a parent is
+    /// not done, as Hermes' own unblock does).
+    pub fn release(&mut self, req: &ReleaseRequest) -> Result<WriteOutcome, BoardError> {
+        self.write(|tx, now| writes::release(tx, req, now))
+    }
+
+    /// Runs one guarded write transaction with busy retries, then audits it.
+    fn write(
+        &mut self,
+        op: impl Fn(&rusqlite::Transaction<'_>, i64) -> Result<WriteOutcome, rusqlite::Error>,
+    ) -> Result<WriteOutcome, BoardError> {
+        let mut attempt = 0u32;
+        loop {
+            let now = jiff::Timestamp::now().as_second();
+            match self.try_write(&op, now) {
+                Ok(mut outcome) => {
+                    if let WriteOutcome::Applied(change) = &mut outcome {
+                        change.dry_run = self.opts.dry_run;
+                    }
+                    if let (WriteOutcome::Applied(change), Some(audit)) =
+                        (&outcome, &mut self.audit)
+                        && !self.opts.dry_run
+                    {
+                        audit.append(change)?;
+                    }
+                    return Ok(outcome);
+                }
+                Err(e) if is_busy(&e) && attempt < self.opts.busy_retries => {
+                    attempt += 1;
+                    self.busy_retries += 1;
+                    tracing::warn!(board = %self.path.display(), attempt, "board is locked; retrying the write");
+                    std::thread::sleep(backoff(attempt));
+                }
+                Err(e) if is_busy(&e) => {
+                    self.busy_retries += 1;
+                    return Err(BoardError::Busy {
+                        path: self.path.clone(),
+                        attempts: attempt + 1,
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn try_write(
+        &mut self,
+        op: &impl Fn(&rusqlite::Transaction<'_>, i64) -> Result<WriteOutcome, rusqlite::Error>,
+        now: i64,
+    ) -> Result<WriteOutcome, rusqlite::Error> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let outcome = op(&tx, now)?;
+        if self.opts.dry_run || !matches!(outcome, WriteOutcome::Applied(_)) {
+            tx.rollback()?;
+        } else {
+            tx.commit()?;
+        }
+        Ok(outcome)
+    }
+}
+
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((25u64 << attempt.min(6)).min(1000))
+}

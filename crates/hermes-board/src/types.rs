@@ -1,0 +1,209 @@
+//! Rows read from the board and the requests and outcomes of writes.
+
+use std::time::Duration;
+
+use rusqlite::Row;
+use serde::Serialize;
+
+/// Every event kind we write starts with this, so operators can tell ours apart.
+pub const EVENT_PREFIX: &str = "watchdog_";
+
+#[derive(Clone, Debug)]
+pub struct BoardOptions {
+    /// SQLite busy timeout per statement (Hermes itself uses 120 s).
+    pub busy_timeout: Duration,
+    /// Retries of a whole transaction after the busy timeout ran out, before
+    /// the write is reported as [`crate::BoardError::Busy`].
+    pub busy_retries: u32,
+    /// Do everything but commit.
+    pub dry_run: bool,
+}
+
+impl Default for BoardOptions {
+    fn default() -> Self {
+        BoardOptions {
+            busy_timeout: Duration::from_secs(5),
+            busy_retries: 5,
+            dry_run: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TaskRow {
+    pub id: String,
+    pub title: String,
+    pub assignee: Option<String>,
+    pub status: String,
+    pub current_run_id: Option<i64>,
+    pub worker_pid: Option<i64>,
+    pub claim_lock: Option<String>,
+    pub consecutive_failures: i64,
+    pub last_failure_error: Option<String>,
+    pub model_override: Option<String>,
+}
+
+impl TaskRow {
+    pub(crate) const COLUMNS: &'static str = "id, title, assignee, status, current_run_id, worker_pid, \
+        claim_lock, consecutive_failures, last_failure_error, model_override";
+
+    pub(crate) fn from_row(r: &Row<'_>) -> rusqlite::Result<TaskRow> {
+        Ok(TaskRow {
+            id: r.get(0)?,
+            title: r.get(1)?,
+            assignee: r.get(2)?,
+            status: r.get(3)?,
+            current_run_id: r.get(4)?,
+            worker_pid: r.get(5)?,
+            claim_lock: r.get(6)?,
+            consecutive_failures: r.get::<_, Option<i64>>(7)?.unwrap_or(0),
+            last_failure_error: r.get(8)?,
+            model_override: r.get(9)?,
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RunRow {
+    pub id: i64,
+    pub task_id: String,
+    pub status: String,
+    pub outcome: Option<String>,
+    pub started_at: i64,
+    pub ended_at: Option<i64>,
+}
+
+impl RunRow {
+    pub(crate) const COLUMNS: &'static str = "id, task_id, status, outcome, started_at, ended_at";
+
+    pub(crate) fn from_row(r: &Row<'_>) -> rusqlite::Result<RunRow> {
+        Ok(RunRow {
+            id: r.get(0)?,
+            task_id: r.get(1)?,
+            status: r.get(2)?,
+            outcome: r.get(3)?,
+            started_at: r.get(4)?,
+            ended_at: r.get(5)?,
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ReadyTask {
+    pub id: String,
+    pub assignee: Option<String>,
+    pub created_at: i64,
+}
+
+/// Why the watchdog moved a task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A delayed retry after a transient failure (counts against the budget).
+    Parked,
+    /// A ready task held back because its provider is unhealthy.
+    Held,
+    /// Requeued at once, to run on a healthy fallback provider.
+    Requeued,
+}
+
+impl Kind {
+    pub fn event_kind(self) -> &'static str {
+        match self {
+            Kind::Parked => "watchdog_parked",
+            Kind::Held => "watchdog_held",
+            Kind::Requeued => "watchdog_requeued",
+        }
+    }
+}
+
+/// A task we parked or held, still waiting in `scheduled`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Parked {
+    pub task_id: String,
+    pub assignee: Option<String>,
+    pub kind: Kind,
+    /// When it should return (epoch s); `None` = when its provider heals.
+    pub due_at: Option<i64>,
+    pub provider: Option<String>,
+    pub reason: String,
+    pub record_id: Option<String>,
+    pub parked_at: i64,
+}
+
+/// Move a task out of the dispatcher's way.
+///
+/// Guards: with a `run_id` (a record-driven move), the task must be
+/// `running` that very run, or `ready`/`blocked` with that run as its
+/// newest; without one (a hold), it must be `ready` and unclaimed. Anything
+/// else is stale and changes nothing.
+#[derive(Clone, Debug, Serialize)]
+pub struct ParkRequest {
+    pub task_id: String,
+    pub kind: Kind,
+    pub run_id: Option<i64>,
+    pub record_id: Option<String>,
+    pub due_at: Option<i64>,
+    pub provider: Option<String>,
+    /// For [`Kind::Requeued`]: where the retry is steered.
+    pub fallback: Option<String>,
+    pub reason: String,
+}
+
+/// Return a task we parked to the dispatcher.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReleaseRequest {
+    pub task_id: String,
+    pub reason: String,
+}
+
+/// The task fields a change is judged by, before and after.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TaskState {
+    pub status: String,
+    pub current_run_id: Option<i64>,
+    pub consecutive_failures: i64,
+}
+
+/// One committed (or, in dry-run, would-be) change: also the audit line.
+#[derive(Clone, Debug, Serialize)]
+pub struct Change {
+    pub at: i64,
+    pub action: &'static str,
+    pub task: String,
+    pub record_id: Option<String>,
+    pub reason: String,
+    pub before: TaskState,
+    pub after: TaskState,
+    pub event_kind: &'static str,
+    pub dry_run: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub enum WriteOutcome {
+    Applied(Change),
+    /// An event of ours for this record is already on the task.
+    AlreadyApplied,
+    /// The guard did not hold: the task moved on.
+    Stale {
+        status: Option<String>,
+        why: String,
+    },
+}
+
+impl WriteOutcome {
+    pub fn applied(&self) -> Option<&Change> {
+        match self {
+            WriteOutcome::Applied(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+/// Dispatcher progress seen on the board.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProgressMark {
+    pub last_event_id: i64,
+    pub last_event_at: Option<i64>,
+    pub new_events: u64,
+}

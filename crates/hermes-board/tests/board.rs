@@ -1,0 +1,488 @@
+//! Real SQLite boards with the Hermes 0.19.0 schema, in WAL mode, with a
+//! concurrent writer.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use hermes_board::testkit::{self, add_link, add_task, claim, create_board, events, status};
+use hermes_board::{
+    AuditLog, Board, BoardError, BoardOptions, Kind, ParkRequest, ReleaseRequest, WriteOutcome,
+};
+
+fn board(path: &Path) -> Board {
+    let audit = AuditLog::open(&path.with_extension("audit.jsonl")).unwrap();
+    Board::open(path, BoardOptions::default(), Some(audit)).unwrap()
+}
+
+fn park_req(task: &str, run: i64, record: &str) -> ParkRequest {
+    ParkRequest {
+        task_id: task.into(),
+        kind: Kind::Parked,
+        run_id: Some(run),
+        record_id: Some(record.into()),
+        due_at: Some(1_780_861_920),
+        provider: Some("openai-codex".into()),
+        fallback: None,
+        reason: "rate_limit on openai-codex until 1780861905".into(),
+    }
+}
+
+fn kinds(conn: &rusqlite::Connection, id: &str) -> Vec<String> {
+    events(conn, id)
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect()
+}
+
+#[test]
+fn a_rate_limited_running_task_is_parked_once_and_released_to_ready() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("kanban.db");
+    let mut hermes = create_board(&db).unwrap();
+    add_task(&hermes, "t1", "coder", "ready").unwrap();
+    let run = claim(&mut hermes, "t1", 4242).unwrap();
+    let mut b = board(&db);
+
+    let out = b.park(&park_req("t1", run, "rec-1")).unwrap();
+    let change = out.applied().expect("applied");
+    assert_eq!(change.before.status, "running");
+    assert_eq!(change.after.status, "scheduled");
+    assert_eq!(status(&hermes, "t1").unwrap(), "scheduled");
+    let (run_status, outcome, ended): (String, String, Option<i64>) = hermes
+        .query_row(
+            "SELECT status, outcome, ended_at FROM task_runs WHERE id = ?1",
+            [run],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (run_status.as_str(), outcome.as_str()),
+        ("scheduled", "scheduled")
+    );
+    assert!(ended.is_some());
+    let (cur, pid): (Option<i64>, Option<i64>) = hermes
+        .query_row(
+            "SELECT current_run_id, worker_pid FROM tasks WHERE id='t1'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (cur, pid),
+        (None, None),
+        "the dispatcher's reap guard will not match"
+    );
+
+    // The same record again (a restart) changes nothing.
+    assert!(matches!(
+        b.park(&park_req("t1", run, "rec-1")).unwrap(),
+        WriteOutcome::AlreadyApplied
+    ));
+    assert!(b.record_already_applied("t1", "rec-1").unwrap());
+
+    let parked = b.parked().unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].due_at, Some(1_780_861_920));
+    assert_eq!(parked[0].record_id.as_deref(), Some("rec-1"));
+
+    let out = b
+        .release(&ReleaseRequest {
+            task_id: "t1".into(),
+            reason: "due".into(),
+        })
+        .unwrap();
+    assert_eq!(out.applied().unwrap().after.status, "ready");
+    assert_eq!(status(&hermes, "t1").unwrap(), "ready");
+    assert_eq!(
+        kinds(&hermes, "t1"),
+        [
+            "created",
+            "claimed",
+            "spawned",
+            "watchdog_parked",
+            "watchdog_released"
+        ]
+    );
+    assert!(b.parked().unwrap().is_empty());
+    let audit = std::fs::read_to_string(db.with_extension("audit.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["action"], "park");
+    assert_eq!(lines[0]["record_id"], "rec-1");
+    assert_eq!(lines[0]["before"]["status"], "running");
+    assert_eq!(lines[1]["action"], "release");
+    drop(hermes);
+}
+
+#[test]
+fn a_stale_record_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("kanban.db");
+    let mut hermes = create_board(&db).unwrap();
+    add_task(&hermes, "done", "coder", "ready").unwrap();
+    let run_done = claim(&mut hermes, "done", 1).unwrap();
+    testkit::complete(&hermes, "done").unwrap();
+    add_task(&hermes, "moved", "coder", "ready").unwrap();
+    let old_run = claim(&mut hermes, "moved", 2).unwrap();
+    testkit::hermes_gave_up(&hermes, "moved").unwrap();
+    hermes
+        .execute(
+            "UPDATE tasks SET status='ready', claim_lock=NULL WHERE id='moved'",
+            [],
+        )
+        .unwrap();
+    let _new_run = claim(&mut hermes, "moved", 3).unwrap();
+    let before: i64 = hermes
+        .query_row("SELECT COUNT(*) FROM task_events", [], |r| r.get(0))
+        .unwrap();
+
+    let mut b = board(&db);
+    for (task, run) in [("done", run_done), ("moved", old_run), ("missing", 1)] {
+        let out = b.park(&park_req(task, run, "rec-stale")).unwrap();
+        assert!(matches!(out, WriteOutcome::Stale { .. }), "{task}: {out:?}");
+    }
+    assert_eq!(status(&hermes, "done").unwrap(), "done");
+    assert_eq!(status(&hermes, "moved").unwrap(), "running");
+    let after: i64 = hermes
+        .query_row("SELECT COUNT(*) FROM task_events", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(before, after);
+    assert!(
+        std::fs::read_to_string(db.with_extension("audit.jsonl"))
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_task_the_dispatcher_already_blocked_is_brought_back_with_its_failures_reset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("kanban.db");
+    let mut hermes = create_board(&db).unwrap();
+    add_task(&hermes, "t", "coder", "ready").unwrap();
+    let run = claim(&mut hermes, "t", 9).unwrap();
+    testkit::hermes_gave_up(&hermes, "t").unwrap();
+    let mut b = board(&db);
+    b.park(&park_req("t", run, "rec-b"))
+        .unwrap()
+        .applied()
+        .unwrap();
+    assert_eq!(status(&hermes, "t").unwrap(), "scheduled");
+    b.release(&ReleaseRequest {
+        task_id: "t".into(),
+        reason: "due".into(),
+    })
+    .unwrap();
+    let (st, fails, err): (String, i64, Option<String>) = hermes
+        .query_row(
+            "SELECT status, consecutive_failures, last_failure_error FROM tasks WHERE id='t'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!((st.as_str(), fails, err), ("ready", 0, None));
+}
+
+#[test]
+fn release_goes_to_todo_when_a_parent_is_not_done() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("kanban.db");
+    let mut hermes = create_board(&db).unwrap();
+    add_task(&hermes, "parent", "coder", "ready").unwrap();
+    add_task(&hermes, "child", "coder", "ready").unwrap();
+    let run = claim(&mut hermes, "child", 5).unwrap();
+    add_link(&hermes, "parent", "child").unwrap();
+    let mut b = board(&db);
+    b.park(&park_req("child", run, "r"))
+        .unwrap()
+        .applied()
+        .unwrap();
+    b.release(&ReleaseRequest {
+        task_id: "child".into(),
+        reason: "due".into(),
+    })
+    .unwrap();
+    assert_eq!(status(&hermes, "child").unwrap(), "todo");
+}
+
+#[test]
+fn a_task_rescheduled_by_an_operator_is_left_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("kanban.db");
+    let mut hermes = create_board(&db).unwrap();
+    add_task(&hermes, "t", "coder", "ready").unwrap();
+    let run = claim(&mut hermes, "t", 5).unwrap();
+    let mut b = board(&db);
+    b.park(&park_req("t", run, "r")).unwrap().applied().unwrap();
+    hermes
+        .execute(
+            "INSERT INTO task_events (task_id, kind, payload, created_at) VALUES ('t','scheduled','{\"reason\":\"human\"}', 0)",
+            [],
+        )
+        .unwrap();
+    assert!(b.parked().unwrap().is_empty());
+    let out = b
+        .release(&ReleaseRequest {
+            task_id: "t".into(),
+            reason: "due".into(),
+        })
+        .unwrap();
+    assert!(matches!(out, WriteOutcome::Stale { .. }), "{out:?}");
+    assert_eq!(status(&hermes, "t").unwrap(), "scheduled");
+}
+
+#[test]
+fn hold_only_moves_an_unclaimed_ready_task() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("kanban.db");
+    let mut hermes = create_board(&db).unwrap();
+    add_task(&hermes, "a", "coder", "ready").unwrap();
+    add_task(&hermes, "b", "coder", "ready").unwrap();
+    claim(&mut hermes, "b", 7).unwrap();
+    let mut b = board(&db);
+    let hold = |id: &str| ParkRequest {
+        task_id: id.into(),
+        kind: Kind::Held,
+        run_id: None,
+        record_id: None,
+        due_at: None,
+        provider: Some("xai-oauth".into()),
+        fallback: None,
+        reason: "provider xai-oauth unhealthy until re-auth".into(),
+    };
+    assert!(b.park(&hold("a")).unwrap().applied().is_some());
+    assert!(matches!(
+        b.park(&hold("b")).unwrap(),
+        WriteOutcome::Stale { .. }
+    ));
+    assert_eq!(status(&hermes, "a").unwrap(), "scheduled");
+    assert_eq!(status(&hermes, "b").unwrap(), "running");
+    let parked = b.parked().unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].kind, Kind::Held);
+    assert_eq!(parked[0].due_at, None);
+}
+
+#[test]
+fn requeue_sends_a_running_task_straight_back_to_ready() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("kanban.db");
+    let mut hermes = create_board(&db).unwrap();
+    add_task(&hermes, "t", "coder", "ready").unwrap();
+    let run = claim(&mut hermes, "t", 5).unwrap();
+    let mut b = board(&db);
+    let mut req = park_req("t", run, "r");
+    req.kind = Kind::Requeued;
+    req.fallback = Some("openrouter".into());
+    b.park(&req).unwrap().applied().unwrap();
+    assert_eq!(status(&hermes, "t").unwrap(), "ready");
+    let (kind, payload) = events(&hermes, "t").unwrap().pop().unwrap();
+    assert_eq!(kind, "watchdog_requeued");
+    let p: serde_json::Value = serde_json::from_str(&payload.unwrap()).unwrap();
+    assert_eq!(p["fallback"], "openrouter");
+    assert_eq!(p["record_id"], "r");
+}
+
+#[test]
+fn dry_run_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("kanban.db");
+    let mut hermes = create_board(&db).unwrap();
+    add_task(&hermes, "t", "coder", "ready").unwrap();
+    let run = claim(&mut hermes, "t", 5).unwrap();
+    let before = std::fs::read(&db).unwrap();
+    let audit_path = db.with_extension("audit.jsonl");
+    let mut b = Board::open(
+        &db,
+        BoardOptions {
+            dry_run: true,
+            ..Default::default()
+        },
+        Some(AuditLog::open(&audit_path).unwrap()),
+    )
+    .unwrap();
+    let out = b.park(&park_req("t", run, "r")).unwrap();
+    let change = out.applied().expect("would apply");
+    assert!(change.dry_run);
+    assert_eq!(change.after.status, "scheduled", "reports what it would do");
+    assert_eq!(status(&hermes, "t").unwrap(), "running");
+    assert_eq!(kinds(&hermes, "t"), ["created", "claimed", "spawned"]);
+    assert_eq!(std::fs::read(&db).unwrap(), before);
+    assert!(std::fs::read_to_string(&audit_path).unwrap().is_empty());
+}
+
+#[test]
+fn an_unknown_schema_is_refused_loudly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("kanban.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE tasks (id TEXT PRIMARY KEY, title TEXT, status TEXT);
+         CREATE TABLE task_events (id INTEGER PRIMARY KEY, task_id TEXT, kind TEXT, payload TEXT, created_at INTEGER);",
+    )
+    .unwrap();
+    let err = Board::open(&db, BoardOptions::default(), None)
+        .err()
+        .expect("refused");
+    let msg = err.to_string();
+    assert!(matches!(err, BoardError::UnknownSchema { .. }), "{msg}");
+    assert!(msg.contains("tasks.current_run_id"), "{msg}");
+    assert!(msg.contains("table task_runs"), "{msg}");
+    assert!(msg.contains("refusing to write"), "{msg}");
+    // And a missing file is not created.
+    assert!(Board::open(&tmp.path().join("nope.db"), BoardOptions::default(), None).is_err());
+    assert!(!tmp.path().join("nope.db").exists());
+}
+
+/// A second writer that takes the write lock in bursts, as Hermes does.
+fn bursty_writer(db: &Path, stop: Arc<AtomicBool>, hold: Duration) -> std::thread::JoinHandle<u64> {
+    let db = db.to_path_buf();
+    std::thread::spawn(move || {
+        let mut conn = testkit::connect(&db).unwrap();
+        let mut n = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .unwrap();
+            tx.execute(
+                "INSERT INTO task_events (task_id, kind, payload, created_at) VALUES ('noise', 'heartbeat', NULL, 0)",
+                [],
+            )
+            .unwrap();
+            std::thread::sleep(hold);
+            tx.commit().unwrap();
+            n += 1;
+            std::thread::yield_now();
+        }
+        n
+    })
+}
+
+#[test]
+fn writes_succeed_against_a_concurrent_writer_holding_locks_in_bursts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("kanban.db");
+    let mut hermes = create_board(&db).unwrap();
+    let mut runs = Vec::new();
+    for i in 0..60 {
+        let id = format!("t{i}");
+        add_task(&hermes, &id, "coder", "ready").unwrap();
+        runs.push((id.clone(), claim(&mut hermes, &id, 1000 + i).unwrap()));
+    }
+    drop(hermes);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = bursty_writer(&db, stop.clone(), Duration::from_millis(20));
+    let mut b = board(&db);
+    for (id, run) in &runs {
+        b.park(&park_req(id, *run, &format!("rec-{id}")))
+            .unwrap()
+            .applied()
+            .expect("parked");
+    }
+    for (id, _) in &runs {
+        b.release(&ReleaseRequest {
+            task_id: id.clone(),
+            reason: "due".into(),
+        })
+        .unwrap()
+        .applied()
+        .expect("released");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let bursts = writer.join().unwrap();
+    assert!(bursts > 0);
+    let conn = testkit::connect(&db).unwrap();
+    let ready: i64 = conn
+        .query_row("SELECT COUNT(*) FROM tasks WHERE status='ready'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(ready, 60);
+    let ours: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM task_events WHERE kind LIKE 'watchdog_%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(ours, 120);
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal", "we never change the journal mode");
+}
+
+#[test]
+fn a_board_locked_past_the_busy_timeout_is_reported_busy_and_retried_later() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("kanban.db");
+    let mut hermes = create_board(&db).unwrap();
+    add_task(&hermes, "t", "coder", "ready").unwrap();
+    let run = claim(&mut hermes, "t", 5).unwrap();
+    let mut b = Board::open(
+        &db,
+        BoardOptions {
+            busy_timeout: Duration::from_millis(50),
+            busy_retries: 1,
+            dry_run: false,
+        },
+        None,
+    )
+    .unwrap();
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let locker = {
+        let db = db.clone();
+        std::thread::spawn(move || {
+            let mut conn = testkit::connect(&db).unwrap();
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .unwrap();
+            locked_tx.send(()).unwrap();
+            release_rx.recv().unwrap();
+            tx.commit().unwrap();
+        })
+    };
+    locked_rx.recv().unwrap();
+    let started = Instant::now();
+    let err = b.park(&park_req("t", run, "r")).unwrap_err();
+    assert!(matches!(err, BoardError::Busy { .. }), "{err}");
+    assert!(err.is_transient());
+    assert!(b.busy_retries() >= 1);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(
+        status(&hermes, "t").unwrap(),
+        "running",
+        "nothing half-written"
+    );
+    release_tx.send(()).unwrap();
+    locker.join().unwrap();
+    b.park(&park_req("t", run, "r"))
+        .unwrap()
+        .applied()
+        .expect("the retry lands");
+    assert_eq!(status(&hermes, "t").unwrap(), "scheduled");
+}
+
+#[test]
+fn a_replaced_board_file_is_noticed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("kanban.db");
+    drop(create_board(&db).unwrap());
+    let b = board(&db);
+    assert!(!b.file_replaced());
+    let other = tmp.path().join("other.db");
+    drop(create_board(&other).unwrap());
+    std::fs::rename(&other, &db).unwrap();
+    assert!(b.file_replaced());
+}
