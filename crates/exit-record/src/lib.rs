@@ -1,1 +1,22 @@
-//! placeholder
+//! The exit record: one JSON document per worker run, written by `worker-shim`
+//! and read by `kanban-watchdog`.
+//!
+//! * [`ExitRecord`] is the schema (see the README's "Exit record" section);
+//!   [`SCHEMA_VERSION`] is bumped on any incompatible change.
+//! * [`write_atomic`] puts a record into a directory so that a reader never
+//!   sees half a record: temp file, optional fsync, rename, directory fsync.
+//! * [`read_record`] is the careful reader: no symlinks, owner check, size
+//!   limit, schema version check. Every refusal is a typed [`RecordError`]
+//!   that the watchdog turns into a quarantine reason.
+
+mod paths;
+mod read;
+mod schema;
+mod write;
+
+pub use paths::{default_record_dir, is_record_file_name, record_file_name};
+pub use read::{ReadLimits, RecordError, parse_record_bytes, read_record};
+pub use schema::{
+    ExitInfo, ExitRecord, SCHEMA_NAME, SCHEMA_VERSION, StreamCapture, TaskContext, new_record_id,
+};
+pub use write::{WriteError, WriteOptions, write_atomic};

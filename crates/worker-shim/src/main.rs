@@ -1,1 +1,293 @@
-fn main() {}
+//! `worker-shim [OPTIONS] -- COMMAND [ARG]...`
+//!
+//! Runs COMMAND as its child and behaves, to the caller, like COMMAND:
+//! output passes through untouched, signals are forwarded, the exit code is
+//! the child's (128+N for a signal). On top, it keeps the head and tail of
+//! stdout and stderr, classifies provider failures, writes one exit record
+//! atomically, and maps transient failures to EX_TEMPFAIL (75).
+
+mod capture;
+mod cli;
+mod pump;
+mod report;
+mod signals;
+mod spawn;
+mod target;
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use exit_record::{
+    ExitInfo, ExitRecord, SCHEMA_NAME, SCHEMA_VERSION, StreamCapture, TaskContext, WriteOptions,
+};
+use failure_signatures::ClassifyContext;
+use nix::errno::Errno;
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
+use nix::unistd::Pid;
+
+use crate::capture::HeadTail;
+use crate::cli::Options;
+use crate::signals::{ChildState, Forwarder};
+
+fn main() {
+    let code = run();
+    std::process::exit(code);
+}
+
+/// One line on stderr, prefixed, never panicking on a closed stderr.
+fn say(msg: &str) {
+    let _ = writeln!(std::io::stderr(), "worker-shim: {msg}");
+}
+
+fn run() -> i32 {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let argv0 = args.first().cloned().unwrap_or_default();
+    let (opts, command) = match target::masquerade_name(&argv0) {
+        Some(name) => {
+            // Every argument is the worker's; options come from the environment only.
+            let opts = Options::try_parse_from([target::SHIM_NAME]).unwrap_or_else(|e| {
+                say(&format!(
+                    "ignoring invalid WORKER_SHIM_* setting: {}",
+                    e.to_string().lines().next().unwrap_or_default()
+                ));
+                Options::parse_from(
+                    std::iter::empty::<OsString>().chain([target::SHIM_NAME.into()]),
+                )
+            });
+            let path_env = std::env::var_os("PATH");
+            let target_env = std::env::var_os("WORKER_SHIM_TARGET");
+            match target::resolve_target(&name, target_env.as_deref(), path_env.as_deref()) {
+                Ok(real) => {
+                    let mut command = vec![real.into_os_string()];
+                    command.extend(args.iter().skip(1).cloned());
+                    (opts, command)
+                }
+                Err(reason) => {
+                    say(&reason);
+                    return spawn::EXIT_NOT_FOUND;
+                }
+            }
+        }
+        None => {
+            let opts = Options::parse_from(&args);
+            let command = opts.command.clone();
+            (opts, command)
+        }
+    };
+    Run::new(opts, command).execute()
+}
+
+struct Run {
+    opts: Options,
+    command: Vec<OsString>,
+    id: String,
+    started_at: jiff::Timestamp,
+    clock: Instant,
+}
+
+struct Outcome {
+    pid: Option<u32>,
+    exit: ExitInfo,
+    stdout: StreamCapture,
+    stderr: StreamCapture,
+}
+
+impl Run {
+    fn new(opts: Options, command: Vec<OsString>) -> Run {
+        Run {
+            opts,
+            command,
+            id: exit_record::new_record_id(),
+            started_at: jiff::Timestamp::now(),
+            clock: Instant::now(),
+        }
+    }
+
+    fn execute(self) -> i32 {
+        let outcome = self.supervise();
+        self.finish(outcome)
+    }
+
+    fn supervise(&self) -> Outcome {
+        let capture_stdout = !self.opts.no_capture_stdout;
+        let mut forwarder = Forwarder::install()
+            .map_err(|e| say(&format!("signals will not be forwarded: {e}")))
+            .ok();
+        let mut child = match spawn::spawn_worker(&self.command, capture_stdout) {
+            Ok(child) => child,
+            Err(failure) => {
+                say(&failure.reason);
+                return Outcome {
+                    pid: None,
+                    exit: ExitInfo {
+                        code: None,
+                        signal: None,
+                        reported_code: failure.code,
+                        spawn_error: Some(failure.reason),
+                    },
+                    stdout: StreamCapture::default(),
+                    stderr: StreamCapture::default(),
+                };
+            }
+        };
+        let pid = Pid::from_raw(child.id() as i32);
+        let state = Arc::new(Mutex::new(ChildState {
+            pid: Some(pid),
+            leads_group: true,
+            exited: false,
+        }));
+        if let Some(f) = forwarder.as_mut()
+            && let Err(e) = f.start(Arc::clone(&state))
+        {
+            say(&format!("signals will not be forwarded: {e}"));
+        }
+
+        let (done_tx, done_rx) = mpsc::channel();
+        let mut pumps = 0;
+        let mut start_pump =
+            |name, fd: Option<OwnedFd>, to_fd, cap: &Option<Arc<Mutex<HeadTail>>>| {
+                if let (Some(fd), Some(cap)) = (fd, cap) {
+                    pump::grow_pipe(&fd);
+                    match pump::spawn_pump(name, fd, to_fd, Arc::clone(cap), done_tx.clone()) {
+                        Ok(_) => pumps += 1,
+                        Err(e) => say(&format!("cannot pass {name} through: {e}")),
+                    }
+                }
+            };
+        let new_cap = || {
+            Arc::new(Mutex::new(HeadTail::new(
+                self.opts.head_bytes,
+                self.opts.tail_bytes,
+            )))
+        };
+        let out_cap = capture_stdout.then(new_cap);
+        let err_cap = Some(new_cap());
+        start_pump(
+            "stdout",
+            child.stdout.take().map(OwnedFd::from),
+            libc::STDOUT_FILENO,
+            &out_cap,
+        );
+        start_pump(
+            "stderr",
+            child.stderr.take().map(OwnedFd::from),
+            libc::STDERR_FILENO,
+            &err_cap,
+        );
+        drop(done_tx);
+
+        let status = wait_for_exit(pid, &state);
+        if let Some(f) = forwarder.as_ref() {
+            f.stop();
+        }
+        // Grandchildren may hold the pipes open: drain for a bounded time only.
+        let deadline = Instant::now() + Duration::from_millis(self.opts.drain_timeout_ms);
+        for _ in 0..pumps {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if done_rx.recv_timeout(left).is_err() {
+                break;
+            }
+        }
+        let (code, signal) = match status {
+            Some(WaitStatus::Exited(_, code)) => (Some(code), None),
+            Some(WaitStatus::Signaled(_, sig, _)) => (None, Some(sig as i32)),
+            _ => (None, None),
+        };
+        Outcome {
+            pid: Some(pid.as_raw() as u32),
+            exit: ExitInfo {
+                code,
+                signal,
+                reported_code: code.unwrap_or(1),
+                spawn_error: None,
+            },
+            stdout: report::snapshot(out_cap.as_ref()),
+            stderr: report::snapshot(err_cap.as_ref()),
+        }
+    }
+
+    fn finish(self, mut outcome: Outcome) -> i32 {
+        let ended_at = jiff::Timestamp::now();
+        let (catalogue, warning) = report::catalogue(self.opts.signatures.as_deref());
+        if let Some(w) = warning {
+            say(&w);
+        }
+        let ctx = ClassifyContext {
+            now: ended_at,
+            local_tz: jiff::tz::TimeZone::system(),
+        };
+        let failure = report::classify(&catalogue, &outcome.stdout, &outcome.stderr, &ctx);
+        if outcome.exit.spawn_error.is_none() {
+            outcome.exit.reported_code =
+                report::reported_code(&outcome.exit, failure.as_ref(), self.opts.tempfail_exit);
+        }
+        let reported = outcome.exit.reported_code;
+        let fsync = match self.opts.fsync.as_str() {
+            "always" => true,
+            "never" => false,
+            _ => failure.is_some() || reported != 0,
+        };
+        let record = ExitRecord {
+            schema: SCHEMA_NAME.into(),
+            schema_version: SCHEMA_VERSION,
+            id: self.id,
+            argv: self
+                .command
+                .iter()
+                .map(|a| failure_signatures::redact(&a.to_string_lossy()).into_owned())
+                .collect(),
+            cwd: std::env::current_dir()
+                .ok()
+                .map(|p| p.to_string_lossy().into_owned()),
+            pid: outcome.pid,
+            shim_pid: std::process::id(),
+            started_at: self.started_at,
+            ended_at,
+            duration_ms: self.clock.elapsed().as_millis() as u64,
+            exit: outcome.exit,
+            task: TaskContext::from_env(|k| std::env::var(k).ok()),
+            stdout: outcome.stdout,
+            stderr: outcome.stderr,
+            failure,
+        };
+        let dir = self
+            .opts
+            .record_dir
+            .clone()
+            .unwrap_or_else(exit_record::default_record_dir);
+        if let Err(e) = exit_record::write_atomic(&dir, &record, WriteOptions { fsync }) {
+            say(&format!(
+                "exit record not written ({e}); worker exit code passed through"
+            ));
+        }
+        reported
+    }
+}
+
+/// Waits until the child has exited *without* reaping it, marks it exited
+/// for the signal forwarder, then reaps it. In between, its pid cannot be
+/// reused, so no forwarded signal ever reaches another process.
+fn wait_for_exit(pid: Pid, state: &Mutex<ChildState>) -> Option<WaitStatus> {
+    loop {
+        match waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
+            Ok(_) => break,
+            Err(Errno::EINTR) => continue,
+            Err(_) => break,
+        }
+    }
+    if let Ok(mut st) = state.lock() {
+        st.exited = true;
+    }
+    loop {
+        match waitpid(pid, None) {
+            Err(Errno::EINTR) => continue,
+            Ok(status) => return Some(status),
+            Err(_) => return None,
+        }
+    }
+}

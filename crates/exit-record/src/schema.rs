@@ -1,0 +1,122 @@
+//! The versioned exit-record schema.
+
+use failure_signatures::Classification;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// Name written into every record, so a stray JSON file is never mistaken for one.
+pub const SCHEMA_NAME: &str = "kanban-watchdog/exit-record";
+/// Bumped on every incompatible change; readers refuse versions they do not know.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One worker run, as seen by the shim.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    pub schema: String,
+    pub schema_version: u32,
+    /// Unique, time-ordered (UUIDv7): also the file name, `<id>.json`.
+    pub id: String,
+    /// The worker's argv as the shim ran it (the target, then its arguments).
+    pub argv: Vec<String>,
+    pub cwd: Option<String>,
+    /// The worker's pid (`None` when it could not be spawned).
+    pub pid: Option<u32>,
+    /// The shim's own pid: the one the dispatcher recorded as `worker_pid`.
+    pub shim_pid: u32,
+    pub started_at: Timestamp,
+    pub ended_at: Timestamp,
+    pub duration_ms: u64,
+    pub exit: ExitInfo,
+    pub task: TaskContext,
+    pub stdout: StreamCapture,
+    pub stderr: StreamCapture,
+    /// `None` when no failure signature matched.
+    pub failure: Option<Classification>,
+}
+
+/// How the worker ended and what the shim reported.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitInfo {
+    /// The worker's exit code (`None` when killed by a signal or never spawned).
+    pub code: Option<i32>,
+    /// The signal that killed the worker, if any.
+    pub signal: Option<i32>,
+    /// The code the shim exited with (128+N for signals, 75 for a translated
+    /// transient failure, 126/127 for spawn failures).
+    pub reported_code: i32,
+    /// Why the worker could not be started, when it was not.
+    pub spawn_error: Option<String>,
+}
+
+/// Which kanban task this run belonged to, from the dispatcher's environment.
+/// Every field is `None` when the variable was absent (a run outside Hermes).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskContext {
+    /// `HERMES_KANBAN_TASK`
+    pub id: Option<String>,
+    /// `HERMES_KANBAN_RUN_ID`
+    pub run_id: Option<i64>,
+    /// `HERMES_KANBAN_BOARD`
+    pub board: Option<String>,
+    /// `HERMES_KANBAN_DB`
+    pub db: Option<String>,
+    /// `HERMES_PROFILE`
+    pub profile: Option<String>,
+    /// `HERMES_KANBAN_CLAIM_LOCK`
+    pub claim_lock: Option<String>,
+}
+
+impl TaskContext {
+    /// Reads the Hermes dispatcher's variables from an environment lookup.
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> TaskContext {
+        let non_empty = |k: &str| get(k).filter(|v| !v.is_empty());
+        TaskContext {
+            id: non_empty("HERMES_KANBAN_TASK"),
+            run_id: non_empty("HERMES_KANBAN_RUN_ID").and_then(|v| v.trim().parse().ok()),
+            board: non_empty("HERMES_KANBAN_BOARD"),
+            db: non_empty("HERMES_KANBAN_DB"),
+            profile: non_empty("HERMES_PROFILE"),
+            claim_lock: non_empty("HERMES_KANBAN_CLAIM_LOCK"),
+        }
+    }
+}
+
+/// The head and tail of one output stream (already redacted).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamCapture {
+    /// `false` when capture was turned off for this stream.
+    pub captured: bool,
+    pub bytes_total: u64,
+    /// The first bytes of the stream (lossy UTF-8).
+    pub head: String,
+    /// The last bytes after the head (lossy UTF-8); empty when the head holds it all.
+    pub tail: String,
+    /// `true` when bytes between head and tail were dropped.
+    pub truncated: bool,
+}
+
+/// A fresh, time-ordered, unique record id.
+pub fn new_record_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+impl ExitRecord {
+    /// The text a classifier should scan: head and tail of both streams.
+    pub fn captured_text(&self) -> String {
+        let mut text = String::new();
+        for part in [
+            &self.stdout.head,
+            &self.stdout.tail,
+            &self.stderr.head,
+            &self.stderr.tail,
+        ] {
+            if !part.is_empty() {
+                text.push_str(part);
+                if !part.ends_with('\n') {
+                    text.push('\n');
+                }
+            }
+        }
+        text
+    }
+}

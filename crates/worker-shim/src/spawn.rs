@@ -1,0 +1,74 @@
+//! Starting the worker: its own process group, a parent-death signal so a
+//! SIGKILLed shim does not leave it running, and the 126/127 conventions
+//! for spawn failures.
+
+use std::ffi::OsString;
+use std::io::ErrorKind;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+
+/// Exit code for "command found but could not be executed" (POSIX shells).
+pub const EXIT_NOT_EXECUTABLE: i32 = 126;
+/// Exit code for "command not found" (POSIX shells).
+pub const EXIT_NOT_FOUND: i32 = 127;
+
+pub struct SpawnFailure {
+    pub code: i32,
+    pub reason: String,
+}
+
+/// Spawns `argv[0]` with `argv[1..]`. stdin is inherited; stdout is piped
+/// when `capture_stdout`, stderr is always piped.
+///
+/// Must be called from the thread that lives as long as the shim (the main
+/// thread): `PR_SET_PDEATHSIG` fires when the *spawning thread* exits.
+pub fn spawn_worker(argv: &[OsString], capture_stdout: bool) -> Result<Child, SpawnFailure> {
+    let Some((program, args)) = argv.split_first() else {
+        return Err(SpawnFailure {
+            code: EXIT_NOT_FOUND,
+            reason: "no command given (usage: worker-shim [OPTIONS] -- COMMAND [ARG]...)".into(),
+        });
+    };
+    let parent = std::process::id() as libc::pid_t;
+    let stdin_is_tty = unsafe { libc::isatty(libc::STDIN_FILENO) } == 1;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(Stdio::inherit())
+        .stdout(if capture_stdout {
+            Stdio::piped()
+        } else {
+            Stdio::inherit()
+        })
+        .stderr(Stdio::piped())
+        .process_group(0);
+    // SAFETY: only async-signal-safe syscalls run between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The shim may have died between fork and prctl.
+            if libc::getppid() != parent {
+                libc::_exit(EXIT_NOT_EXECUTABLE);
+            }
+            if stdin_is_tty {
+                // Like tini: give the terminal to the worker's group so it can
+                // read from it and receive Ctrl-C once, directly.
+                let old = libc::signal(libc::SIGTTOU, libc::SIG_IGN);
+                libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpid());
+                libc::signal(libc::SIGTTOU, old);
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().map_err(|e| {
+        let code = match e.kind() {
+            ErrorKind::NotFound => EXIT_NOT_FOUND,
+            _ => EXIT_NOT_EXECUTABLE,
+        };
+        SpawnFailure {
+            code,
+            reason: format!("cannot run {}: {e}", program.to_string_lossy()),
+        }
+    })
+}
