@@ -80,13 +80,19 @@
 //!   file. This race is inherent in copytruncate. Lines written before the
 //!   copy but not yet read are recovered from the copy if it is found among
 //!   the siblings (see above).
-//! * Two copytruncates (or a copytruncate of a file that was empty at the
-//!   last poll) between two polls cannot be told apart from appends; the
-//!   content in between is lost.
-//! * A file that is created and then deleted (not rotated) between two polls
-//!   was never opened and its lines are lost. Likewise, a file deleted while
-//!   the daemon is down cannot be read after the restart.
-//! * Only siblings `<path>.1` ... `<path>.16` are considered.
+//! * Two copytruncates between two polls, or a copytruncate of a file that
+//!   was empty at the last poll and written since, cannot be told apart from
+//!   appends; the content in between is lost.
+//! * The tailer holds files open only while it runs. Lines not yet read from
+//!   a file that is then deleted (not rotated) are lost if the daemon
+//!   restarts before the next poll, and a file that is created and deleted
+//!   between two polls is never seen.
+//! * A persisted position at offset 0 (no complete line read yet) has no
+//!   fingerprint, so after a restart a copytruncate of that file cannot be
+//!   recognised; the lines in the copy are lost.
+//! * Only siblings `<path>.1` ... `<path>.16` are considered, and files
+//!   that the rotator deleted (more rotations between two polls than it keeps
+//!   backups) are gone unless they were the one file the tailer holds open.
 //! * A truncation that rewrites the file past our offset with the same first
 //!   bytes is not detected; real log lines start with a timestamp, so the
 //!   first 256 bytes differ in practice.
@@ -194,7 +200,8 @@ pub enum TailEvent {
     },
     /// The followed file was truncated in place (copytruncate). `at` is the
     /// offset we had reached in it when the truncation was noticed; reading
-    /// continues at 0.
+    /// continues at 0. Lines written between the rotator's copy and its
+    /// truncate are lost: that race is inherent in copytruncate.
     Truncated {
         /// Our offset in the file when the truncation was noticed.
         at: u64,
