@@ -12,6 +12,28 @@
 //! one `pread(2)` of at most 256 bytes (the head check described below);
 //! with no file open it is one failed `open(2)`.
 //!
+//! ```
+//! use log_tailer::{StartAt, TailEvent, Tailer, TailerOptions};
+//!
+//! let saved = None; // e.g. loaded from the daemon's state file
+//! let start = saved.map_or(StartAt::End, StartAt::Resume);
+//! let mut tailer = Tailer::new(
+//!     "/nonexistent/gateway.log",
+//!     TailerOptions { start, ..TailerOptions::default() },
+//! );
+//! // On every inotify event for the directory, and on a slow timer:
+//! for event in tailer.poll()? {
+//!     match event {
+//!         TailEvent::Line(line) => { /* match failure signatures on line.text */ }
+//!         TailEvent::Missing => { /* metric: log file missing */ }
+//!         other => { /* Rotated / Truncated / Reopened: metrics, logs */ let _ = other; }
+//!     }
+//! }
+//! // After handling the batch, persist this for the next start:
+//! let _to_save = tailer.position();
+//! # Ok::<(), log_tailer::TailError>(())
+//! ```
+//!
 //! # Identity
 //!
 //! A file is identified by `(st_dev, st_ino)`. While a file is open its inode
@@ -144,7 +166,8 @@ pub enum StartAt {
     /// Skip the complete lines the file holds at the first `poll()`. An
     /// unterminated last line is kept and returned once completed. If the
     /// file does not exist at the first poll, it is read from the beginning
-    /// once it appears (everything in it is new).
+    /// once it appears (everything in it is new). If the unterminated last
+    /// line is already longer than the cap, the rest of it is dropped.
     #[default]
     End,
     /// Read the file from its first byte.
@@ -266,6 +289,21 @@ mod tests {
         assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
         assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn tailer_can_move_to_a_blocking_task() {
+        fn assert_send<T: Send + 'static>() {}
+        assert_send::<Tailer>();
+        assert_send::<TailError>();
+    }
+
+    #[test]
+    fn default_options() {
+        let o = TailerOptions::default();
+        assert_eq!(o.max_line_bytes, 64 * 1024);
+        assert_eq!(o.read_chunk, 64 * 1024);
+        assert_eq!(o.start, StartAt::End);
     }
 
     #[test]

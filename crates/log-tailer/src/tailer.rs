@@ -105,7 +105,12 @@ impl Current {
         if self.head.is_empty() {
             return Ok(false);
         }
-        Ok(read_at_most(&self.file, self.head.len(), 0)? != self.head)
+        let mut buf = [0_u8; FINGERPRINT_BYTES];
+        let Some(buf) = buf.get_mut(..self.head.len()) else {
+            return Ok(true);
+        };
+        let n = fill_at(&self.file, buf, 0)?;
+        Ok(buf.get(..n) != Some(self.head.as_slice()))
     }
 
     fn reset(&mut self) {
@@ -175,7 +180,8 @@ impl Tailer {
     }
 
     /// Read everything available now. Returns the lines and state changes in
-    /// order. On error the tailer stays usable and the next poll retries; if
+    /// order. When nothing changed this costs a `stat` of the path and a
+    /// `pread` of at most 256 bytes (the truncation check). On error the tailer stays usable and the next poll retries; if
     /// lines had already been gathered they are returned and the error is
     /// returned by the next call instead.
     pub fn poll(&mut self) -> Result<Vec<TailEvent>, TailError> {
@@ -646,6 +652,13 @@ fn read_to_eof(
 /// Up to `len` bytes at `offset` (fewer at EOF).
 fn read_at_most(file: &File, len: usize, offset: u64) -> io::Result<Vec<u8>> {
     let mut buf = vec![0; len];
+    let filled = fill_at(file, &mut buf, offset)?;
+    buf.truncate(filled);
+    Ok(buf)
+}
+
+/// Fill `buf` from `offset`, stopping early only at EOF. Returns the count.
+fn fill_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     let mut filled = 0;
     while let Some(rest) = buf.get_mut(filled..) {
         if rest.is_empty() {
@@ -658,8 +671,7 @@ fn read_at_most(file: &File, len: usize, offset: u64) -> io::Result<Vec<u8>> {
             Err(e) => return Err(e),
         }
     }
-    buf.truncate(filled);
-    Ok(buf)
+    Ok(filled)
 }
 
 fn fingerprint_matches(file: &File, pos: &TailPosition) -> io::Result<bool> {
@@ -689,18 +701,7 @@ fn last_line_start(
         let Some(buf) = chunk.get_mut(..len) else {
             break;
         };
-        let mut filled = 0;
-        while filled < len {
-            let Some(rest) = buf.get_mut(filled..) else {
-                break;
-            };
-            match file.read_at(rest, start + filled as u64) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let filled = fill_at(file, buf, start)?;
         let got = buf.get(..filled).unwrap_or_default();
         if let Some(i) = got.iter().rposition(|&b| b == b'\n') {
             return Ok((start + i as u64 + 1, false));
