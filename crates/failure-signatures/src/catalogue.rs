@@ -1,7 +1,7 @@
 //! The signature catalogue: loading, merging and classification.
 
 use std::cmp::Reverse;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
@@ -139,8 +139,33 @@ fn specificity_key(
 /// Cloning is cheap: signatures and compiled regexes are shared.
 #[derive(Clone, Debug)]
 pub struct Catalogue {
-    signatures: Vec<Arc<Signature>>,
+    signatures: Signatures,
     compiled: Arc<OnceLock<Compiled>>,
+}
+
+/// The built-in list is parsed on first use, so `Catalogue::builtin()` itself
+/// costs nothing (the shim may create one and never classify).
+#[derive(Clone, Debug)]
+enum Signatures {
+    Builtin,
+    Owned(Vec<Arc<Signature>>),
+}
+
+/// The parsed built-in signatures (once per process).
+fn builtin_signatures() -> &'static [Arc<Signature>] {
+    static BUILTIN: OnceLock<Vec<Arc<Signature>>> = OnceLock::new();
+    BUILTIN.get_or_init(
+        || match parse_signatures(BUILTIN_YAML, "builtin.yaml", false) {
+            Ok(sigs) => sigs,
+            Err(e) => {
+                // Tests guarantee the embedded catalogue is valid.
+                if cfg!(debug_assertions) {
+                    panic!("built-in signature catalogue is invalid: {e}");
+                }
+                Vec::new()
+            }
+        },
+    )
 }
 
 impl Default for Catalogue {
@@ -152,28 +177,30 @@ impl Default for Catalogue {
 impl Catalogue {
     fn from_signatures(signatures: Vec<Arc<Signature>>) -> Catalogue {
         Catalogue {
-            signatures,
+            signatures: Signatures::Owned(signatures),
             compiled: Arc::new(OnceLock::new()),
         }
     }
 
-    /// The built-in catalogue (embedded `builtin.yaml`). Parsed once per
-    /// process; regexes are compiled only when [`Catalogue::classify`] first
-    /// sees non-empty text. Clones share that compiled state.
+    fn sigs(&self) -> &[Arc<Signature>] {
+        match &self.signatures {
+            Signatures::Builtin => builtin_signatures(),
+            Signatures::Owned(v) => v,
+        }
+    }
+
+    /// The built-in catalogue (embedded `builtin.yaml`, see
+    /// `config/signatures.example.yaml` for the format).
+    ///
+    /// Cheap: the YAML is parsed once per process on first use, and the
+    /// regexes are compiled only when [`Catalogue::classify`] first sees
+    /// non-empty text; all built-in catalogues share that state.
     pub fn builtin() -> Catalogue {
-        static BUILTIN: OnceLock<Catalogue> = OnceLock::new();
-        BUILTIN
-            .get_or_init(|| match parse(BUILTIN_YAML, "builtin.yaml", false) {
-                Ok(c) => c,
-                Err(e) => {
-                    // Unit tests guarantee the embedded catalogue is valid.
-                    if cfg!(debug_assertions) {
-                        panic!("built-in signature catalogue is invalid: {e}");
-                    }
-                    Catalogue::default()
-                }
-            })
-            .clone()
+        static COMPILED: OnceLock<Arc<OnceLock<Compiled>>> = OnceLock::new();
+        Catalogue {
+            signatures: Signatures::Builtin,
+            compiled: COMPILED.get_or_init(|| Arc::new(OnceLock::new())).clone(),
+        }
     }
 
     /// Parses a catalogue from YAML. `origin` (usually a file path) is used in
@@ -200,35 +227,35 @@ impl Catalogue {
     /// the remaining signatures of `self`. So on a complete tie the user's
     /// signature wins.
     pub fn merged(self, user: Catalogue) -> Catalogue {
-        let mut sigs = user.signatures;
-        let user_names: std::collections::HashSet<String> =
-            sigs.iter().map(|s| s.name.clone()).collect();
+        let mut sigs = user.sigs().to_vec();
+        let user_names: HashSet<&str> = user.names().collect();
         sigs.extend(
-            self.signatures
-                .into_iter()
-                .filter(|s| !user_names.contains(&s.name)),
+            self.sigs()
+                .iter()
+                .filter(|s| !user_names.contains(s.name.as_str()))
+                .cloned(),
         );
         Catalogue::from_signatures(sigs)
     }
 
     /// Number of signatures.
     pub fn len(&self) -> usize {
-        self.signatures.len()
+        self.sigs().len()
     }
 
     /// Whether there are no signatures.
     pub fn is_empty(&self) -> bool {
-        self.signatures.is_empty()
+        self.sigs().is_empty()
     }
 
     /// Signature names, in catalogue order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.signatures.iter().map(|s| s.name.as_str())
+        self.sigs().iter().map(|s| s.name.as_str())
     }
 
     /// The signatures, in catalogue order.
     pub fn signatures(&self) -> impl Iterator<Item = &Signature> {
-        self.signatures.iter().map(|s| s.as_ref())
+        self.sigs().iter().map(|s| s.as_ref())
     }
 
     /// The signature with this name.
@@ -250,19 +277,18 @@ impl Catalogue {
     /// rest of the text (nearest occurrence), see the crate's `reset` rules.
     /// The provider is the signature's, else inferred from the text.
     pub fn classify(&self, text: &str, ctx: &ClassifyContext) -> Option<Classification> {
-        if self.signatures.is_empty() || text.trim().is_empty() {
+        let sigs = self.sigs();
+        if sigs.is_empty() || text.trim().is_empty() {
             return None;
         }
-        let compiled = self
-            .compiled
-            .get_or_init(|| Compiled::build(&self.signatures));
+        let compiled = self.compiled.get_or_init(|| Compiled::build(sigs));
         let mut candidates: Vec<usize> = match &compiled.set {
             Some(set) => set.matches(text).into_iter().collect(),
-            None => (0..self.signatures.len()).collect(),
+            None => (0..sigs.len()).collect(),
         };
         candidates.sort_by_key(|&i| compiled.rank.get(i).copied().unwrap_or(usize::MAX));
         for i in candidates {
-            let sig = &self.signatures[i];
+            let Some(sig) = sigs.get(i) else { continue };
             let Some(re) = sig.regex() else { continue };
             if let Some(line_start) = last_matching_line(re, text) {
                 return Some(build_classification(sig, text, line_start, ctx));
@@ -371,6 +397,14 @@ struct RawSignature {
 }
 
 fn parse(yaml: &str, origin: &str, validate: bool) -> Result<Catalogue, CatalogueError> {
+    parse_signatures(yaml, origin, validate).map(Catalogue::from_signatures)
+}
+
+fn parse_signatures(
+    yaml: &str,
+    origin: &str,
+    validate: bool,
+) -> Result<Vec<Arc<Signature>>, CatalogueError> {
     let raw: Option<RawFile> = serde_yaml::from_str(yaml).map_err(|e| CatalogueError::Yaml {
         origin: origin.to_owned(),
         line: e.location().map(|l| l.line()),
@@ -459,7 +493,7 @@ fn parse(yaml: &str, origin: &str, validate: bool) -> Result<Catalogue, Catalogu
             regex,
         }));
     }
-    Ok(Catalogue::from_signatures(out))
+    Ok(out)
 }
 
 /// Best-effort mapping from signature index / field to a 1-based source line,
