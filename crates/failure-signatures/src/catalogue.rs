@@ -274,8 +274,11 @@ impl Catalogue {
     /// (the most recent failure).
     ///
     /// The reset time is taken from the matched line first, then from the
-    /// rest of the text (nearest occurrence), see the crate's `reset` rules.
-    /// The provider is the signature's, else inferred from the text.
+    /// rest of the text (nearest occurrence); the provider is the signature's,
+    /// else inferred from the text. See the [crate docs](crate) for both.
+    ///
+    /// Returns `None` for empty/blank text without compiling anything; the
+    /// regexes are compiled on the first call with non-blank text.
     pub fn classify(&self, text: &str, ctx: &ClassifyContext) -> Option<Classification> {
         let sigs = self.sigs();
         if sigs.is_empty() || text.trim().is_empty() {

@@ -64,7 +64,7 @@ fn passes() -> &'static [Pass] {
             },
             Pass {
                 re: re(
-                    r#"(?i-u:(\b(?:[a-z0-9]+[_-])*(?:access_token|refresh_token|id_token|api[_-]?key|client_secret|password|passwd|token|secret)(?:\\?["'])?[ \t]*[:=][ \t]*(?:\\["'])?))(?:"((?:[^"\\\n]|\\.)*)"|'((?:[^'\\\n]|\\.)*)'|([^\s"'&,;}\])\\]+))"#,
+                    r#"(?i-u:(\b(?:[a-z0-9]+[_-])*(?:access_token|refresh_token|id_token|api[_-]?key|client_secret|password|passwd|token|secret)(?:\\?["'])?[ \t]*[:=][ \t]*(?:\\["'])?))(?:"((?:[^"\\\n]|\\.)*)"|'((?:[^'\\\n]|\\.)*)'|([^\s"'&,;#}\])\\]+))"#,
                 ),
                 rewrite: key_value,
             },
@@ -72,8 +72,10 @@ fn passes() -> &'static [Pass] {
     })
 }
 
+/// Whether `value` already contains a redaction (keeps `redact` idempotent:
+/// `KEY=sk-ant-[REDACTED]` must not become `KEY=[REDACTED]]`).
 fn already(value: &str) -> bool {
-    value.starts_with("[REDACTED")
+    value.contains("[REDACTED")
 }
 
 /// `prefix` kept, value (group 2) masked.
