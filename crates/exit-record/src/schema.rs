@@ -32,6 +32,19 @@ pub struct ExitRecord {
     pub stderr: StreamCapture,
     /// `None` when no failure signature matched.
     pub failure: Option<Classification>,
+    /// Set when the shim steered this run to a fallback provider (from the
+    /// watchdog's published health file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steered: Option<Steered>,
+}
+
+/// The provider and model the shim appended to a Hermes worker's argv.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Steered {
+    pub provider: String,
+    pub model: Option<String>,
+    /// The unhealthy provider the run was steered away from.
+    pub from: Option<String>,
 }
 
 /// How the worker ended and what the shim reported.

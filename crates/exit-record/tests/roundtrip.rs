@@ -38,6 +38,7 @@ fn sample() -> ExitRecord {
             truncated: false,
         },
         failure: None,
+        steered: None,
     }
 }
 

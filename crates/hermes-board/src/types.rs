@@ -105,6 +105,8 @@ pub enum Kind {
     Held,
     /// Requeued at once, to run on a healthy fallback provider.
     Requeued,
+    /// The delayed-retry budget is spent: left `blocked` with the reason.
+    Blocked,
 }
 
 impl Kind {
@@ -113,6 +115,7 @@ impl Kind {
             Kind::Parked => "watchdog_parked",
             Kind::Held => "watchdog_held",
             Kind::Requeued => "watchdog_requeued",
+            Kind::Blocked => "watchdog_budget_exhausted",
         }
     }
 }

@@ -149,6 +149,7 @@ pub(crate) fn park(
     let target = match req.kind {
         Kind::Parked | Kind::Held => "scheduled",
         Kind::Requeued => unblocked_status(tx, &task.id)?,
+        Kind::Blocked => "blocked",
     };
     let before = state(&task);
     if from_running {
@@ -211,6 +212,7 @@ pub(crate) fn park(
             Kind::Parked => "park",
             Kind::Held => "hold",
             Kind::Requeued => "requeue",
+            Kind::Blocked => "block",
         },
         task: task.id,
         record_id: req.record_id.clone(),

@@ -254,6 +254,7 @@ impl Run {
             stdout: outcome.stdout,
             stderr: outcome.stderr,
             failure,
+            steered: None,
         };
         let dir = self
             .opts

@@ -1,0 +1,1290 @@
+//! The daemon's core: one thread owns the board connection and all state,
+//! and reacts to events (new records, log changes, re-auth, operator
+//! requests, reload, ticks). Everything else — file watching, signals, the
+//! HTTP endpoint, alert delivery — runs beside it and talks through a
+//! channel or a shared snapshot, so a slow sink never stalls a decision.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use exit_record::ExitRecord;
+use failure_signatures::{Catalogue, ClassifyContext};
+use hermes_board::{
+    AuditLog, Board, BoardError, BoardOptions, Kind, ParkRequest, ReleaseRequest, WriteOutcome,
+};
+use log_tailer::{StartAt, TailEvent, Tailer, TailerOptions};
+use prometheus_client::registry::Registry;
+
+use crate::alerts::{Alerts, Severity};
+use crate::config::Config;
+use crate::gateway::{LineClassifier, LineEvent, gateway_process};
+use crate::health::{ProviderState, Transition, until_text};
+use crate::heartbeat::{Heartbeat, Verdict, default_stall_after};
+use crate::ingest::RecordDir;
+use crate::metrics::{KindLabels, Metrics, ProviderLabels, ResultLabels};
+use crate::paths::Paths;
+use crate::profiles::{ChainLink, Profiles};
+use crate::rescue::{self, BoardPlan};
+use crate::restart::{RestartStep, Restarter, spawn_detached};
+use crate::state::{PersistedState, write_atomic};
+use crate::status::{
+    Counters, DispatcherStatus, ParkedStatus, ProviderStatus, RestartStatus, Status,
+};
+
+/// How long a probing provider stays probing without news before it is
+/// considered healthy.
+const PROBE_GRACE_S: i64 = 600;
+
+/// Things that wake the core.
+#[derive(Debug)]
+pub enum Event {
+    Records,
+    LogChanged,
+    AuthChanged,
+    Requests,
+    Tick,
+    Reload,
+    Shutdown,
+}
+
+/// What the HTTP endpoint and `status` read.
+#[derive(Clone)]
+pub struct Shared {
+    pub status: Arc<RwLock<Status>>,
+    pub registry: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
+}
+
+pub struct Daemon {
+    cfg: Config,
+    config_path: Option<PathBuf>,
+    paths: Paths,
+    dry_run: bool,
+    board: Option<Board>,
+    board_problem: Option<String>,
+    catalogue: Catalogue,
+    classifier: LineClassifier,
+    profiles: Profiles,
+    state: PersistedState,
+    state_dirty: bool,
+    records: RecordDir,
+    tailer: Tailer,
+    heartbeat: Heartbeat,
+    restarter: Restarter,
+    restarts: VecDeque<RestartStatus>,
+    alerts: Alerts,
+    shared: Shared,
+    counters: Counters,
+    started_at: i64,
+    interval: Duration,
+    stall_after: Duration,
+    rng: u64,
+    known_profiles: BTreeSet<String>,
+    last_health_doc: String,
+    last_prune: Instant,
+    last_tick: Instant,
+    stalled_reason: Option<String>,
+    auth_fingerprint: Option<String>,
+    gateway: Option<(i32, bool)>,
+}
+
+impl Daemon {
+    pub fn new(
+        cfg: Config,
+        config_path: Option<PathBuf>,
+        paths: Paths,
+        dry_run: bool,
+    ) -> anyhow::Result<Daemon> {
+        let metrics = Arc::new(Metrics::default());
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        let shared = Shared {
+            status: Arc::new(RwLock::new(Status::default())),
+            registry: Arc::new(registry),
+            metrics: Arc::clone(&metrics),
+        };
+        std::fs::create_dir_all(&paths.state_dir).map_err(|e| {
+            anyhow::anyhow!("cannot create state dir {}: {e}", paths.state_dir.display())
+        })?;
+        let records = RecordDir::new(&paths.record_dir, cfg.records.max_bytes);
+        records.prepare().map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create record dir {}: {e}",
+                paths.record_dir.display()
+            )
+        })?;
+        let state = PersistedState::load(&paths.state_file());
+        let start = match &state.log_position {
+            Some(pos) => StartAt::Resume(pos.clone()),
+            None => StartAt::End,
+        };
+        let tailer = Tailer::new(
+            &paths.gateway_log,
+            TailerOptions {
+                start,
+                ..TailerOptions::default()
+            },
+        );
+        let interval = cfg
+            .dispatcher
+            .interval
+            .map(|d| d.0)
+            .or_else(|| hermes_dispatch_interval(&paths.hermes_home))
+            .unwrap_or(Duration::from_secs(60));
+        let stall_after = cfg
+            .dispatcher
+            .stall_after
+            .map(|d| d.0)
+            .unwrap_or_else(|| default_stall_after(interval));
+        let classifier = LineClassifier::new(&cfg.dispatcher.patterns)?;
+        let now = Instant::now();
+        let now_wall = wall();
+        Ok(Daemon {
+            profiles: Profiles::new(&cfg.providers.chains),
+            alerts: Alerts::new(&cfg.alerts, Arc::clone(&metrics)),
+            restarter: Restarter::with_history(state.restarts.clone()),
+            auth_fingerprint: state.auth_fingerprint.clone(),
+            cfg,
+            config_path,
+            dry_run,
+            board: None,
+            board_problem: None,
+            catalogue: Catalogue::builtin(),
+            classifier,
+            state,
+            state_dirty: true,
+            records,
+            tailer,
+            heartbeat: Heartbeat::new(now, now_wall),
+            restarts: VecDeque::new(),
+            shared,
+            counters: Counters::default(),
+            started_at: now_wall,
+            interval,
+            stall_after,
+            rng: seed(),
+            known_profiles: BTreeSet::new(),
+            last_health_doc: String::new(),
+            last_prune: now - Duration::from_secs(3600),
+            last_tick: now - Duration::from_secs(3600),
+            stalled_reason: None,
+            gateway: None,
+            paths,
+        })
+    }
+
+    pub fn shared(&self) -> Shared {
+        self.shared.clone()
+    }
+
+    pub fn paths(&self) -> &Paths {
+        &self.paths
+    }
+
+    /// Runs until `Shutdown`. Handles everything already on disk first
+    /// (records written while the watchdog was down, due parked tasks).
+    pub fn run(mut self, rx: Receiver<Event>) {
+        tracing::info!(
+            board = %self.paths.board_db.display(),
+            records = %self.paths.record_dir.display(),
+            gateway_log = %self.paths.gateway_log.display(),
+            interval_s = self.interval.as_secs_f64(),
+            stall_after_s = self.stall_after.as_secs_f64(),
+            dry_run = self.dry_run,
+            "kanban-watchdog started"
+        );
+        self.tick();
+        notify_systemd(&[sd_notify::NotifyState::Ready]);
+        let check_every = self.cfg.dispatcher.check_every.0;
+        loop {
+            let wait = check_every.saturating_sub(self.last_tick.elapsed());
+            match rx.recv_timeout(wait) {
+                Ok(Event::Records) => self.handle_records(),
+                Ok(Event::LogChanged) => self.poll_log(),
+                Ok(Event::AuthChanged) => self.check_auth_store(),
+                Ok(Event::Requests) => self.handle_requests(),
+                Ok(Event::Tick) => self.tick(),
+                Ok(Event::Reload) => self.reload(),
+                Ok(Event::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            if self.last_tick.elapsed() >= check_every {
+                self.tick();
+            }
+            self.publish();
+        }
+        notify_systemd(&[sd_notify::NotifyState::Stopping]);
+        self.save_state();
+        tracing::info!("kanban-watchdog stopped");
+    }
+
+    /// One full pass: everything that is time-driven.
+    pub fn tick(&mut self) {
+        self.last_tick = Instant::now();
+        self.ensure_board();
+        self.handle_records();
+        self.handle_requests();
+        self.poll_log();
+        self.check_auth_store();
+        let now = wall();
+        for t in self.state.providers.tick(now, PROBE_GRACE_S) {
+            self.on_transition(&t);
+        }
+        self.release_due();
+        self.hold_ready_for_unhealthy();
+        self.check_dispatcher();
+        self.alerts.remind();
+        self.publish_health();
+        if self.last_prune.elapsed() >= Duration::from_secs(3600) {
+            self.last_prune = Instant::now();
+            let n = self.records.prune_done(self.cfg.records.keep_done.0);
+            if n > 0 {
+                tracing::info!(
+                    "pruned {n} handled records older than {}",
+                    self.cfg.records.keep_done
+                );
+            }
+        }
+        self.publish();
+        if self.state_dirty {
+            self.save_state();
+        }
+        notify_systemd(&[sd_notify::NotifyState::Watchdog]);
+    }
+
+    // ----- board --------------------------------------------------------
+
+    fn ensure_board(&mut self) {
+        if let Some(b) = &self.board
+            && b.file_replaced()
+        {
+            tracing::warn!(board = %self.paths.board_db.display(), "board file replaced or deleted; reopening");
+            self.board = None;
+        }
+        if self.board.is_some() {
+            return;
+        }
+        let audit = match AuditLog::open(&self.paths.audit_log()) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                self.board_unavailable(format!("{e}"));
+                return;
+            }
+        };
+        let opts = BoardOptions {
+            dry_run: self.dry_run,
+            ..BoardOptions::default()
+        };
+        match Board::open(&self.paths.board_db, opts, audit) {
+            Ok(b) => {
+                if self.board_problem.take().is_some() {
+                    tracing::info!(board = %self.paths.board_db.display(), "board available");
+                    self.alerts
+                        .resolve("board_unavailable", "board available again");
+                }
+                self.board = Some(b);
+            }
+            Err(e) => self.board_unavailable(e.to_string()),
+        }
+    }
+
+    fn board_unavailable(&mut self, why: String) {
+        if self.board_problem.as_deref() != Some(why.as_str()) {
+            tracing::error!("{why}");
+            self.board_problem = Some(why.clone());
+        }
+        self.alerts.fire(
+            "board_unavailable",
+            Severity::Critical,
+            &format!("cannot use the board; no task will be rescued: {why}"),
+        );
+    }
+
+    fn board_write(
+        &mut self,
+        op: impl FnOnce(&mut Board) -> Result<WriteOutcome, BoardError>,
+    ) -> Result<WriteOutcome, BoardError> {
+        let Some(board) = self.board.as_mut() else {
+            return Err(BoardError::Busy {
+                path: self.paths.board_db.clone(),
+                attempts: 0,
+            });
+        };
+        let before = board.busy_retries();
+        let result = op(board);
+        let retried = board.busy_retries() - before;
+        if retried > 0 {
+            self.shared.metrics.board_busy_retries.inc_by(retried);
+            self.counters.board_busy_retries += retried;
+        }
+        if let Ok(WriteOutcome::Applied(change)) = &result {
+            let kind = change.action.to_string();
+            *self.counters.board_writes.entry(kind.clone()).or_default() += 1;
+            self.shared
+                .metrics
+                .board_writes
+                .get_or_create(&KindLabels { kind })
+                .inc();
+            let verb = if change.dry_run {
+                "would change"
+            } else {
+                "changed"
+            };
+            tracing::info!(
+                task = %change.task,
+                record = change.record_id.as_deref().unwrap_or("-"),
+                "board {verb}: {} {} -> {} ({})",
+                change.action,
+                change.before.status,
+                change.after.status,
+                change.reason
+            );
+        }
+        if let Err(e) = &result
+            && !e.is_transient()
+        {
+            tracing::error!("board write failed: {e}");
+            self.board = None;
+        }
+        result
+    }
+
+    // ----- records ------------------------------------------------------
+
+    pub fn handle_records(&mut self) {
+        let files = match self.records.scan() {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(dir = %self.records.dir.display(), "cannot scan record dir: {e}");
+                return;
+            }
+        };
+        for path in files {
+            self.handle_record_file(&path);
+        }
+    }
+
+    fn handle_record_file(&mut self, path: &Path) {
+        let record = match self.records.read(path) {
+            Ok(r) => r,
+            Err(e) if e.is_transient() => {
+                tracing::debug!("record not readable yet: {e}");
+                return;
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                match self.records.quarantine(path, &reason) {
+                    Ok(to) => {
+                        tracing::warn!(quarantined = %to.display(), "malformed exit record quarantined: {reason}")
+                    }
+                    Err(io) => tracing::error!(
+                        "cannot quarantine {}: {io} (reason: {reason})",
+                        path.display()
+                    ),
+                }
+                self.shared.metrics.records_quarantined.inc();
+                self.counters.records_quarantined += 1;
+                return;
+            }
+        };
+        match self.apply_record(&record) {
+            Ok(()) => {
+                if let Err(e) = self.records.mark_done(path) {
+                    tracing::error!(
+                        "cannot move handled record {} to done/: {e}",
+                        path.display()
+                    );
+                    return;
+                }
+                self.shared.metrics.records_handled.inc();
+                self.counters.records_handled += 1;
+            }
+            Err(e) => {
+                // Left in place: retried on the next event or tick, never skipped.
+                tracing::warn!(record = %record.id, "record will be retried: {e}");
+            }
+        }
+    }
+
+    fn chain_for(&mut self, profile: Option<&str>) -> Vec<ChainLink> {
+        let Some(profile) = profile else {
+            return Vec::new();
+        };
+        self.known_profiles.insert(profile.to_string());
+        let path = self.paths.profile_config(profile);
+        self.profiles.chain(profile, &path)
+    }
+
+    /// Applies one record: provider health first, then the board. An error
+    /// means "try again later" (the board is locked or unavailable).
+    fn apply_record(&mut self, record: &ExitRecord) -> Result<(), BoardError> {
+        let now = wall();
+        let chain = self.chain_for(record.task.profile.as_deref());
+        let Some(failure) = record.failure.clone() else {
+            if record.exit.code == Some(0)
+                && let Some(p) = rescue::run_provider(record, &chain)
+                && let Some(t) = self.state.providers.observe_success(&p, now)
+            {
+                self.on_transition(&t);
+            }
+            return Ok(());
+        };
+        if !rescue::actionable(&failure) {
+            tracing::info!(record = %record.id, class = failure.class.as_str(), "failure is not transient; left to the dispatcher");
+            return Ok(());
+        }
+        let provider = rescue::blamed_provider(record, &chain);
+        let reason = rescue::reason_text(&failure, provider.as_deref());
+        if let Some(p) = &provider {
+            let until = rescue::unhealthy_until(&failure, &self.cfg.providers, now);
+            if let Some(t) =
+                self.state
+                    .providers
+                    .mark_unhealthy(p, until, failure.class.as_str(), &reason, now)
+            {
+                self.on_transition(&t);
+            }
+        }
+        let (Some(task_id), Some(run_id)) = (record.task.id.clone(), record.task.run_id) else {
+            return Ok(());
+        };
+        if !self.record_is_for_our_board(record) {
+            tracing::info!(record = %record.id, task = %task_id, "record is for another board; provider health updated only");
+            return Ok(());
+        }
+        if self.board.is_none() {
+            self.ensure_board();
+        }
+        let Some(board) = self.board.as_ref() else {
+            return Err(BoardError::Busy {
+                path: self.paths.board_db.clone(),
+                attempts: 0,
+            });
+        };
+        if board.record_already_applied(&task_id, &record.id)? {
+            return Ok(());
+        }
+        let window_start = now - self.cfg.retry.retry_window.0.as_secs() as i64;
+        let used = board.delayed_retries_since(&task_id, window_start)?;
+        let jitter = self.next_random();
+        let plan = rescue::plan(
+            &failure,
+            provider.as_deref(),
+            &chain,
+            &self.state.providers,
+            used,
+            &self.cfg.retry,
+            &self.cfg.providers,
+            now,
+            jitter,
+        );
+        let mut req = ParkRequest {
+            task_id: task_id.clone(),
+            kind: Kind::Parked,
+            run_id: Some(run_id),
+            record_id: Some(record.id.clone()),
+            due_at: None,
+            provider: provider.clone(),
+            fallback: None,
+            reason: reason.clone(),
+        };
+        match plan {
+            BoardPlan::Nothing(why) => {
+                tracing::info!(task = %task_id, "no board change: {why}");
+                return Ok(());
+            }
+            BoardPlan::Park { due_at } => {
+                req.due_at = due_at;
+                req.reason = format!("{reason}; retry {} at {}", used + 1, until_text(due_at));
+            }
+            BoardPlan::Requeue { fallback } => {
+                req.kind = Kind::Requeued;
+                req.reason = format!("{reason}; retry now on fallback {}", fallback.provider);
+                req.fallback = Some(fallback.provider);
+            }
+            BoardPlan::Block { reason } => {
+                req.kind = Kind::Blocked;
+                req.reason = reason.clone();
+                self.shared.metrics.delayed_retries_exhausted.inc();
+                self.alerts.fire(
+                    &format!("retry_budget_exhausted:{task_id}"),
+                    Severity::Warning,
+                    &format!("task {task_id} left blocked: {reason}"),
+                );
+            }
+        }
+        match self.board_write(|b| b.park(&req))? {
+            WriteOutcome::Stale { status, why } => {
+                tracing::info!(task = %task_id, record = %record.id, status = status.as_deref().unwrap_or("-"), "stale record, board untouched: {why}");
+            }
+            WriteOutcome::AlreadyApplied | WriteOutcome::Applied(_) => {}
+        }
+        Ok(())
+    }
+
+    fn record_is_for_our_board(&self, record: &ExitRecord) -> bool {
+        if let Some(db) = &record.task.db {
+            let ours = std::fs::canonicalize(&self.paths.board_db).ok();
+            let theirs = std::fs::canonicalize(db).ok();
+            return match (ours, theirs) {
+                (Some(a), Some(b)) => a == b,
+                _ => Path::new(db) == self.paths.board_db,
+            };
+        }
+        match (&record.task.board, &self.cfg.board_db) {
+            (Some(board), None) => *board == self.cfg.board,
+            _ => true,
+        }
+    }
+
+    // ----- parked tasks -------------------------------------------------
+
+    fn release_due(&mut self) {
+        let Some(board) = self.board.as_ref() else {
+            return;
+        };
+        let parked = match board.parked() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!("cannot list parked tasks: {e}");
+                return;
+            }
+        };
+        let now = wall();
+        for p in parked {
+            let due = p.due_at.is_none_or(|t| t <= now);
+            let provider_ok = p
+                .provider
+                .as_deref()
+                .is_none_or(|prov| self.state.providers.is_available(prov));
+            let chain = self.chain_for(p.assignee.as_deref());
+            let fallback_ok = self.cfg.retry.steer_to_fallback
+                && rescue::healthy_fallback(&chain, p.provider.as_deref(), &self.state.providers)
+                    .is_some();
+            let releasable = (due && provider_ok) || (fallback_ok && p.kind == Kind::Held);
+            if !releasable {
+                continue;
+            }
+            let why = if provider_ok {
+                format!(
+                    "due (provider {} available)",
+                    p.provider.as_deref().unwrap_or("-")
+                )
+            } else {
+                "a fallback provider is healthy".to_string()
+            };
+            let req = ReleaseRequest {
+                task_id: p.task_id.clone(),
+                reason: why,
+            };
+            if let Err(e) = self.board_write(|b| b.release(&req)) {
+                tracing::warn!(task = %p.task_id, "release postponed: {e}");
+                return;
+            }
+        }
+    }
+
+    /// Ready tasks whose provider is unhealthy with no healthy fallback are
+    /// held in `scheduled` instead of being spawned into the same wall.
+    fn hold_ready_for_unhealthy(&mut self) {
+        if !self.cfg.retry.hold_ready_for_unhealthy {
+            return;
+        }
+        let Some(board) = self.board.as_ref() else {
+            return;
+        };
+        let ready = match board.ready_tasks() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("cannot list ready tasks: {e}");
+                return;
+            }
+        };
+        if !self
+            .state
+            .providers
+            .iter()
+            .any(|(_, s)| matches!(s, ProviderState::Unhealthy { .. }))
+        {
+            return;
+        }
+        for task in ready {
+            let chain = self.chain_for(task.assignee.as_deref());
+            let Some(primary) = chain.first() else {
+                continue;
+            };
+            let Some(until) = self.state.providers.unhealthy_until(&primary.provider) else {
+                continue;
+            };
+            if self.cfg.retry.steer_to_fallback
+                && rescue::healthy_fallback(&chain, Some(&primary.provider), &self.state.providers)
+                    .is_some()
+            {
+                continue;
+            }
+            let jitter = (self.cfg.retry.jitter.as_secs_f64() * self.next_random()) as i64;
+            let due = until.map(|t| t + self.cfg.retry.margin.0.as_secs() as i64 + jitter);
+            let req = ParkRequest {
+                task_id: task.id.clone(),
+                kind: Kind::Held,
+                run_id: None,
+                record_id: None,
+                due_at: due,
+                provider: Some(primary.provider.clone()),
+                fallback: None,
+                reason: format!(
+                    "provider {} unhealthy until {}",
+                    primary.provider,
+                    until_text(until)
+                ),
+            };
+            match self.board_write(|b| b.park(&req)) {
+                Ok(WriteOutcome::Applied(_)) => {
+                    self.shared.metrics.providers_skipped.inc();
+                    self.counters.providers_skipped += 1;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(task = %task.id, "hold postponed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    // ----- the gateway log ----------------------------------------------
+
+    pub fn poll_log(&mut self) {
+        let events = match self.tailer.poll() {
+            Ok(ev) => ev,
+            Err(e) => {
+                tracing::warn!("gateway log: {e}");
+                return;
+            }
+        };
+        if events.is_empty() {
+            return;
+        }
+        for ev in events {
+            match ev {
+                TailEvent::Line(line) => self.on_log_line(&line.text),
+                TailEvent::Rotated { .. } => tracing::debug!("gateway log rotated"),
+                TailEvent::Truncated { at } => tracing::info!("gateway log truncated at byte {at}"),
+                TailEvent::Missing => tracing::debug!("gateway log missing; waiting for it"),
+                TailEvent::Reopened => tracing::debug!("gateway log reopened"),
+            }
+        }
+        self.state.log_position = self.tailer.position();
+        self.state_dirty = true;
+    }
+
+    fn on_log_line(&mut self, line: &str) {
+        let event = self.classifier.classify(line);
+        if event == LineEvent::Other {
+            return;
+        }
+        self.shared
+            .metrics
+            .log_lines
+            .get_or_create(&crate::metrics::EventLabels {
+                event: event.label().into(),
+            })
+            .inc();
+        match event {
+            LineEvent::Activity => self.heartbeat.progress(Instant::now(), wall()),
+            LineEvent::Stuck => {
+                tracing::warn!("gateway reports: {}", failure_signatures::redact(line))
+            }
+            LineEvent::TickError => tracing::warn!(
+                "dispatcher tick failed: {}",
+                failure_signatures::redact(line)
+            ),
+            LineEvent::Shutdown => tracing::warn!(
+                "gateway shutting down: {}",
+                failure_signatures::redact(line)
+            ),
+            LineEvent::ProviderFailure => {
+                let now = wall();
+                let ctx =
+                    ClassifyContext::new(jiff::Timestamp::now(), jiff::tz::TimeZone::system());
+                if let Some(f) = self.catalogue.classify(line, &ctx)
+                    && rescue::actionable(&f)
+                    && let Some(provider) = f.provider.clone()
+                {
+                    let until = rescue::unhealthy_until(&f, &self.cfg.providers, now);
+                    let reason = rescue::reason_text(&f, Some(&provider));
+                    if let Some(t) = self.state.providers.mark_unhealthy(
+                        &provider,
+                        until,
+                        f.class.as_str(),
+                        &reason,
+                        now,
+                    ) {
+                        self.on_transition(&t);
+                    }
+                }
+            }
+            LineEvent::Other => {}
+        }
+    }
+
+    // ----- re-auth and operator requests ---------------------------------
+
+    fn check_auth_store(&mut self) {
+        let fp = auth_fingerprint(&self.paths.auth_store);
+        if fp == self.auth_fingerprint {
+            return;
+        }
+        let first = self.auth_fingerprint.is_none() && self.state.auth_fingerprint.is_none();
+        self.auth_fingerprint = fp.clone();
+        self.state.auth_fingerprint = fp;
+        self.state_dirty = true;
+        if first {
+            return;
+        }
+        tracing::info!(file = %self.paths.auth_store.display(), "credential store changed");
+        for t in self.state.providers.reauthenticated(wall()) {
+            self.on_transition(&t);
+        }
+    }
+
+    pub fn handle_requests(&mut self) {
+        let dir = self.paths.requests_dir();
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        let mut files: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        files.sort();
+        for f in files {
+            if f.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let parsed = std::fs::read(&f)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<crate::requests::Request>(&b).ok());
+            match parsed {
+                Some(crate::requests::Request::ProviderReset { provider }) => {
+                    match self.state.providers.reset(&provider, wall()) {
+                        Some(t) => self.on_transition(&t),
+                        None => tracing::info!("provider reset: {provider} was not unhealthy"),
+                    }
+                }
+                None => tracing::warn!(file = %f.display(), "ignoring unreadable request"),
+            }
+            let _ = std::fs::remove_file(&f);
+        }
+    }
+
+    fn on_transition(&mut self, t: &Transition) {
+        self.state_dirty = true;
+        let key = format!("provider_unhealthy:{}", t.provider());
+        match t {
+            Transition::MarkedUnhealthy {
+                provider, class, ..
+            } => {
+                tracing::warn!("{}", t.message());
+                let gauge = &self.shared.metrics.provider_unhealthy;
+                gauge
+                    .get_or_create(&ProviderLabels {
+                        provider: provider.clone(),
+                        reason: class.clone(),
+                    })
+                    .set(1);
+                self.alerts.fire(&key, Severity::Warning, &t.message());
+            }
+            Transition::Probing { provider } | Transition::Healed { provider, .. } => {
+                tracing::info!("{}", t.message());
+                self.clear_provider_gauges(provider);
+                self.alerts.resolve(&key, &t.message());
+            }
+        }
+        self.publish_health();
+    }
+
+    fn clear_provider_gauges(&self, provider: &str) {
+        for class in failure_signatures::FailureClass::ALL {
+            self.shared
+                .metrics
+                .provider_unhealthy
+                .remove(&ProviderLabels {
+                    provider: provider.to_string(),
+                    reason: class.as_str().to_string(),
+                });
+        }
+    }
+
+    // ----- dispatcher heartbeat -----------------------------------------
+
+    fn check_dispatcher(&mut self) {
+        let now = Instant::now();
+        let now_wall = wall();
+        self.gateway = gateway_process(&self.paths.pid_file);
+        self.shared
+            .metrics
+            .gateway_up
+            .set(i64::from(self.gateway.is_some_and(|(_, alive)| alive)));
+        let Some(board) = self.board.as_ref() else {
+            return;
+        };
+        let after = self.heartbeat.last_event_id().unwrap_or(0);
+        let (mark, ready) = match (board.progress_since(after), board.ready_tasks()) {
+            (Ok(m), Ok(r)) => (m, r),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!("cannot read dispatcher progress: {e}");
+                return;
+            }
+        };
+        self.heartbeat
+            .observe_board(mark.last_event_id, now, now_wall);
+        let ready_count = ready.len() as u64;
+        self.shared.metrics.ready_tasks.set(ready_count as i64);
+        let verdict = self
+            .heartbeat
+            .evaluate(ready_count, self.stall_after, now, now_wall);
+        let waited = self
+            .heartbeat
+            .waiting_since_wall()
+            .map(|t| (now_wall - t) as f64)
+            .unwrap_or(0.0);
+        self.shared.metrics.oldest_ready_age.set(waited);
+        match verdict {
+            Verdict::Stalled { waited } => self.on_stall(waited, ready_count),
+            Verdict::Ok | Verdict::Idle => self.on_no_stall(),
+        }
+    }
+
+    fn on_stall(&mut self, waited: Duration, ready: u64) {
+        let gateway = match self.gateway {
+            Some((pid, false)) => format!("; gateway process {pid} is gone"),
+            None => "; no gateway.pid".to_string(),
+            Some((pid, true)) => format!("; gateway process {pid} is alive but silent"),
+        };
+        let reason = format!(
+            "dispatcher stalled: {ready} ready task(s) waited {}s with no dispatcher progress (stall_after {}s){gateway}",
+            waited.as_secs(),
+            self.stall_after.as_secs()
+        );
+        if self.stalled_reason.is_none() {
+            tracing::warn!("{reason}");
+        }
+        self.stalled_reason = Some(reason.clone());
+        self.shared.metrics.dispatcher_stalled.set(1);
+        self.alerts
+            .fire("dispatcher_stalled", Severity::Warning, &reason);
+        let step = self
+            .restarter
+            .step(&self.cfg.restart, wall(), Instant::now());
+        match step {
+            RestartStep::Restart { attempt } => {
+                let argv = self.cfg.restart.command.clone();
+                let result = if self.dry_run {
+                    tracing::warn!("dry run: would run restart command {argv:?}");
+                    Ok(0)
+                } else {
+                    spawn_detached(&argv, &self.paths.restart_log())
+                };
+                let (label, detail) = match result {
+                    Ok(pid) => {
+                        tracing::warn!(attempt, pid, "restarting the dispatcher: {argv:?}");
+                        (
+                            "started",
+                            format!("attempt {attempt}: ran {argv:?} (pid {pid})"),
+                        )
+                    }
+                    Err(e) => {
+                        tracing::error!(attempt, "restart command {argv:?} failed to start: {e}");
+                        (
+                            "failed_to_start",
+                            format!("attempt {attempt}: {argv:?} failed to start: {e}"),
+                        )
+                    }
+                };
+                self.record_restart(label, detail);
+                self.state.restarts = self.restarter.history();
+                self.state_dirty = true;
+            }
+            RestartStep::NotRecovered {
+                attempt,
+                next_try_in,
+            } => {
+                self.record_restart(
+                    "not_recovered",
+                    format!(
+                        "attempt {attempt} did not bring progress back within {}",
+                        self.cfg.restart.recovery_grace
+                    ),
+                );
+                self.alerts.fire(
+                    "dispatcher_stalled",
+                    Severity::Critical,
+                    &format!(
+                        "{reason}; restart attempt {attempt} did not recover it; next try in {}s",
+                        next_try_in.as_secs()
+                    ),
+                );
+            }
+            RestartStep::LimitHit { burst, interval } => {
+                self.record_restart(
+                    "limited",
+                    format!("{burst} restarts in {}s: giving up", interval.as_secs()),
+                );
+                self.alerts.fire(
+                    "dispatcher_restart_limit",
+                    Severity::Critical,
+                    &format!(
+                        "restart limit reached ({burst} in {}s); not restarting the dispatcher again until it recovers or an operator steps in: {reason}",
+                        interval.as_secs()
+                    ),
+                );
+            }
+            RestartStep::AwaitingRecovery
+            | RestartStep::BackingOff
+            | RestartStep::GaveUp
+            | RestartStep::Disabled => {}
+        }
+    }
+
+    fn on_no_stall(&mut self) {
+        self.shared.metrics.dispatcher_stalled.set(0);
+        if self.stalled_reason.take().is_some() {
+            let recovered = self.restarter.progress();
+            if recovered && self.restarts.back().is_some_and(|r| r.result == "started") {
+                self.record_restart("recovered", "progress resumed".into());
+            }
+            tracing::info!("dispatcher progress resumed");
+            self.alerts
+                .resolve("dispatcher_stalled", "dispatcher progress resumed");
+            self.alerts
+                .resolve("dispatcher_restart_limit", "dispatcher progress resumed");
+        }
+    }
+
+    fn record_restart(&mut self, result: &str, detail: String) {
+        self.shared
+            .metrics
+            .restarts
+            .get_or_create(&ResultLabels {
+                result: result.to_string(),
+            })
+            .inc();
+        if result == "started" {
+            self.counters.restarts += 1;
+        }
+        self.restarts.push_back(RestartStatus {
+            at: wall(),
+            result: result.to_string(),
+            detail,
+        });
+        while self.restarts.len() > 20 {
+            self.restarts.pop_front();
+        }
+    }
+
+    // ----- publishing ----------------------------------------------------
+
+    /// Provider health and steering for worker-shim, written atomically
+    /// only when it changed.
+    fn publish_health(&mut self) {
+        let mut steer = BTreeMap::new();
+        let profiles: Vec<String> = self.known_profiles.iter().cloned().collect();
+        for profile in profiles {
+            let chain = self.chain_for(Some(&profile));
+            let Some(primary) = chain.first() else {
+                continue;
+            };
+            if self.state.providers.is_available(&primary.provider)
+                || !self.cfg.retry.steer_to_fallback
+            {
+                continue;
+            }
+            if let Some(fb) =
+                rescue::healthy_fallback(&chain, Some(&primary.provider), &self.state.providers)
+            {
+                steer.insert(
+                    profile,
+                    serde_json::json!({"provider": fb.provider, "model": fb.model, "from": primary.provider}),
+                );
+            }
+        }
+        let providers: BTreeMap<&String, &ProviderState> = self.state.providers.iter().collect();
+        let doc = serde_json::json!({"version": 1, "providers": providers, "steer": steer});
+        let text = doc.to_string();
+        if text == self.last_health_doc {
+            return;
+        }
+        if let Err(e) = write_atomic(&self.paths.health_file(), text.as_bytes()) {
+            tracing::error!(file = %self.paths.health_file().display(), "cannot publish provider health: {e}");
+            return;
+        }
+        for (profile, to) in steer.iter() {
+            tracing::info!(profile = %profile, "steering new runs of profile {profile} to {}", to["provider"]);
+        }
+        self.last_health_doc = text;
+    }
+
+    pub fn publish(&mut self) {
+        let now = wall();
+        let parked: Vec<ParkedStatus> = self
+            .board
+            .as_ref()
+            .and_then(|b| b.parked().ok())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| ParkedStatus {
+                task: p.task_id,
+                kind: format!("{:?}", p.kind).to_lowercase(),
+                due_at: p.due_at,
+                provider: p.provider,
+                reason: p.reason,
+            })
+            .collect();
+        self.shared.metrics.parked_tasks.set(parked.len() as i64);
+        let last_progress = self.heartbeat.last_progress_wall();
+        let next_cycle = last_progress + self.interval.as_secs() as i64;
+        self.shared
+            .metrics
+            .dispatcher_last_progress
+            .set(last_progress as f64);
+        self.shared
+            .metrics
+            .dispatcher_next_cycle
+            .set(next_cycle.max(now) as f64);
+        let ready = self.shared.metrics.ready_tasks.get().max(0) as u64;
+        let state = if self.board.is_none() {
+            "unknown"
+        } else if self.stalled_reason.is_some() {
+            "stalled"
+        } else if ready == 0 {
+            "idle"
+        } else {
+            "ok"
+        };
+        let mut counters = self.counters.clone();
+        counters.alerts_sent = self.shared.metrics.alerts_sent.get();
+        counters.alerts_failed = self.shared.metrics.alerts_failed.get();
+        let status = Status {
+            version: env!("CARGO_PKG_VERSION").into(),
+            generated_at: now,
+            started_at: self.started_at,
+            pid: std::process::id(),
+            dry_run: self.dry_run,
+            board: self.paths.board_db.display().to_string(),
+            record_dir: self.paths.record_dir.display().to_string(),
+            dispatcher: DispatcherStatus {
+                state: state.into(),
+                stalled: self.stalled_reason.is_some(),
+                reason: self.stalled_reason.clone(),
+                last_progress_at: Some(last_progress),
+                next_cycle_at: Some(next_cycle.max(now)),
+                interval_s: self.interval.as_secs_f64(),
+                stall_after_s: self.stall_after.as_secs_f64(),
+                ready_tasks: ready,
+                waiting_since: self.heartbeat.waiting_since_wall(),
+                gateway_pid: self.gateway.map(|(pid, _)| pid),
+                gateway_up: self.gateway.map(|(_, up)| up),
+            },
+            providers: self
+                .state
+                .providers
+                .iter()
+                .map(|(name, s)| provider_status(name, s))
+                .collect(),
+            parked,
+            restarts: self.restarts.iter().cloned().collect(),
+            incidents: self.alerts.incidents(),
+            counters,
+        };
+        if let Ok(mut s) = self.shared.status.write() {
+            *s = status;
+        }
+    }
+
+    fn save_state(&mut self) {
+        self.state.last_status = self.shared.status.read().ok().map(|s| s.clone());
+        self.state.restarts = self.restarter.history();
+        match self.state.save(&self.paths.state_file()) {
+            Ok(()) => self.state_dirty = false,
+            Err(e) => {
+                tracing::error!(file = %self.paths.state_file().display(), "cannot save state: {e}")
+            }
+        }
+    }
+
+    // ----- reload --------------------------------------------------------
+
+    fn reload(&mut self) {
+        let Some(path) = self.config_path.clone() else {
+            tracing::info!("SIGHUP: no config file; nothing to reload");
+            return;
+        };
+        match Config::load(&path) {
+            Ok(cfg) => match LineClassifier::new(&cfg.dispatcher.patterns) {
+                Ok(classifier) => {
+                    let new_paths = Paths::resolve(&cfg);
+                    if new_paths != self.paths {
+                        tracing::warn!(
+                            "SIGHUP: path settings changed; they take effect after a restart of the watchdog"
+                        );
+                    }
+                    self.classifier = classifier;
+                    self.profiles = Profiles::new(&cfg.providers.chains);
+                    self.alerts = Alerts::new(&cfg.alerts, Arc::clone(&self.shared.metrics));
+                    if let Some(i) = cfg.dispatcher.interval {
+                        self.interval = i.0;
+                    }
+                    self.stall_after = cfg
+                        .dispatcher
+                        .stall_after
+                        .map(|d| d.0)
+                        .unwrap_or_else(|| default_stall_after(self.interval));
+                    self.cfg = cfg;
+                    tracing::info!(file = %path.display(), "configuration reloaded");
+                }
+                Err(e) => tracing::error!("SIGHUP: config refused ({e}); keeping the old one"),
+            },
+            Err(e) => tracing::error!("SIGHUP: config refused ({e}); keeping the old one"),
+        }
+    }
+
+    fn next_random(&mut self) -> f64 {
+        // xorshift64*: jitter only, not security.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        (self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+fn provider_status(name: &str, s: &ProviderState) -> ProviderStatus {
+    match s {
+        ProviderState::Healthy { since } | ProviderState::Probing { since } => ProviderStatus {
+            name: name.into(),
+            state: s.name().into(),
+            since: *since,
+            until: None,
+            class: None,
+            reason: None,
+        },
+        ProviderState::Unhealthy {
+            since,
+            until,
+            class,
+            reason,
+        } => ProviderStatus {
+            name: name.into(),
+            state: "unhealthy".into(),
+            since: *since,
+            until: *until,
+            class: Some(class.clone()),
+            reason: Some(reason.clone()),
+        },
+    }
+}
+
+pub fn wall() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+fn seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1);
+    (t ^ (u64::from(std::process::id()) << 32)) | 1
+}
+
+/// `kanban.dispatch_interval_seconds` from `<root>/config.yaml`.
+fn hermes_dispatch_interval(root: &Path) -> Option<Duration> {
+    let text = std::fs::read_to_string(root.join("config.yaml")).ok()?;
+    let v: serde_yaml::Value = serde_yaml::from_str(&text).ok()?;
+    let secs = v
+        .get("kanban")?
+        .get("dispatch_interval_seconds")?
+        .as_f64()?;
+    (secs.is_finite() && secs > 0.0).then(|| Duration::from_secs_f64(secs.max(1.0)))
+}
+
+/// Size, mtime and a hash of the auth store: changes when anyone re-auths.
+fn auth_fingerprint(path: &Path) -> Option<String> {
+    use std::hash::{Hash, Hasher};
+    let bytes = std::fs::read(path).ok()?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    Some(format!("{}:{:x}", bytes.len(), h.finish()))
+}
+
+fn notify_systemd(state: &[sd_notify::NotifyState<'_>]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_some() {
+        let _ = sd_notify::notify(state);
+    }
+}
+
+/// Starts the file watchers that feed the core. Missing directories are
+/// created (record dir, requests) or left to the periodic tick (log dir).
+pub fn start_watchers(paths: &Paths, tx: Sender<Event>) -> Vec<notify::RecommendedWatcher> {
+    use notify::{RecursiveMode, Watcher};
+    let record_dir = paths.record_dir.clone();
+    let log_dir = paths.gateway_log.parent().map(Path::to_path_buf);
+    let auth_dir = paths.auth_store.parent().map(Path::to_path_buf);
+    let auth_file = paths.auth_store.clone();
+    let requests = paths.requests_dir();
+    let _ = std::fs::create_dir_all(&requests);
+    let mut dirs: Vec<PathBuf> = vec![record_dir.clone(), requests.clone()];
+    dirs.extend(log_dir.clone());
+    dirs.extend(auth_dir);
+    let mut seen = HashSet::new();
+    dirs.retain(|d| seen.insert(d.clone()));
+    let mut watchers = Vec::new();
+    for dir in dirs {
+        let tx = tx.clone();
+        let (record_dir, requests, log_dir, auth_file) = (
+            record_dir.clone(),
+            requests.clone(),
+            log_dir.clone(),
+            auth_file.clone(),
+        );
+        let handler = move |res: notify::Result<notify::Event>| {
+            let Ok(ev) = res else {
+                let _ = tx.send(Event::Tick);
+                return;
+            };
+            if ev.need_rescan() {
+                let _ = tx.send(Event::Tick);
+                return;
+            }
+            for p in &ev.paths {
+                let parent = p.parent();
+                let event = if parent == Some(record_dir.as_path()) {
+                    Event::Records
+                } else if parent == Some(requests.as_path()) {
+                    Event::Requests
+                } else if *p == auth_file {
+                    Event::AuthChanged
+                } else if log_dir.as_deref().is_some_and(|d| parent == Some(d)) {
+                    Event::LogChanged
+                } else {
+                    continue;
+                };
+                let _ = tx.send(event);
+            }
+        };
+        match notify::recommended_watcher(handler) {
+            Ok(mut w) => match w.watch(&dir, RecursiveMode::NonRecursive) {
+                Ok(()) => watchers.push(w),
+                Err(e) => {
+                    tracing::info!(dir = %dir.display(), "not watching (polled on each tick instead): {e}")
+                }
+            },
+            Err(e) => tracing::warn!("cannot start file watcher: {e}"),
+        }
+    }
+    watchers
+}
+
+/// Channel for the core.
+pub fn channel_pair() -> (Sender<Event>, Receiver<Event>) {
+    channel()
+}

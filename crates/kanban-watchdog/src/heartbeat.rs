@@ -1,0 +1,147 @@
+//! Work-aware dispatcher heartbeat. An idle dispatcher is silent, so
+//! silence alone is not a stall: the dispatcher is *stalled* when ready,
+//! dispatchable work has waited longer than `stall_after` with no progress
+//! (new dispatcher events on the board, or dispatcher activity in its log).
+//! Intervals use the monotonic clock; wall times are kept for display.
+
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing waits.
+    Idle,
+    /// Work waits, within the allowance.
+    Ok,
+    /// Work has waited `waited` with no progress.
+    Stalled { waited: Duration },
+}
+
+#[derive(Debug)]
+pub struct Heartbeat {
+    last_progress: Instant,
+    last_progress_wall: i64,
+    waiting_since: Option<Instant>,
+    waiting_since_wall: Option<i64>,
+    last_event_id: Option<i64>,
+}
+
+impl Heartbeat {
+    /// Starts as if progress had just been seen: a freshly started watchdog
+    /// gives the dispatcher a full `stall_after` before judging it.
+    pub fn new(now: Instant, now_wall: i64) -> Heartbeat {
+        Heartbeat {
+            last_progress: now,
+            last_progress_wall: now_wall,
+            waiting_since: None,
+            waiting_since_wall: None,
+            last_event_id: None,
+        }
+    }
+
+    pub fn last_progress_wall(&self) -> i64 {
+        self.last_progress_wall
+    }
+
+    pub fn waiting_since_wall(&self) -> Option<i64> {
+        self.waiting_since_wall
+    }
+
+    pub fn last_event_id(&self) -> Option<i64> {
+        self.last_event_id
+    }
+
+    /// The board's newest dispatcher-progress event id. The first call only
+    /// sets the baseline; a higher id later is progress.
+    pub fn observe_board(&mut self, last_event_id: i64, now: Instant, now_wall: i64) -> bool {
+        let progressed = self.last_event_id.is_some_and(|prev| last_event_id > prev);
+        self.last_event_id = Some(last_event_id);
+        if progressed {
+            self.progress(now, now_wall);
+        }
+        progressed
+    }
+
+    /// A dispatcher activity line in the gateway log.
+    pub fn progress(&mut self, now: Instant, now_wall: i64) {
+        self.last_progress = now;
+        self.last_progress_wall = now_wall;
+    }
+
+    /// Judges the current state given how much dispatchable work waits.
+    pub fn evaluate(
+        &mut self,
+        ready: u64,
+        stall_after: Duration,
+        now: Instant,
+        now_wall: i64,
+    ) -> Verdict {
+        if ready == 0 {
+            self.waiting_since = None;
+            self.waiting_since_wall = None;
+            return Verdict::Idle;
+        }
+        let since = *self.waiting_since.get_or_insert(now);
+        self.waiting_since_wall.get_or_insert(now_wall);
+        let reference = since.max(self.last_progress);
+        let waited = now.saturating_duration_since(reference);
+        if waited >= stall_after {
+            Verdict::Stalled { waited }
+        } else {
+            Verdict::Ok
+        }
+    }
+}
+
+/// `stall_after`: configured, else 3 x the dispatcher interval, at least 90 s.
+pub fn default_stall_after(interval: Duration) -> Duration {
+    (interval * 3).max(Duration::from_secs(90))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn an_idle_board_with_a_silent_dispatcher_is_not_a_stall() {
+        let t0 = Instant::now();
+        let mut h = Heartbeat::new(t0, 0);
+        assert_eq!(h.evaluate(0, 10 * S, t0 + 1000 * S, 1000), Verdict::Idle);
+    }
+
+    #[test]
+    fn waiting_work_without_progress_stalls_after_the_allowance() {
+        let t0 = Instant::now();
+        let mut h = Heartbeat::new(t0, 0);
+        h.observe_board(5, t0, 0);
+        // Work appears at t=100 after a long idle time: the clock starts then.
+        assert_eq!(h.evaluate(2, 10 * S, t0 + 100 * S, 100), Verdict::Ok);
+        assert_eq!(h.evaluate(2, 10 * S, t0 + 109 * S, 109), Verdict::Ok);
+        assert_eq!(
+            h.evaluate(2, 10 * S, t0 + 110 * S, 110),
+            Verdict::Stalled { waited: 10 * S }
+        );
+        // Progress on the board resets it.
+        assert!(h.observe_board(6, t0 + 111 * S, 111));
+        assert_eq!(h.evaluate(2, 10 * S, t0 + 112 * S, 112), Verdict::Ok);
+        // The same event id again is not progress.
+        assert!(!h.observe_board(6, t0 + 130 * S, 130));
+        assert!(matches!(
+            h.evaluate(2, 10 * S, t0 + 130 * S, 130),
+            Verdict::Stalled { .. }
+        ));
+    }
+
+    #[test]
+    fn stall_after_defaults_to_three_intervals_at_least_90s() {
+        assert_eq!(
+            default_stall_after(Duration::from_secs(60)),
+            Duration::from_secs(180)
+        );
+        assert_eq!(
+            default_stall_after(Duration::from_secs(5)),
+            Duration::from_secs(90)
+        );
+    }
+}

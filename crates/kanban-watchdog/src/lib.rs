@@ -1,0 +1,26 @@
+//! kanban-watchdog: a sidecar beside the unmodified Hermes kanban
+//! dispatcher. See the README for what it does and how to run it.
+
+pub mod alerts;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod fake_gateway;
+pub mod gateway;
+pub mod health;
+pub mod heartbeat;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
+pub mod paths;
+pub mod profiles;
+pub mod replay;
+pub mod requests;
+pub mod rescue;
+pub mod restart;
+pub mod run;
+pub mod state;
+pub mod status;
+pub mod status_cmd;
+pub mod wire;

@@ -1,0 +1,157 @@
+//! Prometheus metrics (prometheus-client's registry and text encoder).
+//! Names follow the conventions: `_total` counters, `_seconds` and
+//! `_timestamp_seconds` in base units.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    pub provider: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    pub event: String,
+}
+
+type FGauge = Gauge<f64, AtomicU64>;
+
+#[derive(Default)]
+pub struct Metrics {
+    pub dispatcher_last_progress: FGauge,
+    pub dispatcher_next_cycle: FGauge,
+    pub dispatcher_stalled: Gauge,
+    pub gateway_up: Gauge,
+    pub ready_tasks: Gauge,
+    pub oldest_ready_age: FGauge,
+    pub parked_tasks: Gauge,
+    pub restarts: Family<ResultLabels, Counter>,
+    pub provider_unhealthy: Family<ProviderLabels, Gauge>,
+    pub providers_skipped: Counter,
+    pub records_handled: Counter,
+    pub records_quarantined: Counter,
+    pub board_writes: Family<KindLabels, Counter>,
+    pub board_busy_retries: Counter,
+    pub alerts_sent: Counter,
+    pub alerts_failed: Counter,
+    pub log_lines: Family<EventLabels, Counter>,
+    pub delayed_retries_exhausted: Counter,
+}
+
+impl Metrics {
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("kanban_watchdog");
+        r.register(
+            "dispatcher_last_progress_timestamp_seconds",
+            "When the dispatcher last showed progress (board events or log activity)",
+            self.dispatcher_last_progress.clone(),
+        );
+        r.register(
+            "dispatcher_next_cycle_timestamp_seconds",
+            "When the next dispatcher tick is expected",
+            self.dispatcher_next_cycle.clone(),
+        );
+        r.register(
+            "dispatcher_stalled",
+            "1 while ready work waits longer than stall_after with no dispatcher progress",
+            self.dispatcher_stalled.clone(),
+        );
+        r.register(
+            "gateway_up",
+            "1 when the gateway process named by gateway.pid is alive",
+            self.gateway_up.clone(),
+        );
+        r.register(
+            "ready_tasks",
+            "Tasks in ready, waiting for the dispatcher",
+            self.ready_tasks.clone(),
+        );
+        r.register(
+            "oldest_ready_age_seconds",
+            "How long the oldest ready task has waited (as seen by the watchdog)",
+            self.oldest_ready_age.clone(),
+        );
+        r.register(
+            "parked_tasks",
+            "Tasks the watchdog holds in scheduled",
+            self.parked_tasks.clone(),
+        );
+        r.register(
+            "restarts",
+            "Dispatcher restarts by result",
+            self.restarts.clone(),
+        );
+        r.register(
+            "provider_unhealthy",
+            "1 while a provider is marked unhealthy (reason label)",
+            self.provider_unhealthy.clone(),
+        );
+        r.register(
+            "providers_skipped",
+            "Ready tasks held back because their provider was unhealthy",
+            self.providers_skipped.clone(),
+        );
+        r.register(
+            "records_handled",
+            "Exit records handled",
+            self.records_handled.clone(),
+        );
+        r.register(
+            "records_quarantined",
+            "Exit records moved to quarantine",
+            self.records_quarantined.clone(),
+        );
+        r.register(
+            "board_writes",
+            "Board changes committed, by kind",
+            self.board_writes.clone(),
+        );
+        r.register(
+            "board_busy_retries",
+            "Board writes retried because the database was locked",
+            self.board_busy_retries.clone(),
+        );
+        r.register("alerts_sent", "Alerts delivered", self.alerts_sent.clone());
+        r.register(
+            "alerts_failed",
+            "Alert deliveries that failed after retries",
+            self.alerts_failed.clone(),
+        );
+        r.register(
+            "gateway_log_lines",
+            "Gateway log lines matched, by event",
+            self.log_lines.clone(),
+        );
+        r.register(
+            "delayed_retries_exhausted",
+            "Tasks left blocked because their delayed-retry budget was spent",
+            self.delayed_retries_exhausted.clone(),
+        );
+    }
+}
+
+/// Renders the registry in the Prometheus text format.
+pub fn encode(registry: &Registry) -> String {
+    let mut out = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, registry) {
+        tracing::error!("cannot encode metrics: {e}");
+    }
+    out
+}
