@@ -170,3 +170,57 @@ def test_usage_limit_rescued(dispatcher, worker, make_scenario, fake_provider, w
                     if wd.is_stall_alert(p["body"]) and wd.alert_status(p["body"]) == "firing"]
     assert not stall_alerts, stall_alerts
     assert watchdog.alive(), watchdog.log()[-2000:]
+
+
+@pytest.mark.rescued
+@pytest.mark.parametrize("dispatcher", [pytest.param("gateway", id="gateway-standin"),
+                                        pytest.param("oneshot", id="oneshot-standin")])
+def test_usage_limit_shim_only(dispatcher, make_scenario, outcome):
+    """worker-shim without the watchdog: what the shim alone changes in 0.19.0.
+    Gateway: exit 75 -> `rate_limited`, no failure counted, but Hermes' own fixed
+    cooldown (HERMES_KANBAN_RATE_LIMIT_COOLDOWN_SECONDS, 300 s) ignores the
+    provider's reset time.  One-shot: the pass never sees the exit code, so the
+    task is blocked exactly as in the control."""
+    cell = outcome(INCIDENT, setup_name(dispatcher, "standin"), "shim_only")
+    s = make_scenario(dispatcher=dispatcher, worker="standin", rescued=True, with_watchdog=False)
+    h = s.hermes
+    s.start_dispatcher()
+    sampler = BoardSampler(h).start()
+    limit = LIMIT[("rescued", "standin")]
+    t0 = time.time()
+    resets_at = now() + limit
+    s.usage_limit_until(resets_at)
+    tid = h.create_task("incident 1 shim only: write the report")
+
+    recs = wait_for(lambda: [r for r in wd.read_records(s.record_dir) if wd.record_task(r) == tid], 20,
+                    "an exit record for the task", on_timeout=lambda: h.describe(tid))
+    r0 = recs[0]
+    assert wd.is_rate_limit_class(wd.record_failure_class(r0)), r0.get("failure")
+    assert wd.record_reported_code(r0) == 75, r0.get("exit")
+    assert wd.record_resets_at(r0) == resets_at, r0.get("failure")
+
+    if dispatcher == "gateway":
+        wait_for(lambda: "rate_limited" in h.event_kinds(tid), 15, "a rate_limited event",
+                 on_timeout=lambda: h.describe(tid))
+        # Past the provider's reset time, Hermes still holds the task in its own cooldown.
+        wait_for(lambda: time.time() >= resets_at + 3, limit + 10, "reset time passed")
+        sampler.stop()
+        kinds = h.event_kinds(tid)
+        task = h.task(tid)
+        assert "blocked" not in sampler.seen(tid), sampler.render(tid)
+        assert task["consecutive_failures"] == 0
+        assert h.status(tid) == "ready", h.describe(tid)
+        assert h.attempts(tid) == 1
+        last_guard = [e for e in h.events(tid) if e["kind"] == "respawn_guarded"][-1]
+        assert last_guard["payload"] == {"reason": "rate_limit_cooldown"}
+        assert last_guard["created_at"] >= resets_at
+        cell.note(f"rate_limited, 0 failures, 1 attempt; still waiting in Hermes' 300 s cooldown "
+                  f"{time.time() - resets_at:.0f}s after the reset ({kinds.count('respawn_guarded')} respawn_guarded events)")
+    else:
+        h.wait_status(tid, "blocked", timeout=limit + 20)
+        sampler.stop()
+        kinds = h.event_kinds(tid)
+        assert "rate_limited" not in kinds
+        assert kinds.count("crashed") == CONTROL_ATTEMPTS["oneshot"], h.describe(tid)
+        cell.note(f"exit 75 unseen by one-shot passes: blocked after {h.attempts(tid)} attempts "
+                  f"in {time.time() - t0:.1f}s, as in the control")

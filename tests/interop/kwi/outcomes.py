@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-ARMS = ("control", "rescued")
+ARMS = ("control", "shim_only", "rescued")
+HEADERS = {"control": "control (no tools)", "shim_only": "shim only (no watchdog)",
+           "rescued": "rescued (shim+watchdog)"}
 
 
 @dataclass
@@ -39,14 +41,14 @@ class Outcomes:
         return self.cells[key]
 
     def table(self) -> str:
-        rows = [("incident", "setup", "control (no tools)", "rescued (shim+watchdog)")]
+        arms = [a for a in ARMS if a != "shim_only" or any(k[2] == a for k in self.cells)]
+        rows = [("incident", "setup", *(HEADERS[a] for a in arms))]
         for inc, setup in self.order:
-            rows.append((inc, setup,
-                         self.cells[(inc, setup, "control")].text() if (inc, setup, "control") in self.cells else "not run",
-                         self.cells[(inc, setup, "rescued")].text() if (inc, setup, "rescued") in self.cells else "not run"))
+            rows.append((inc, setup, *(self.cells[(inc, setup, a)].text() if (inc, setup, a) in self.cells
+                                       else "not run" for a in arms)))
         out = []
         for i, r in enumerate(rows):
             out.append("| " + " | ".join(c.replace("|", "/").replace("\n", " ") for c in r) + " |")
             if i == 0:
-                out.append("|---|---|---|---|")
+                out.append("|" + "---|" * len(r))
         return "\n".join(out)

@@ -24,15 +24,17 @@ ONESHOT_INTERVAL = 3      # seconds between one-shot `hermes kanban dispatch` pa
 
 class Scenario:
     def __init__(self, root: Path, venv: Path, procs: Procs, *, dispatcher: str, worker: str, rescued: bool,
-                 provider: FakeProvider | None = None):
+                 provider: FakeProvider | None = None, with_watchdog: bool = True):
         assert dispatcher in ("gateway", "oneshot"), dispatcher
         assert worker in ("real", "standin"), worker
         self.root, self.procs = root, procs
         self.dispatcher, self.worker, self.rescued = dispatcher, worker, rescued
         self.provider = provider
+        self.with_watchdog = rescued and with_watchdog
         if rescued:  # fail loudly, before anything starts, when the binaries are not there
             self.shim_bin = binaries.require(binaries.SHIM)
-            self.watchdog_bin = binaries.require(binaries.WATCHDOG)
+            if self.with_watchdog:
+                self.watchdog_bin = binaries.require(binaries.WATCHDOG)
         self.hermes = h = Hermes(root, venv, procs)
         h.write_config(dispatch_interval=GATEWAY_INTERVAL)
         h.add_profile("coder", base_url=provider.base_url if provider else None)
@@ -105,7 +107,7 @@ class Scenario:
 
     # -- watchdog ---------------------------------------------------------------
     def start_watchdog(self, webhook_url: str | None = None, stall_after: str = "8s") -> wd.Watchdog:
-        assert self.rescued
+        assert self.with_watchdog
         state = self.root / "watchdog-state"
         cfg = wd.make_config(hermes_home=self.hermes.home, record_dir=self.record_dir, state_dir=state,
                              listen=f"127.0.0.1:{wd.free_port()}", restart_command=self.restart_command(),
@@ -116,7 +118,8 @@ class Scenario:
         return self.watchdog
 
     def diagnostics(self) -> str:
-        parts = [f"--- scenario {self.dispatcher}/{self.worker}/{'rescued' if self.rescued else 'control'}"]
+        arm = "control" if not self.rescued else ("shim+watchdog" if self.with_watchdog else "shim only")
+        parts = [f"--- scenario {self.dispatcher}/{self.worker}/{arm}"]
         for name in ("watchdog", "dispatch-loop", "gateway"):
             text = self.procs.log_text(name)
             if text:
