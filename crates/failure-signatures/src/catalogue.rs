@@ -601,6 +601,41 @@ mod tests {
     }
 
     #[test]
+    fn builtin_set_compiles_within_limits() {
+        let compiled = Compiled::build(builtin_signatures());
+        assert!(
+            compiled.set.is_some(),
+            "built-in RegexSet exceeds size limits"
+        );
+        assert_eq!(compiled.rank.len(), builtin_signatures().len());
+    }
+
+    #[test]
+    fn classify_without_a_set_gives_the_same_answers() {
+        let with_set = Catalogue::builtin();
+        let without = Catalogue::from_signatures(builtin_signatures().to_vec());
+        let mut compiled = Compiled::build(builtin_signatures());
+        compiled.set = None;
+        assert!(without.compiled.set(compiled).is_ok());
+        let ctx = ClassifyContext::new(
+            jiff::Timestamp::from_second(1_777_852_800).expect("valid"),
+            jiff::tz::TimeZone::UTC,
+        );
+        for text in [
+            "HTTP 429: The usage limit has been reached. plan_type: team, resets_at: 1780861905",
+            "'message': 'Request too large for gpt-4o in organization', 'code': 'rate_limit_exceeded'",
+            "test result: ok. 429 passed; 0 failed",
+            "a\nHTTP 503 Service Unavailable\nb",
+        ] {
+            assert_eq!(
+                with_set.classify(text, &ctx),
+                without.classify(text, &ctx),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
     fn line_index_finds_fields() {
         let src = "# c\nsignatures:\n  - name: a\n    class: rate_limit\n    pattern: x\n\n  - name: b\n    pattern: y\nother: 1\n";
         let idx = LineIndex::new(src);

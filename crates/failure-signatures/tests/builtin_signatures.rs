@@ -264,6 +264,25 @@ const CASES: &[(&str, &str, FailureClass, Option<&str>)] = &[
     ("generic-http-429", "Error code: 429", RateLimit, None),
     (
         "generic-http-429",
+        "urllib.error.HTTPError: HTTP Error 429: Too Many Requests",
+        RateLimit,
+        None,
+    ),
+    (
+        "generic-http-429",
+        "API call failed after 3 retries: HTTP 429: slow down",
+        RateLimit,
+        None,
+    ),
+    ("generic-http-429", "< HTTP/2 429 ", RateLimit, None),
+    (
+        "generic-http-429",
+        r#"error="HTTP 429 {\"error\":\"busy\"}""#,
+        RateLimit,
+        None,
+    ),
+    (
+        "generic-http-429",
         "exceeded retry limit, last status: 429 Too Many Requests",
         RateLimit,
         None,
@@ -473,6 +492,11 @@ fn lookalikes_do_not_match() {
         "elapsed: 429ms",
         "task-429 risk-free tokens: 429",
         "the server handled 503 requests per second",
+        // Agent prose about HTTP statuses (workers are coding agents).
+        "I'll add handling for HTTP 429 responses with exponential backoff.",
+        "Retry on HTTP 503 errors, and treat http 401 as fatal.",
+        "The error code 429 means the client should slow down.",
+        "Add a test where the mock returns status 429 twice.",
         "a timeout occurred in the test harness",
         "",
         "   \n\n  ",
@@ -628,28 +652,29 @@ signatures:
 
 #[test]
 fn the_last_matching_line_of_the_winner_is_reported() {
-    let text = "HTTP 429 first try: try again in 10s\nok\nHTTP 429 second try: try again in 20s\n";
+    let text =
+        "HTTP 429: first try: try again in 10s\nok\nHTTP 429: second try: try again in 20s\n";
     let c = classify(text).expect("classified");
-    assert_eq!(c.matched_line, "HTTP 429 second try: try again in 20s");
+    assert_eq!(c.matched_line, "HTTP 429: second try: try again in 20s");
     assert_eq!(c.retry_after_s, Some(20.0));
 }
 
 #[test]
 fn matched_line_is_trimmed_redacted_and_capped() {
     let long = format!(
-        "   HTTP 429 Authorization: Bearer sk-abcdefghijklmnop1234567890 {}   ",
+        "   HTTP 429: Authorization: Bearer sk-abcdefghijklmnop1234567890 {}   ",
         "x".repeat(3000)
     );
     let c = classify(&long).expect("classified");
     assert!(
         c.matched_line
-            .starts_with("HTTP 429 Authorization: Bearer [REDACTED] x")
+            .starts_with("HTTP 429: Authorization: Bearer [REDACTED] x")
     );
     assert_eq!(c.matched_line.len(), 1024);
     assert!(!c.matched_line.contains("sk-abc"));
 
     // Multi-byte characters at the cap are not split.
-    let long = format!("HTTP 429 {}", "é".repeat(1000));
+    let long = format!("HTTP 429: {}", "é".repeat(1000));
     let c = classify(&long).expect("classified");
     assert!(c.matched_line.len() <= 1024);
     assert!(c.matched_line.len() >= 1022);
