@@ -1,4 +1,238 @@
-//! A stand-in gateway (being written).
-pub fn run(_a: &crate::cli::FakeGatewayArgs) -> anyhow::Result<()> {
-    anyhow::bail!("fake gateway not implemented yet")
+//! A stand-in for the Hermes gateway's embedded dispatcher, for tests and
+//! the demo: it writes `gateway.pid` like Hermes 0.19 (JSON with the
+//! process start time), logs Hermes-format lines, and every tick claims the
+//! ready tasks of a real board with Hermes' own claim SQL. Without a worker
+//! command it completes each claimed task at once; with one, it spawns the
+//! worker per task with the dispatcher's environment and judges its exit
+//! like the gateway does (0 and still running = protocol violation, 75 =
+//! rate limited, else crashed). `--replace` takes over from a running one
+//! the way `hermes gateway run --replace` does (SIGTERM, wait, SIGKILL).
+
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hermes_board::testkit;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use rusqlite::params;
+
+use crate::cli::FakeGatewayArgs;
+use crate::gateway::{gateway_process, start_time};
+
+pub fn run(args: &FakeGatewayArgs) -> anyhow::Result<()> {
+    if args.replace {
+        replace_running(&args.pid_file)?;
+    }
+    let me = std::process::id() as i32;
+    let pid_doc = serde_json::json!({
+        "pid": me,
+        "kind": "fake-gateway",
+        "argv": std::env::args().collect::<Vec<_>>(),
+        "start_time": start_time(me),
+    });
+    crate::state::write_atomic(&args.pid_file, pid_doc.to_string().as_bytes())
+        .with_context(|| format!("cannot write {}", args.pid_file.display()))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))?;
+    signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop))?;
+    let mut log = Log::open(&args.log)?;
+    let interval = Duration::from_millis(args.interval_ms.max(10));
+    log.line(
+        "INFO",
+        &format!(
+            "kanban dispatcher: embedded in gateway (interval={:.1}s)",
+            interval.as_secs_f64()
+        ),
+    );
+    let mut workers: HashMap<String, (Child, i64)> = HashMap::new();
+    let mut next = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        if Instant::now() >= next {
+            next = Instant::now() + interval;
+            if let Err(e) = tick(args, &mut log, &mut workers) {
+                log.line(
+                    "ERROR",
+                    &format!("kanban dispatcher: tick failed on board default: {e}"),
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10).min(interval));
+    }
+    log.line("INFO", "Received SIGTERM — initiating shutdown");
+    log.line("INFO", "Gateway stopped");
+    // Only remove the pid file if it is still ours (a replacement may own it).
+    if gateway_process(&args.pid_file).is_some_and(|(pid, _)| pid == me) {
+        let _ = std::fs::remove_file(&args.pid_file);
+    }
+    Ok(())
 }
+
+fn tick(
+    args: &FakeGatewayArgs,
+    log: &mut Log,
+    workers: &mut HashMap<String, (Child, i64)>,
+) -> anyhow::Result<()> {
+    let mut conn = testkit::connect(&args.board)?;
+    // Reap finished workers first, as the dispatcher does each tick.
+    let mut finished = Vec::new();
+    for (task, (child, run)) in workers.iter_mut() {
+        if let Some(status) = child.try_wait()? {
+            finished.push((task.clone(), *run, status.code()));
+        }
+    }
+    for (task, run, code) in finished {
+        workers.remove(&task);
+        judge_exit(&conn, &task, run, code)?;
+    }
+    let ready: Vec<String> = {
+        let mut stmt = conn.prepare(
+            "SELECT id FROM tasks WHERE status = 'ready' ORDER BY priority DESC, created_at ASC",
+        )?;
+        stmt.query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?
+    };
+    let mut spawned = 0;
+    for id in ready {
+        let pid = if args.worker.is_empty() {
+            std::process::id() as i64
+        } else {
+            0
+        };
+        let run_id = match testkit::claim(&mut conn, &id, pid) {
+            Ok(run) => run,
+            Err(_) => continue,
+        };
+        spawned += 1;
+        if args.worker.is_empty() {
+            testkit::complete(&conn, &id)?;
+            continue;
+        }
+        let child = Command::new(&args.worker[0])
+            .args(&args.worker[1..])
+            .env("HERMES_KANBAN_TASK", &id)
+            .env("HERMES_KANBAN_RUN_ID", run_id.to_string())
+            .env("HERMES_KANBAN_DB", &args.board)
+            .env("HERMES_KANBAN_BOARD", "default")
+            .env("HERMES_PROFILE", assignee(&conn, &id).unwrap_or_default())
+            .stdin(Stdio::null())
+            .process_group(0)
+            .spawn();
+        match child {
+            Ok(child) => {
+                conn.execute(
+                    "UPDATE tasks SET worker_pid = ?1 WHERE id = ?2",
+                    params![child.id(), id],
+                )?;
+                workers.insert(id, (child, run_id));
+            }
+            Err(e) => log.line(
+                "ERROR",
+                &format!("kanban dispatcher: spawn failed for {id}: {e}"),
+            ),
+        }
+    }
+    if spawned > 0 {
+        log.line(
+            "INFO",
+            &format!(
+                "kanban dispatcher [default]: spawned={spawned} reclaimed=0 crashed=0 timed_out=0 promoted=0 auto_blocked=0"
+            ),
+        );
+    }
+    Ok(())
+}
+
+fn assignee(conn: &rusqlite::Connection, id: &str) -> Option<String> {
+    conn.query_row("SELECT assignee FROM tasks WHERE id = ?1", [id], |r| {
+        r.get(0)
+    })
+    .ok()
+    .flatten()
+}
+
+/// The gateway's judgement of a worker exit, guarded like Hermes' own
+/// (only a task still `running` that very run is touched).
+fn judge_exit(
+    conn: &rusqlite::Connection,
+    task: &str,
+    run: i64,
+    code: Option<i32>,
+) -> anyhow::Result<()> {
+    let now = jiff::Timestamp::now().as_second();
+    let (outcome, kind, count_failure) = match code {
+        Some(75) => ("rate_limited", "rate_limited", false),
+        Some(0) => ("crashed", "protocol_violation", false),
+        _ => ("crashed", "crashed", true),
+    };
+    let n = conn.execute(
+        "UPDATE tasks SET status = 'ready', claim_lock = NULL, claim_expires = NULL, worker_pid = NULL, \
+         current_run_id = NULL, consecutive_failures = consecutive_failures + ?1 \
+         WHERE id = ?2 AND status = 'running' AND current_run_id = ?3",
+        params![i64::from(count_failure), task, run],
+    )?;
+    if n == 1 {
+        conn.execute(
+            "UPDATE task_runs SET status = ?1, outcome = ?1, ended_at = ?2 WHERE id = ?3 AND ended_at IS NULL",
+            params![outcome, now, run],
+        )?;
+        conn.execute(
+            "INSERT INTO task_events (task_id, run_id, kind, payload, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![task, run, kind, format!("{{\"exit_code\":{}}}", code.unwrap_or(-1)), now],
+        )?;
+    }
+    Ok(())
+}
+
+/// Stops the gateway named by the pid file: SIGTERM, wait up to 2 s, SIGKILL
+/// (a SIGSTOPped process only dies of the SIGKILL).
+fn replace_running(pid_file: &Path) -> anyhow::Result<()> {
+    let Some((pid, true)) = gateway_process(pid_file) else {
+        return Ok(());
+    };
+    let pid = Pid::from_raw(pid);
+    let _ = kill(pid, Signal::SIGTERM);
+    let _ = kill(pid, Signal::SIGCONT);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline && start_time(pid.as_raw()).is_some() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if start_time(pid.as_raw()).is_some() {
+        let _ = kill(pid, Signal::SIGKILL);
+    }
+    Ok(())
+}
+
+struct Log {
+    file: std::fs::File,
+}
+
+impl Log {
+    fn open(path: &Path) -> anyhow::Result<Log> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        Ok(Log {
+            file: OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot open {}", path.display()))?,
+        })
+    }
+
+    /// `%(asctime)s %(levelname)s %(name)s: %(message)s`, as Hermes logs.
+    fn line(&mut self, level: &str, msg: &str) {
+        let now = jiff::ZonedDateTime::now();
+        let stamp = now.strftime("%Y-%m-%d %H:%M:%S,%3f");
+        let _ = writeln!(self.file, "{stamp} {level} gateway.run: {msg}");
+    }
+}
+
+use std::os::unix::process::CommandExt;
