@@ -153,10 +153,15 @@ pub(crate) fn park(
     };
     let before = state(&task);
     if from_running {
+        let outcome = if req.kind == Kind::Blocked {
+            "gave_up"
+        } else {
+            "scheduled"
+        };
         end_run(
             tx,
             req.run_id.unwrap_or_default(),
-            "scheduled",
+            outcome,
             &req.reason,
             now,
         )?;
@@ -170,18 +175,21 @@ pub(crate) fn park(
         )?;
     }
     let reset_failures = req.kind == Kind::Requeued;
+    // A budget block says why in the field `hermes kanban show` prints.
+    let block_reason = (req.kind == Kind::Blocked).then_some(req.reason.as_str());
     let changed = tx.execute(
         "UPDATE tasks SET status = ?1, claim_lock = NULL, claim_expires = NULL, worker_pid = NULL, \
          current_run_id = NULL, \
          consecutive_failures = CASE WHEN ?2 THEN 0 ELSE consecutive_failures END, \
-         last_failure_error = CASE WHEN ?2 THEN NULL ELSE last_failure_error END \
+         last_failure_error = CASE WHEN ?2 THEN NULL ELSE COALESCE(?6, last_failure_error) END \
          WHERE id = ?3 AND status = ?4 AND current_run_id IS ?5",
         params![
             target,
             reset_failures,
             task.id,
             task.status,
-            task.current_run_id
+            task.current_run_id,
+            block_reason
         ],
     )?;
     if changed != 1 {

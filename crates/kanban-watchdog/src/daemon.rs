@@ -370,7 +370,7 @@ impl Daemon {
     fn handle_record_file(&mut self, path: &Path) {
         let record = match self.records.read(path) {
             Ok(r) => r,
-            Err(e) if e.is_transient() => {
+            Err(e) if e.is_transient() || still_being_written(path, &e) => {
                 tracing::debug!("record not readable yet: {e}");
                 return;
             }
@@ -1194,6 +1194,20 @@ fn seed() -> u64 {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(1);
     (t ^ (u64::from(std::process::id()) << 32)) | 1
+}
+
+/// A file that ends mid-JSON and was modified in the last two seconds is
+/// probably still being written by a writer that does not rename into
+/// place: give it time before calling it malformed.
+fn still_being_written(path: &Path, e: &exit_record::RecordError) -> bool {
+    let truncated =
+        matches!(e, exit_record::RecordError::Json { message, .. } if message.contains("EOF"));
+    let fresh = std::fs::symlink_metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|m| m.elapsed().ok())
+        .is_some_and(|age| age < Duration::from_secs(2));
+    truncated && fresh
 }
 
 /// `kanban.dispatch_interval_seconds` from `<root>/config.yaml`.

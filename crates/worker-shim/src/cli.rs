@@ -53,6 +53,11 @@ pub struct Options {
     )]
     pub drain_timeout_ms: u64,
 
+    /// Provider health published by kanban-watchdog; a Hermes worker whose
+    /// primary provider is unhealthy is steered to the fallback named there.
+    #[arg(long, env = "WORKER_SHIM_HEALTH_FILE", value_name = "FILE")]
+    pub health_file: Option<PathBuf>,
+
     /// The worker and its arguments.
     #[arg(
         trailing_var_arg = true,

@@ -12,6 +12,7 @@ mod pump;
 mod report;
 mod signals;
 mod spawn;
+mod steer;
 mod target;
 
 use std::ffi::OsString;
@@ -85,6 +86,7 @@ fn run() -> i32 {
 struct Run {
     opts: Options,
     command: Vec<OsString>,
+    steered: Option<exit_record::Steered>,
     id: String,
     started_at: jiff::Timestamp,
     clock: Instant,
@@ -98,10 +100,19 @@ struct Outcome {
 }
 
 impl Run {
-    fn new(opts: Options, command: Vec<OsString>) -> Run {
+    fn new(opts: Options, mut command: Vec<OsString>) -> Run {
+        // Only a worker launched by the kanban dispatcher is steered.
+        let steered = std::env::var_os("HERMES_KANBAN_TASK").and_then(|_| {
+            let file = opts
+                .health_file
+                .clone()
+                .unwrap_or_else(steer::default_health_file);
+            steer::apply(&mut command, &file, std::env::var("HERMES_PROFILE").ok())
+        });
         Run {
             opts,
             command,
+            steered,
             id: exit_record::new_record_id(),
             started_at: jiff::Timestamp::now(),
             clock: Instant::now(),
@@ -254,7 +265,7 @@ impl Run {
             stdout: outcome.stdout,
             stderr: outcome.stderr,
             failure,
-            steered: None,
+            steered: self.steered,
         };
         let dir = self
             .opts
