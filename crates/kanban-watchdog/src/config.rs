@@ -92,9 +92,13 @@ pub fn parse_duration(text: &str) -> Result<Dur, String> {
     if let Ok(secs) = t.parse::<u64>() {
         return Ok(Dur::secs(secs));
     }
-    let parsed: jiff::SignedDuration = t
-        .parse()
-        .map_err(|e| format!("invalid duration {text:?} (expected e.g. 300s, 15m, 1h30m): {e}"))?;
+    // Days and weeks count as 24 h and 7 x 24 h (no calendar involved).
+    let parsed = t
+        .parse::<jiff::Span>()
+        .and_then(|span| span.to_duration(jiff::SpanRelativeTo::days_are_24_hours()))
+        .map_err(|e| {
+            format!("invalid duration {text:?} (expected e.g. 300s, 15m, 1h30m, 7d): {e}")
+        })?;
     if parsed.is_negative() {
         return Err(format!("duration must be positive, got {text:?}"));
     }
@@ -548,6 +552,7 @@ mod tests {
         assert_eq!(parse_duration("15m").unwrap(), Dur::secs(900));
         assert_eq!(parse_duration("1h30m").unwrap(), Dur::secs(5400));
         assert_eq!(parse_duration("24h").unwrap(), Dur::secs(86400));
+        assert_eq!(parse_duration("7d").unwrap(), Dur::secs(7 * 86400));
         assert_eq!(
             parse_duration("500ms").unwrap(),
             Dur(Duration::from_millis(500))
@@ -590,6 +595,13 @@ mod tests {
             .to_string();
         assert!(err.contains("dispatcher.patterns.stuck"), "{err}");
         assert!(err.starts_with("w.yaml:3"), "{err}");
+    }
+
+    #[test]
+    fn the_documented_example_is_exactly_the_defaults() {
+        let text = include_str!("../../../config/watchdog.yaml");
+        let parsed = Config::from_yaml(text, "config/watchdog.yaml").unwrap();
+        assert_eq!(parsed, Config::default());
     }
 
     #[test]

@@ -1,0 +1,294 @@
+//! Issue 6: what an operator sees and does — metrics parsed with a real
+//! Prometheus text parser, /status against the state the test created, the
+//! demo as a subprocess, reload on SIGHUP, check-config, JSON logs.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use hermes_board::testkit;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+const T: Duration = Duration::from_secs(30);
+
+#[test]
+fn metrics_follow_prometheus_conventions_and_status_matches_the_board() {
+    let mut h = Harness::new();
+    h.start();
+    let run = h.running_task("parked-1", "coder");
+    let due_reset = now() + 3600;
+    h.write_record(&record(
+        Some(("parked-1", run)),
+        "coder",
+        Some(rate_limit(Some(due_reset))),
+    ));
+    let run2 = h.running_task("grok-1", "grok");
+    h.write_record(&record(
+        Some(("grok-1", run2)),
+        "grok",
+        Some(auth_expired("xai-oauth")),
+    ));
+    testkit::add_task(&h.conn(), "waiting", "coder", "ready").unwrap();
+    wait_until("two parked and one held", T, || {
+        let st = h.status();
+        (st["parked"].as_array()?.len() == 3).then_some(())
+    });
+    let scrape = h.metrics();
+    let names: std::collections::BTreeSet<&str> =
+        scrape.samples.iter().map(|s| s.metric.as_str()).collect();
+    for name in [
+        "kanban_watchdog_dispatcher_last_progress_timestamp_seconds",
+        "kanban_watchdog_dispatcher_next_cycle_timestamp_seconds",
+        "kanban_watchdog_dispatcher_stalled",
+        "kanban_watchdog_ready_tasks",
+        "kanban_watchdog_oldest_ready_age_seconds",
+        "kanban_watchdog_parked_tasks",
+        "kanban_watchdog_provider_unhealthy",
+        "kanban_watchdog_providers_skipped_total",
+        "kanban_watchdog_records_handled_total",
+        "kanban_watchdog_records_quarantined_total",
+        "kanban_watchdog_board_writes_total",
+        "kanban_watchdog_board_busy_retries_total",
+        "kanban_watchdog_alerts_sent_total",
+        "kanban_watchdog_alerts_failed_total",
+        "kanban_watchdog_gateway_up",
+    ] {
+        assert!(names.contains(name), "missing metric {name} in {names:?}");
+    }
+    assert_eq!(
+        metric_value(&scrape, "kanban_watchdog_parked_tasks", &[]),
+        3.0
+    );
+    assert_eq!(
+        metric_value(&scrape, "kanban_watchdog_records_handled_total", &[]),
+        2.0
+    );
+    assert_eq!(
+        metric_value(
+            &scrape,
+            "kanban_watchdog_provider_unhealthy",
+            &[("provider", "openai-codex"), ("reason", "rate_limit")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric_value(
+            &scrape,
+            "kanban_watchdog_provider_unhealthy",
+            &[("provider", "xai-oauth"), ("reason", "auth_expired")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric_value(
+            &scrape,
+            "kanban_watchdog_board_writes_total",
+            &[("kind", "park")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        metric_value(
+            &scrape,
+            "kanban_watchdog_board_writes_total",
+            &[("kind", "hold")]
+        ),
+        1.0
+    );
+    let last_progress = metric_value(
+        &scrape,
+        "kanban_watchdog_dispatcher_last_progress_timestamp_seconds",
+        &[],
+    );
+    assert!(
+        (last_progress - now() as f64).abs() < 120.0,
+        "a unix timestamp in seconds"
+    );
+
+    let st = h.status();
+    let parked = st["parked"].as_array().unwrap();
+    let find = |t: &str| parked.iter().find(|p| p["task"] == t).unwrap().clone();
+    assert_eq!(find("parked-1")["kind"], "parked");
+    assert_eq!(find("parked-1")["provider"], "openai-codex");
+    assert_eq!(
+        find("parked-1")["due_at"],
+        due_reset,
+        "margin and jitter are 0 here"
+    );
+    assert_eq!(
+        find("grok-1")["due_at"],
+        serde_json::Value::Null,
+        "waits for re-auth"
+    );
+    assert_eq!(find("waiting")["kind"], "held");
+    let providers = st["providers"].as_array().unwrap();
+    let codex = providers
+        .iter()
+        .find(|p| p["name"] == "openai-codex")
+        .unwrap();
+    assert_eq!(codex["state"], "unhealthy");
+    assert_eq!(codex["until"], due_reset);
+    let xai = providers.iter().find(|p| p["name"] == "xai-oauth").unwrap();
+    assert_eq!(xai["until"], serde_json::Value::Null);
+    assert_eq!(st["counters"]["records_handled"], 2);
+    assert_eq!(st["counters"]["board_writes"]["park"], 2);
+    assert_eq!(st["dispatcher"]["state"], "idle");
+    assert!(
+        st["dispatcher"]["next_cycle_at"].as_i64().unwrap() >= st["generated_at"].as_i64().unwrap()
+    );
+
+    // Liveness and readiness; no write operations.
+    assert_eq!(h.get("/healthz"), "ok\n");
+    assert_eq!(h.get("/readyz"), "ok\n");
+    let post = ureq::post(&format!("http://{}/status", h.addr())).send("x");
+    match post {
+        Err(ureq::Error::StatusCode(code)) => assert_eq!(code, 405),
+        other => panic!("POST must be refused, got {other:?}"),
+    }
+    assert!(h.addr().starts_with("127.0.0.1:"));
+}
+
+#[test]
+fn the_demo_runs_every_step_and_exits_0() {
+    let out = Command::new(WATCHDOG).arg("demo").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in [
+        "Act 1",
+        "worker-shim exited 75",
+        "failure.class=rate_limit",
+        "provider openai-codex marked unhealthy until",
+        "task t_demo1 parked: running -> scheduled",
+        "kanban_watchdog_board_writes_total{kind=\"park\"} 1",
+        "released scheduled -> ready",
+        "Act 2",
+        "gateway loop frozen",
+        "dispatcher stalled",
+        "webhook received: [FIRING]",
+        "restart: attempt 1",
+        "both done",
+        "webhook received: [RESOLVED]",
+        "demo complete: every step happened.",
+    ] {
+        assert!(
+            stdout.contains(needle),
+            "demo output lacks {needle:?}:\n{stdout}"
+        );
+    }
+    for step in 1..=14 {
+        assert!(
+            stdout.contains(&format!("step {step:>2}:")),
+            "step {step} missing"
+        );
+    }
+}
+
+#[test]
+fn sighup_reloads_a_valid_config_and_refuses_an_invalid_one() {
+    let mut h = Harness::new();
+    h.write_config("dispatcher: {stall_after: 60s}\n");
+    h.start();
+    assert_eq!(h.status()["dispatcher"]["stall_after_s"], 60.0);
+    let pid = Pid::from_raw(h.child.as_ref().unwrap().id() as i32);
+    h.write_config("dispatcher: {stall_after: 42s}\n");
+    kill(pid, Signal::SIGHUP).unwrap();
+    wait_until("the new stall_after", T, || {
+        (h.status()["dispatcher"]["stall_after_s"] == 42.0).then_some(())
+    });
+    std::fs::write(&h.config, "dispatcher:\n  stall_after: soon\n").unwrap();
+    kill(pid, Signal::SIGHUP).unwrap();
+    wait_until("the refusal logged", T, || {
+        h.stderr().contains("SIGHUP: config refused").then_some(())
+    });
+    let err = h.stderr();
+    let line = err.lines().find(|l| l.contains("config refused")).unwrap();
+    assert!(line.contains("watchdog.yaml:2"), "{line}");
+    assert!(line.contains("keeping the old one"), "{line}");
+    assert_eq!(h.status()["dispatcher"]["stall_after_s"], 42.0);
+}
+
+#[test]
+fn check_config_names_the_file_line_and_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("bad.yaml");
+    std::fs::write(&bad, "board: default\nrestart:\n  burst: 0\n").unwrap();
+    let out = Command::new(WATCHDOG)
+        .arg("check-config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.yaml:3: restart.burst: must be at least 1"),
+        "{err}"
+    );
+
+    std::fs::write(&bad, "retry:\n  margni: 5s\n").unwrap();
+    let out = Command::new(WATCHDOG)
+        .arg("check-config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.yaml:2") && err.contains("unknown field `margni`"),
+        "{err}"
+    );
+
+    let good = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/watchdog.yaml");
+    let out = Command::new(WATCHDOG)
+        .arg("check-config")
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("valid") && text.contains("board_db:"),
+        "{text}"
+    );
+
+    // `run` refuses to start on an invalid config, with the reason.
+    std::fs::write(&bad, "http:\n  listen: nowhere\n").unwrap();
+    let out = Command::new(WATCHDOG)
+        .args(["run", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.yaml:2: http.listen"));
+}
+
+#[test]
+fn logs_can_be_json_lines() {
+    let h = Harness::new();
+    h.write_config("");
+    let log = std::fs::File::create(&h.stderr_log).unwrap();
+    let mut child = Command::new(WATCHDOG)
+        .args(["--log-format", "json", "run", "--config"])
+        .arg(&h.config)
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    wait_until("started", T, || {
+        h.stderr().contains("kanban-watchdog started").then_some(())
+    });
+    let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+    child.wait().unwrap();
+    let text = h.stderr();
+    assert!(!text.is_empty());
+    for line in text.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+    }
+}
