@@ -86,9 +86,10 @@ def fake_provider():
 
 
 @pytest.fixture
-def webhook():
+def webhook(root):
     w = WebhookReceiver().start()
     yield w
+    w.dump(root / "webhook-posts.json")
     w.stop()
 
 

@@ -95,12 +95,40 @@ def alert_text(body) -> str:
 
 
 def alert_event(body) -> str:
-    return str(body.get("event", "")) if isinstance(body, dict) else ""
+    """The incident key.  The brief said `event`; kanban-watchdog sends it as
+    `alert` (e.g. "dispatcher_stalled", "provider_unhealthy:<provider>")."""
+    if not isinstance(body, dict):
+        return ""
+    return str(body.get("event") or body.get("alert") or "")
+
+
+def alert_is_repeat(body) -> bool:
+    """A reminder of an incident already reported (sent every alerts.repeat_interval)."""
+    return bool(body.get("repeat")) if isinstance(body, dict) else False
 
 
 def is_stall_alert(body) -> bool:
-    blob = (alert_event(body) + " " + alert_text(body)).lower()
-    return "stall" in blob or "dispatcher" in blob
+    key = alert_event(body).lower()
+    if key:
+        return "stall" in key or key.startswith("dispatcher")
+    return "stall" in alert_text(body).lower()
+
+
+def status_stalled(status) -> bool | None:
+    """/status: dispatcher.stalled (None when /status has no such field)."""
+    try:
+        return bool(status["dispatcher"]["stalled"])
+    except (KeyError, TypeError):
+        return None
+
+
+def status_restart_count(status) -> int | None:
+    """/status: how many restart commands the watchdog ran (counters.restarts;
+    the `restarts` list also holds "recovered"/"not_recovered" entries)."""
+    try:
+        return int(status["counters"]["restarts"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 # -- process, config, HTTP ----------------------------------------------------------

@@ -49,6 +49,10 @@ class WebhookReceiver:
         with self.lock:
             return [dict(p) for p in self.posts]
 
+    def dump(self, path) -> None:
+        from pathlib import Path
+        Path(path).write_text(json.dumps(self.bodies(), indent=1, default=str) + "\n")
+
     def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()
