@@ -292,3 +292,92 @@ fn logs_can_be_json_lines() {
         assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
     }
 }
+
+#[test]
+fn replay_prints_what_would_have_happened_in_time_order_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("hermes");
+    std::fs::create_dir_all(home.join("profiles/coder")).unwrap();
+    std::fs::write(
+        home.join("profiles/coder/config.yaml"),
+        "model: {provider: openai-codex}\n",
+    )
+    .unwrap();
+    let recs = tmp.path().join("incident-records");
+    // 2026-06-07 13:00:00 UTC and friends.
+    let t0 = 1_780_837_200;
+    let mut r = record(Some(("t1", 7)), "coder", Some(rate_limit(Some(t0 + 600))));
+    r.ended_at = jiff::Timestamp::from_second(t0).unwrap();
+    exit_record::write_atomic(&recs, &r, exit_record::WriteOptions { fsync: false }).unwrap();
+    let log = tmp.path().join("gateway.log");
+    let stamp = |t: i64| {
+        jiff::tz::TimeZone::system()
+            .to_datetime(jiff::Timestamp::from_second(t).unwrap())
+            .strftime("%Y-%m-%d %H:%M:%S,000")
+            .to_string()
+    };
+    // The rotated file holds the older lines.
+    std::fs::write(
+        tmp.path().join("gateway.log.1"),
+        format!(
+            "{} INFO gateway.run: kanban dispatcher [default]: spawned=1 reclaimed=0 crashed=0 timed_out=0 promoted=0 auto_blocked=0\n",
+            stamp(t0 - 60)
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        &log,
+        format!(
+            "{} WARNING gateway.run: kanban dispatcher stuck: ready queue non-empty for 6 consecutive ticks but 0 workers spawned.\n\
+             {} ERROR gateway.run: kanban dispatcher: tick failed on board default\n\
+             RuntimeError: xAI OAuth state is missing access_token. Re-authenticate with `hermes model`.\n",
+            stamp(t0 + 1000),
+            stamp(t0 + 1001)
+        ),
+    )
+    .unwrap();
+    let before: Vec<_> = std::fs::read_dir(&recs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let out = Command::new(WATCHDOG)
+        .args(["replay", "--hermes-home"])
+        .arg(&home)
+        .arg("--records")
+        .arg(&recs)
+        .arg("--gateway-log")
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Default config: margin 15s plus up to 30s of jitter after the reset;
+    // stall_after 180s (3 x the 60s default interval).
+    let order = [
+        "2026-06-07T13:00:00Z  provider openai-codex marked unhealthy",
+        "task t1: park in scheduled until 2026-06-07T13:10:",
+        "provider openai-codex cooldown over",
+        "task t1: due; released scheduled -> ready",
+        "dispatcher stalled: ready work waited 180s",
+        "restart attempt 1: would run [\"hermes\", \"gateway\", \"run\", \"--replace\"]",
+        "gateway reports the ready queue stuck",
+        "provider xai-oauth marked unhealthy",
+    ];
+    let mut at = 0;
+    for needle in order {
+        let pos = text[at..]
+            .find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} missing or out of order in:\n{text}"));
+        at += pos;
+    }
+    assert!(text.contains("nothing was written"));
+    let after: Vec<_> = std::fs::read_dir(&recs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(before, after, "replay never moves records");
+}
