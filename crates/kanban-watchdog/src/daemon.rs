@@ -38,6 +38,9 @@ use crate::status::{
 /// considered healthy.
 const PROBE_GRACE_S: i64 = 600;
 
+/// Between ticks, /status is refreshed at most this often.
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+
 /// Things that wake the core.
 #[derive(Debug)]
 pub enum Event {
@@ -86,6 +89,7 @@ pub struct Daemon {
     last_health_doc: String,
     last_prune: Instant,
     last_tick: Instant,
+    last_publish: Instant,
     stalled_reason: Option<String>,
     auth_fingerprint: Option<String>,
     gateway: Option<(i32, bool)>,
@@ -170,6 +174,7 @@ impl Daemon {
             last_health_doc: String::new(),
             last_prune: now - Duration::from_secs(3600),
             last_tick: now - Duration::from_secs(3600),
+            last_publish: now - Duration::from_secs(3600),
             stalled_reason: None,
             gateway: None,
             paths,
@@ -198,9 +203,16 @@ impl Daemon {
         );
         self.tick();
         notify_systemd(&[sd_notify::NotifyState::Ready]);
-        let check_every = self.cfg.dispatcher.check_every.0;
+        // Events are handled at once; /status is refreshed at most every
+        // PUBLISH_EVERY between ticks, so a burst of records does not
+        // re-read the board once per record.
+        let mut unpublished = false;
         loop {
-            let wait = check_every.saturating_sub(self.last_tick.elapsed());
+            let check_every = self.cfg.dispatcher.check_every.0;
+            let mut wait = check_every.saturating_sub(self.last_tick.elapsed());
+            if unpublished {
+                wait = wait.min(PUBLISH_EVERY.saturating_sub(self.last_publish.elapsed()));
+            }
             match rx.recv_timeout(wait) {
                 Ok(Event::Records) => self.handle_records(),
                 Ok(Event::LogChanged) => self.poll_log(),
@@ -211,10 +223,14 @@ impl Daemon {
                 Ok(Event::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {}
             }
+            unpublished = true;
             if self.last_tick.elapsed() >= check_every {
                 self.tick();
+                unpublished = false;
+            } else if self.last_publish.elapsed() >= PUBLISH_EVERY {
+                self.publish();
+                unpublished = false;
             }
-            self.publish();
         }
         notify_systemd(&[sd_notify::NotifyState::Stopping]);
         self.save_state();
@@ -1026,6 +1042,7 @@ impl Daemon {
     }
 
     pub fn publish(&mut self) {
+        self.last_publish = Instant::now();
         let now = wall();
         let parked: Vec<ParkedStatus> = self
             .board
