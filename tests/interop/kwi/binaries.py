@@ -21,9 +21,13 @@ def bin_dir() -> Path:
 def require(name: str) -> Path:
     """The binary's path; fails the test (never skips) when it is missing."""
     p = bin_dir() / name
+    build = os.environ.get("KW_BUILD_STATUS", "")
+    if "FAILED" in build and os.environ.get("KW_ALLOW_STALE_BINARIES") != "1":
+        pytest.fail(
+            f"RESCUED RUN NEEDS THE RUST BINARIES: {build}; whatever is in {bin_dir()} is stale "
+            f"(KW_ALLOW_STALE_BINARIES=1 runs against it anyway).", pytrace=False)
     if p.is_file() and os.access(p, os.X_OK):
         return p
-    build = os.environ.get("KW_BUILD_STATUS", "")
     hint = f" The entry point's build said: {build}." if build else ""
     pytest.fail(
         f"RESCUED RUN NEEDS THE RUST BINARIES: `{name}` not found in {bin_dir()} "

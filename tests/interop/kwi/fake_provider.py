@@ -75,11 +75,10 @@ class FakeProvider:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def _note(self, answer: str):
+            def _note(self, answer: str, stream: bool | None = None):
                 with provider.lock:
-                    provider.requests.append(
-                        {"t": time.time(), "method": self.command, "path": self.path, "answer": answer}
-                    )
+                    provider.requests.append({"t": time.time(), "method": self.command, "path": self.path,
+                                              "answer": answer, "stream": stream})
 
             def do_GET(self):
                 self._note("probe")
@@ -108,7 +107,7 @@ class FakeProvider:
                 with provider.lock:
                     limited_until = provider.limited_until
                 if now < limited_until:
-                    self._note("429")
+                    self._note("429", bool(req.get("stream")))
                     resets_at = int(limited_until + 0.999)
                     secs = max(1, resets_at - int(now))
                     self._json(429, {"error": {
@@ -122,10 +121,10 @@ class FakeProvider:
                 messages = req.get("messages") or []
                 done_tool = any(m.get("role") == "tool" for m in messages if isinstance(m, dict))
                 if done_tool:
-                    self._note("final")
+                    self._note("final", bool(req.get("stream")))
                     self._reply(req, content="The task is complete.", tool_call=None)
                 else:
-                    self._note("tool_call")
+                    self._note("tool_call", bool(req.get("stream")))
                     self._reply(req, content=None, tool_call={
                         "id": f"call_{int(now * 1000)}",
                         "type": "function",

@@ -199,20 +199,24 @@ class BoardSampler:
         self._thread.start()
         return self
 
+    def _sample(self) -> None:
+        try:
+            for tid, st in self.hermes.statuses().items():
+                tl = self.timeline.setdefault(tid, [])
+                if not tl or tl[-1][1] != st:
+                    tl.append((time.time(), st))
+        except sqlite3.Error:
+            pass
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
-                for tid, st in self.hermes.statuses().items():
-                    tl = self.timeline.setdefault(tid, [])
-                    if not tl or tl[-1][1] != st:
-                        tl.append((time.time(), st))
-            except sqlite3.Error:
-                pass
+            self._sample()
             self._stop.wait(self.interval)
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(5)
+        self._sample()  # the final state, whatever the last poll saw
 
     def seen(self, task_id: str) -> set[str]:
         return {s for _, s in self.timeline.get(task_id, [])}

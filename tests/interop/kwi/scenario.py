@@ -132,6 +132,9 @@ class Scenario:
         if recs:
             parts.append("--- exit records\n" + "\n".join(
                 f"{r.get('_path')}: exit={r.get('exit')} task={r.get('task')} failure={r.get('failure')}" for r in recs))
+        if self.provider is not None:
+            parts.append("--- fake provider requests (last 20)\n" + "\n".join(
+                f"{r['t']:.1f} {r['method']} {r['path']} -> {r['answer']}" for r in self.provider.requests[-20:]))
         if self.watchdog is not None:
             parts.append(f"--- watchdog /status\n{self.watchdog.status_or_error()}")
         return "\n".join(parts)
