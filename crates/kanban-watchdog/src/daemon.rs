@@ -59,6 +59,9 @@ pub struct Shared {
     pub status: Arc<RwLock<Status>>,
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
+    /// Epoch seconds of the core loop's last sign of life (the systemd
+    /// keep-alive thread stops pinging when it is too old).
+    pub alive: Arc<std::sync::atomic::AtomicI64>,
 }
 
 pub struct Daemon {
@@ -109,6 +112,7 @@ impl Daemon {
             status: Arc::new(RwLock::new(Status::default())),
             registry: Arc::new(registry),
             metrics: Arc::clone(&metrics),
+            alive: Arc::new(std::sync::atomic::AtomicI64::new(wall())),
         };
         std::fs::create_dir_all(&paths.state_dir).map_err(|e| {
             anyhow::anyhow!("cannot create state dir {}: {e}", paths.state_dir.display())
@@ -201,6 +205,23 @@ impl Daemon {
             dry_run = self.dry_run,
             "kanban-watchdog started"
         );
+        // Providers still unhealthy from before a restart keep their gauge.
+        let restored: Vec<(String, String)> = self
+            .state
+            .providers
+            .iter()
+            .filter_map(|(name, s)| match s {
+                ProviderState::Unhealthy { class, .. } => Some((name.clone(), class.clone())),
+                _ => None,
+            })
+            .collect();
+        for (provider, reason) in restored {
+            self.shared
+                .metrics
+                .provider_unhealthy
+                .get_or_create(&ProviderLabels { provider, reason })
+                .set(1);
+        }
         self.tick();
         notify_systemd(&[sd_notify::NotifyState::Ready]);
         // Events are handled at once; /status is refreshed at most every
@@ -213,6 +234,9 @@ impl Daemon {
             if unpublished {
                 wait = wait.min(PUBLISH_EVERY.saturating_sub(self.last_publish.elapsed()));
             }
+            self.shared
+                .alive
+                .store(wall(), std::sync::atomic::Ordering::Relaxed);
             match rx.recv_timeout(wait) {
                 Ok(Event::Records) => self.handle_records(),
                 Ok(Event::LogChanged) => self.poll_log(),
@@ -268,7 +292,6 @@ impl Daemon {
         if self.state_dirty {
             self.save_state();
         }
-        notify_systemd(&[sd_notify::NotifyState::Watchdog]);
     }
 
     // ----- board --------------------------------------------------------
@@ -323,6 +346,9 @@ impl Daemon {
         &mut self,
         op: impl FnOnce(&mut Board) -> Result<WriteOutcome, BoardError>,
     ) -> Result<WriteOutcome, BoardError> {
+        self.shared
+            .alive
+            .store(wall(), std::sync::atomic::Ordering::Relaxed);
         let Some(board) = self.board.as_mut() else {
             return Err(BoardError::Busy {
                 path: self.paths.board_db.clone(),
@@ -1245,6 +1271,35 @@ fn auth_fingerprint(path: &Path) -> Option<String> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     bytes.hash(&mut h);
     Some(format!("{}:{:x}", bytes.len(), h.finish()))
+}
+
+/// With systemd's `WatchdogSec`, pings `WATCHDOG=1` at a third of the
+/// interval for as long as the core loop shows signs of life within
+/// `hang_after` (a board locked by Hermes may legitimately hold one write
+/// for tens of seconds). A hung core stops the pings and systemd restarts us.
+pub fn start_systemd_keepalive(alive: Arc<std::sync::atomic::AtomicI64>, hang_after: Duration) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    let Some(interval) = sd_notify::watchdog_enabled() else {
+        return;
+    };
+    let period = (interval / 3).max(Duration::from_millis(100));
+    let _ = std::thread::Builder::new()
+        .name("systemd-watchdog".into())
+        .spawn(move || {
+            loop {
+                let age = wall() - alive.load(std::sync::atomic::Ordering::Relaxed);
+                if age <= hang_after.as_secs() as i64 {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                } else {
+                    tracing::error!(
+                        "core loop silent for {age}s; letting systemd's watchdog restart us"
+                    );
+                }
+                std::thread::sleep(period);
+            }
+        });
 }
 
 fn notify_systemd(state: &[sd_notify::NotifyState<'_>]) {

@@ -41,6 +41,10 @@ pub fn run(common: &Common, dry_run: bool) -> anyhow::Result<()> {
     let (tx, rx) = channel_pair();
     let _watchers = start_watchers(&paths, tx.clone());
     let _signals = start_signal_thread(tx.clone())?;
+    crate::daemon::start_systemd_keepalive(
+        daemon.shared().alive,
+        std::time::Duration::from_secs(120),
+    );
     let _http = if listen.is_empty() {
         None
     } else {

@@ -381,3 +381,27 @@ fn replay_prints_what_would_have_happened_in_time_order_and_writes_nothing() {
         .collect();
     assert_eq!(before, after, "replay never moves records");
 }
+
+#[test]
+fn provider_health_and_its_gauge_survive_a_watchdog_restart() {
+    let mut h = Harness::new();
+    h.start();
+    h.write_record(&record(None, "grok", Some(auth_expired("xai-oauth"))));
+    let labels = [("provider", "xai-oauth"), ("reason", "auth_expired")];
+    wait_until("gauge set", T, || {
+        (h.metric("kanban_watchdog_provider_unhealthy", &labels) == 1.0).then_some(())
+    });
+    h.stop();
+    h.start();
+    assert_eq!(h.metric("kanban_watchdog_provider_unhealthy", &labels), 1.0);
+    let st = h.status();
+    let xai = st["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "xai-oauth")
+        .unwrap()
+        .clone();
+    assert_eq!(xai["state"], "unhealthy");
+    assert_eq!(xai["until"], serde_json::Value::Null);
+}
