@@ -78,13 +78,21 @@ def test_usage_limit_control(dispatcher, worker, make_scenario, fake_provider, o
     assert not late, f"attempts launched after the reset: {late}"
     assert "gave_up" in kinds, h.describe(tid)
     assert task["consecutive_failures"] >= 1
+    exits = [k for k in kinds if k in ("protocol_violation", "crashed", "rate_limited")]
+    assert len(exits) == attempts, h.describe(tid)
     if dispatcher == "gateway":
-        # rc 0 after the 429 = protocol violation (3 -> gave_up, promoted back, 4th -> blocked)
-        assert kinds.count("protocol_violation") == CONTROL_ATTEMPTS["gateway"], h.describe(tid)
+        # rc 0 after the 429 = protocol violation (3 -> gave_up, promoted back, 4th -> blocked).
+        # Sometimes an exit status is consumed by CPython's Popen cleanup before the
+        # dispatcher reaps it (findings, "Differences" 1): that exit becomes `crashed`
+        # ("pid N not alive", a counted failure), so 2..4 attempts are all 0.19.0 behaviour.
+        assert set(exits) <= {"protocol_violation", "crashed"}, h.describe(tid)
+        assert 2 <= attempts <= CONTROL_ATTEMPTS["gateway"], h.describe(tid)
+        if "crashed" in exits:
+            cell.note(f"{exits.count('crashed')} exit(s) misread as crashed (pid not alive)")
     else:
         # the one-shot pass never reaped the worker: every exit is "pid N not alive"
-        assert kinds.count("crashed") == CONTROL_ATTEMPTS["oneshot"], h.describe(tid)
-    assert attempts == CONTROL_ATTEMPTS[dispatcher], h.describe(tid)
+        assert exits == ["crashed"] * CONTROL_ATTEMPTS["oneshot"], h.describe(tid)
+        assert attempts == CONTROL_ATTEMPTS["oneshot"], h.describe(tid)
     assert "status:    blocked" in h.show_text(tid)
 
     if worker == "standin":
@@ -211,13 +219,18 @@ def test_usage_limit_shim_only(dispatcher, make_scenario, outcome):
         kinds = h.event_kinds(tid)
         task = h.task(tid)
         assert "blocked" not in sampler.seen(tid), sampler.render(tid)
-        assert task["consecutive_failures"] == 0
         assert h.status(tid) == "ready", h.describe(tid)
-        assert h.attempts(tid) == 1
+        # Normally 1 attempt and 0 failures; an exit status lost to the gateway's Popen
+        # race (see the control) reads as `crashed`, one counted failure, and a respawn.
+        crashed = kinds.count("crashed")
+        assert task["consecutive_failures"] == crashed <= 1, h.describe(tid)
+        assert h.attempts(tid) == 1 + crashed
+        if crashed:
+            cell.note("first exit misread as crashed (Popen race), then rate_limited")
         last_guard = [e for e in h.events(tid) if e["kind"] == "respawn_guarded"][-1]
         assert last_guard["payload"] == {"reason": "rate_limit_cooldown"}
         assert last_guard["created_at"] >= resets_at
-        cell.note(f"rate_limited, 0 failures, 1 attempt; still waiting in Hermes' 300 s cooldown "
+        cell.note(f"rate_limited, {crashed} failures, {h.attempts(tid)} attempt(s); still waiting in Hermes' 300 s cooldown "
                   f"{time.time() - resets_at:.0f}s after the reset ({kinds.count('respawn_guarded')} respawn_guarded events)")
     else:
         h.wait_status(tid, "blocked", timeout=limit + 20)
