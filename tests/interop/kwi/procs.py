@@ -149,6 +149,10 @@ class Procs:
         """Kill everything; return a description of what had to be killed by the sweep."""
         for _, p in reversed(self.started):
             if p.poll() is None:
+                if pid_state(p.pid) in ("T", "t"):
+                    # A stopped dispatcher would run one more tick if continued: kill it as it is.
+                    _signal(p.pid, signal.SIGKILL, True)
+                    continue
                 _signal(p.pid, signal.SIGCONT, True)
                 _signal(p.pid, signal.SIGTERM, True)
         deadline = time.monotonic() + 5
