@@ -18,7 +18,7 @@ use crate::config::AlertsConfig;
 use crate::metrics::Metrics;
 use crate::status::IncidentStatus;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Warning,
@@ -91,14 +91,13 @@ impl Alerts {
     pub fn fire(&mut self, key: &str, severity: Severity, summary: &str) -> bool {
         let now = Instant::now();
         let (repeat, started_at) = match self.open.get_mut(key) {
-            Some(inc)
-                if now.duration_since(inc.last_sent) < self.repeat && inc.summary == summary =>
-            {
-                return false;
-            }
+            // Within the repeat interval an open incident speaks again only
+            // when it escalates; its summary is kept up to date either way.
             Some(inc) if now.duration_since(inc.last_sent) < self.repeat => {
-                // Same incident, new detail (e.g. escalation): say it once.
                 inc.summary = summary.to_string();
+                if severity <= inc.severity {
+                    return false;
+                }
                 inc.severity = severity;
                 inc.last_sent = now;
                 (true, inc.started_at)
@@ -106,7 +105,7 @@ impl Alerts {
             Some(inc) => {
                 inc.last_sent = now;
                 inc.summary = summary.to_string();
-                inc.severity = severity;
+                inc.severity = inc.severity.max(severity);
                 (true, inc.started_at)
             }
             None => {
@@ -365,8 +364,23 @@ mod tests {
     #[test]
     fn one_alert_per_incident_then_resolved() {
         let mut a = Alerts::new(&AlertsConfig::default(), Arc::new(Metrics::default()));
-        assert!(a.fire("dispatcher_stalled", Severity::Warning, "stalled"));
+        assert!(a.fire("dispatcher_stalled", Severity::Warning, "stalled 8s"));
         assert!(!a.fire("dispatcher_stalled", Severity::Warning, "stalled"));
+        // A changing detail is not a new alert...
+        assert!(!a.fire("dispatcher_stalled", Severity::Warning, "stalled 9s"));
+        assert_eq!(a.incidents()[0].summary, "stalled 9s");
+        // ...an escalation is, once.
+        assert!(a.fire(
+            "dispatcher_stalled",
+            Severity::Critical,
+            "restart did not help"
+        ));
+        assert!(!a.fire(
+            "dispatcher_stalled",
+            Severity::Critical,
+            "restart did not help again"
+        ));
+        assert!(!a.fire("dispatcher_stalled", Severity::Warning, "stalled 30s"));
         assert!(a.is_open("dispatcher_stalled"));
         assert_eq!(a.incidents().len(), 1);
         assert!(a.resolve("dispatcher_stalled", "progress resumed"));

@@ -351,14 +351,16 @@ fn story(
     n.say(&format!(
         "stand-in gateway (pid {first_pid}) claims ready work: t_demo1 is done"
     ));
+    // The loop freezes between ticks while the process lives on (SIGSTOP
+    // would do too, but could freeze it while it holds the board's lock).
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(first_pid),
-        nix::sys::signal::Signal::SIGSTOP,
+        nix::sys::signal::Signal::SIGUSR1,
     )?;
     testkit::add_task(board, "t_demo2", "coder", "ready")?;
     testkit::add_task(board, "t_demo3", "coder", "ready")?;
     n.say(&format!(
-        "gateway loop frozen (SIGSTOP; pid {first_pid} still alive); 2 new ready tasks wait"
+        "gateway loop frozen (pid {first_pid} still alive, logging nothing); 2 new ready tasks wait"
     ));
     let stalled = wait_for("the stall to be detected", || {
         let s = status()?;

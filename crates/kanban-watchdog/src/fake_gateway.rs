@@ -7,6 +7,7 @@
 //! like the gateway does (0 and still running = protocol violation, 75 =
 //! rate limited, else crashed). `--replace` takes over from a running one
 //! the way `hermes gateway run --replace` does (SIGTERM, wait, SIGKILL).
+//! SIGUSR1 freezes its loop for good while the process lives on.
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
@@ -42,6 +43,11 @@ pub fn run(args: &FakeGatewayArgs) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))?;
     signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop))?;
+    // SIGUSR1 freezes the dispatcher loop between ticks while the process
+    // stays alive and responsive to SIGTERM: the silent-stall incident,
+    // without a stopped process holding the board's write lock.
+    let frozen = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&frozen))?;
     let mut log = Log::open(&args.log)?;
     let interval = Duration::from_millis(args.interval_ms.max(10));
     log.line(
@@ -54,7 +60,7 @@ pub fn run(args: &FakeGatewayArgs) -> anyhow::Result<()> {
     let mut workers: HashMap<String, (Child, i64)> = HashMap::new();
     let mut next = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        if Instant::now() >= next {
+        if !frozen.load(Ordering::Relaxed) && Instant::now() >= next {
             next = Instant::now() + interval;
             if let Err(e) = tick(args, &mut log, &mut workers) {
                 log.line(

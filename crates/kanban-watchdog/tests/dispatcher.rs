@@ -92,7 +92,8 @@ fn a_stalled_loop_is_detected_restarted_once_recovered_and_alerted_once() {
     wait_until("a claimed and done", T, || {
         all_done(&h, &["a"]).then_some(())
     });
-    kill(Pid::from_raw(gw.id() as i32), Signal::SIGSTOP).unwrap();
+    // Freeze the loop between ticks; the process stays alive.
+    kill(Pid::from_raw(gw.id() as i32), Signal::SIGUSR1).unwrap();
     testkit::add_task(&conn, "b", "coder", "ready").unwrap();
     testkit::add_task(&conn, "c", "coder", "ready").unwrap();
     let stalled_at = std::time::Instant::now();
@@ -153,7 +154,7 @@ fn an_idle_board_with_a_silent_gateway_raises_nothing() {
     ));
     h.start();
     let mut gw = start_gateway(&h);
-    kill(Pid::from_raw(gw.id() as i32), Signal::SIGSTOP).unwrap();
+    kill(Pid::from_raw(gw.id() as i32), Signal::SIGUSR1).unwrap();
     // Watch four stall windows pass with nothing ready.
     let first = h.status()["generated_at"].as_i64().unwrap();
     wait_until("four stall windows", T, || {
@@ -217,6 +218,8 @@ fn a_restart_storm_is_capped_by_the_limit() {
             .contains("restart limit reached (2 in 900s)")
     );
     assert!(h.stderr().contains("ERROR"));
+    // One alert when the stall began, one when it escalated — not one per tick.
+    assert_eq!(hook.alerts("dispatcher_stalled", "firing").len(), 2);
     // The stall escalated after the restart did not help.
     assert!(
         hook.alerts("dispatcher_stalled", "firing")
