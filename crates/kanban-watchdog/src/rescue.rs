@@ -22,15 +22,38 @@ pub fn actionable(f: &Classification) -> bool {
     f.transient || needs_human(f)
 }
 
-/// The provider a record blames: the signature's provider, else the one the
-/// shim steered the run to, else the profile's primary.
+/// The provider a record blames, best evidence first:
+/// 1. the provider the Hermes worker itself printed (`🔌 Provider: X`) —
+///    the one it really talked to, internal fallbacks included;
+/// 2. the provider the shim steered the run to;
+/// 3. the signature's provider, when it is in the profile's chain (an xAI
+///    error from a profile that falls back to xAI);
+/// 4. the profile's primary (a Codex-style 429 text from a `custom`
+///    endpoint blames that endpoint, not Codex);
+/// 5. the signature's provider.
 pub fn blamed_provider(record: &ExitRecord, chain: &[ChainLink]) -> Option<String> {
-    record
-        .failure
-        .as_ref()
-        .and_then(|f| f.provider.clone())
+    let signature = record.failure.as_ref().and_then(|f| f.provider.clone());
+    hermes_provider_label(record)
         .or_else(|| record.steered.as_ref().map(|s| s.provider.clone()))
+        .or_else(|| {
+            signature
+                .clone()
+                .filter(|p| chain.iter().any(|l| &l.provider == p))
+        })
         .or_else(|| chain.first().map(|l| l.provider.clone()))
+        .or(signature)
+}
+
+/// The last `🔌 Provider: X` line a Hermes worker printed, if any.
+pub fn hermes_provider_label(record: &ExitRecord) -> Option<String> {
+    let text = record.captured_text();
+    text.lines()
+        .rev()
+        .find_map(|l| l.split_once("Provider:").map(|(_, rest)| rest))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(|p| p.trim_matches(|c: char| !c.is_alphanumeric() && c != '-' && c != '_' && c != '.'))
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
 }
 
 /// The provider a clean run proves healthy.
@@ -356,6 +379,50 @@ mod tests {
             ),
             BoardPlan::Nothing(_)
         ));
+    }
+
+    #[test]
+    fn the_provider_hermes_printed_wins_then_the_chain_decides() {
+        use exit_record::{ExitInfo, ExitRecord, StreamCapture, TaskContext};
+        let mut f = rate_limit(Some(1));
+        f.provider = Some("openai-codex".into());
+        let mut rec = ExitRecord {
+            schema: exit_record::SCHEMA_NAME.into(),
+            schema_version: exit_record::SCHEMA_VERSION,
+            id: "r".into(),
+            argv: vec![],
+            cwd: None,
+            pid: None,
+            shim_pid: 1,
+            started_at: jiff::Timestamp::UNIX_EPOCH,
+            ended_at: jiff::Timestamp::UNIX_EPOCH,
+            duration_ms: 0,
+            exit: ExitInfo::default(),
+            task: TaskContext::default(),
+            stdout: StreamCapture::default(),
+            stderr: StreamCapture::default(),
+            failure: Some(f),
+            steered: None,
+        };
+        // A Codex-style text from a `custom` endpoint blames the endpoint...
+        assert_eq!(
+            blamed_provider(&rec, &[link("custom")]).as_deref(),
+            Some("custom")
+        );
+        // ...unless the chain contains the signature's provider...
+        assert_eq!(
+            blamed_provider(&rec, &[link("custom"), link("openai-codex")]).as_deref(),
+            Some("openai-codex")
+        );
+        // ...and what Hermes printed beats both.
+        rec.stdout.head = "⚠️  API call failed (attempt 1/3): RateLimitError [HTTP 429]\n   🔌 Provider: custom  Model: test-model\n".into();
+        assert_eq!(
+            blamed_provider(&rec, &[link("custom"), link("openai-codex")]).as_deref(),
+            Some("custom")
+        );
+        // No chain at all: the signature's provider.
+        rec.stdout.head.clear();
+        assert_eq!(blamed_provider(&rec, &[]).as_deref(), Some("openai-codex"));
     }
 
     #[test]
