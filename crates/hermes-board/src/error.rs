@@ -14,6 +14,8 @@ pub enum BoardError {
     UnknownSchema { path: PathBuf, missing: Vec<String> },
     #[error("board {path} still locked after {attempts} attempts; will retry later")]
     Busy { path: PathBuf, attempts: u32 },
+    #[error("board {path} was replaced or deleted since it was opened; reopen it")]
+    Replaced { path: PathBuf },
     #[error("board query failed: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("cannot append to audit log {path}: {source}")]

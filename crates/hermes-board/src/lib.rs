@@ -270,6 +270,14 @@ impl Board {
         &mut self,
         op: impl Fn(&rusqlite::Transaction<'_>, i64) -> Result<WriteOutcome, rusqlite::Error>,
     ) -> Result<WriteOutcome, BoardError> {
+        // Never write through a connection whose file was replaced or
+        // deleted: SQLite's -wal/-shm files go by path, so the old
+        // connection would corrupt the new board.
+        if self.file_replaced() {
+            return Err(BoardError::Replaced {
+                path: self.path.clone(),
+            });
+        }
         let mut attempt = 0u32;
         loop {
             let now = jiff::Timestamp::now().as_second();

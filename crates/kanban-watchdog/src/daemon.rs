@@ -397,6 +397,9 @@ impl Daemon {
     // ----- records ------------------------------------------------------
 
     pub fn handle_records(&mut self) {
+        // A board file replaced since the last tick must not receive writes
+        // through the old connection (its -wal now belongs to the new file).
+        self.ensure_board();
         let files = match self.records.scan() {
             Ok(f) => f,
             Err(e) => {
@@ -1339,6 +1342,11 @@ pub fn start_watchers(paths: &Paths, tx: Sender<Event>) -> Vec<notify::Recommend
             };
             if ev.need_rescan() {
                 let _ = tx.send(Event::Tick);
+                return;
+            }
+            // Only changes matter. Our own reads (IN_OPEN, IN_CLOSE_NOWRITE)
+            // would otherwise wake us again: a feedback loop.
+            if matches!(ev.kind, notify::EventKind::Access(_)) {
                 return;
             }
             for p in &ev.paths {

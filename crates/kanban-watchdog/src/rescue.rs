@@ -80,7 +80,8 @@ pub fn unhealthy_until(f: &Classification, cfg: &ProvidersConfig, now: i64) -> O
 
 /// One line for logs, events and alerts.
 pub fn reason_text(f: &Classification, provider: Option<&str>) -> String {
-    let mut line = f.matched_line.clone();
+    // Records from other writers may not be redacted: never trust them.
+    let mut line = failure_signatures::redact(&f.matched_line).into_owned();
     if line.len() > 200 {
         let mut cut = 200;
         while !line.is_char_boundary(cut) {

@@ -308,10 +308,22 @@ impl Tailer {
         self.asm.flush(out);
         cur.line_start = cur.read_offset;
         let from = cur.position();
-        let next = match self.find_sibling_of(cur.dev, cur.ino) {
-            Some(k) if k >= 2 => sibling(&self.path, k - 1),
-            _ => self.path.clone(),
-        };
+        // The successor of the old file is the sibling one index below it.
+        // A rotation between finding it and opening it shifts every name,
+        // the old file's included: open, then check the old file has not
+        // moved, else look again.
+        let (mut next, mut opened) = (self.path.clone(), None);
+        for _ in 0..16 {
+            let k = self.find_sibling_of(cur.dev, cur.ino);
+            next = match k {
+                Some(k) if k >= 2 => sibling(&self.path, k - 1),
+                _ => self.path.clone(),
+            };
+            opened = open_from_start(&next)?;
+            if self.find_sibling_of(cur.dev, cur.ino) == k {
+                break;
+            }
+        }
         info!(
             path = %self.path.display(),
             old_offset = from.offset,
@@ -320,7 +332,7 @@ impl Tailer {
         );
         out.push(TailEvent::Rotated { from });
         drop(cur);
-        self.cur = open_from_start(&next)?;
+        self.cur = opened;
         Ok(())
     }
 
