@@ -8,6 +8,7 @@
 
 mod capture;
 mod cli;
+mod guard;
 mod pump;
 mod report;
 mod signals;
@@ -47,6 +48,14 @@ fn say(msg: &str) {
 
 fn run() -> i32 {
     let args: Vec<OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == guard::GUARD_ARG) {
+        guard::run_guard(
+            &args
+                .get(2)
+                .map(|a| a.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
+    }
     let argv0 = args.first().cloned().unwrap_or_default();
     let (opts, command) = match target::masquerade_name(&argv0) {
         Some(name) => {
@@ -192,7 +201,11 @@ impl Run {
         );
         drop(done_tx);
 
+        let group_guard = guard::Guard::start(pid.as_raw() as u32);
         let status = wait_for_exit(pid, &state);
+        if let Some(g) = group_guard {
+            g.finish();
+        }
         if let Some(f) = forwarder.as_ref() {
             f.stop();
         }

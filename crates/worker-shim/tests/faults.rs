@@ -104,7 +104,6 @@ fn a_sigkilled_shim_is_a_signal_death_to_its_parent_and_its_worker_dies_with_it(
 }
 
 #[test]
-#[ignore = "bug: PR_SET_PDEATHSIG only reaches the worker itself; its own children outlive a SIGKILLed shim (worker-shim spawn.rs)"]
 fn a_sigkilled_shim_leaves_no_grandchild_of_its_worker_running() {
     let tmp = tempfile::tempdir().unwrap();
     // A worker that runs a tool in the background, as an agent does.
@@ -117,6 +116,24 @@ fn a_sigkilled_shim_leaves_no_grandchild_of_its_worker_running() {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let grandchild: i32 = lines.next().unwrap().unwrap().trim().parse().unwrap();
     assert!(proc_alive(grandchild));
+    // The group guard is started for workers still running after 20 ms.
+    let shim_pid = child.id();
+    wait_until("the group guard", Duration::from_secs(10), || {
+        // Children of any of the shim's threads.
+        std::fs::read_dir(format!("/proc/{shim_pid}/task"))
+            .map(|tasks| {
+                tasks.flatten().any(|t| {
+                    std::fs::read_to_string(t.path().join("children"))
+                        .unwrap_or_default()
+                        .split_whitespace()
+                        .any(|pid| {
+                            std::fs::read(format!("/proc/{pid}/cmdline"))
+                                .is_ok_and(|c| c.starts_with(b"worker-shim-guard"))
+                        })
+                })
+            })
+            .unwrap_or(false)
+    });
     child.kill().unwrap();
     child.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -1,0 +1,114 @@
+//! The group guard: makes a SIGKILLed shim take the worker's whole process
+//! group with it, not only the worker.
+//!
+//! `PR_SET_PDEATHSIG` reaches only the direct child. So for a worker still
+//! running after [`GUARD_DELAY`], the shim starts a tiny guard — itself,
+//! re-executed with [`GUARD_ARG`] — whose parent-death signal is SIGTERM.
+//! When the shim dies without cleaning up (SIGKILL), the guard wakes and
+//! kills the worker's process group. When the shim finishes normally it
+//! kills the guard first, so background children the worker left behind on
+//! purpose are treated exactly as without the shim. Short runs (the common
+//! `worker-shim -- true`) never pay for a guard.
+
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+pub const GUARD_ARG: &str = "--internal-group-guard";
+pub const GUARD_DELAY: Duration = Duration::from_millis(20);
+
+/// Runs in the guard process: wait for the parent-death SIGTERM, then kill
+/// the group. Never returns.
+pub fn run_guard(pgid: &str) -> ! {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+    let Ok(pgid) = pgid.parse::<i32>() else {
+        std::process::exit(2);
+    };
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGQUIT])
+    else {
+        std::process::exit(2);
+    };
+    // The shim may have died before the handlers were installed.
+    let orphaned = || nix::unistd::getppid().as_raw() == 1;
+    if !orphaned() {
+        for sig in signals.forever() {
+            if sig == SIGTERM {
+                break;
+            }
+        }
+    }
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pgid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    std::process::exit(0)
+}
+
+/// Owns the guard thread; [`Guard::finish`] tells it the shim is done.
+pub struct Guard {
+    done: Sender<()>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Guard {
+    /// Starts the thread that, after [`GUARD_DELAY`], spawns the guard for
+    /// group `pgid`. The thread lives until [`Guard::finish`]: the guard's
+    /// parent-death signal fires when the *thread* that spawned it ends.
+    pub fn start(pgid: u32) -> Option<Guard> {
+        let (done, rx) = channel();
+        let thread = std::thread::Builder::new()
+            .name("group-guard".into())
+            .stack_size(64 * 1024)
+            .spawn(move || guard_thread(pgid, rx))
+            .ok()?;
+        Some(Guard {
+            done,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn finish(mut self) {
+        let _ = self.done.send(());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn guard_thread(pgid: u32, rx: Receiver<()>) {
+    match rx.recv_timeout(GUARD_DELAY) {
+        Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        Err(RecvTimeoutError::Timeout) => {}
+    }
+    let parent = std::process::id() as libc::pid_t;
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg0("worker-shim-guard")
+        .arg(GUARD_ARG)
+        .arg(pgid.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        // Its own group: terminal signals and group signals meant for the
+        // worker never reach it.
+        .process_group(0);
+    // SAFETY: only async-signal-safe syscalls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                libc::_exit(0);
+            }
+            Ok(())
+        });
+    }
+    let Ok(mut guard) = cmd.spawn() else {
+        return;
+    };
+    let _ = rx.recv();
+    let _ = guard.kill();
+    let _ = guard.wait();
+}
