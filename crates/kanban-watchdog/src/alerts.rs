@@ -64,27 +64,20 @@ pub struct Alerts {
 
 impl Alerts {
     pub fn new(cfg: &AlertsConfig, metrics: Arc<Metrics>) -> Alerts {
-        let queue = (cfg.webhook.is_some() || cfg.command.is_some()).then(|| {
-            let (tx, rx) = sync_channel(256);
-            let sinks = Sinks {
-                cfg: cfg.clone(),
-                metrics: Arc::clone(&metrics),
-            };
-            if let Err(e) = std::thread::Builder::new()
-                .name("alert-delivery".into())
-                .spawn(move || sinks.run(rx))
-            {
-                tracing::error!("cannot start alert delivery: {e}");
-            }
-            tx
-        });
         Alerts {
             open: BTreeMap::new(),
             repeat: cfg.repeat_interval.0,
-            queue,
+            queue: start_sinks(cfg, &metrics),
             metrics,
             host: hostname(),
         }
+    }
+
+    /// New sinks and repeat interval (a reload); open incidents stay open,
+    /// so their resolved message still goes out once.
+    pub fn reconfigure(&mut self, cfg: &AlertsConfig) {
+        self.repeat = cfg.repeat_interval.0;
+        self.queue = start_sinks(cfg, &self.metrics);
     }
 
     /// Opens (or keeps open) an incident. Returns true when an alert went out.
@@ -217,6 +210,29 @@ impl Alerts {
             Err(TrySendError::Disconnected(_)) => {
                 self.metrics.alerts_failed.inc();
             }
+        }
+    }
+}
+
+/// The delivery thread and its queue, when any sink is configured. The
+/// thread ends when its queue is dropped.
+fn start_sinks(cfg: &AlertsConfig, metrics: &Arc<Metrics>) -> Option<SyncSender<Alert>> {
+    if cfg.webhook.is_none() && cfg.command.is_none() {
+        return None;
+    }
+    let (tx, rx) = sync_channel(256);
+    let sinks = Sinks {
+        cfg: cfg.clone(),
+        metrics: Arc::clone(metrics),
+    };
+    match std::thread::Builder::new()
+        .name("alert-delivery".into())
+        .spawn(move || sinks.run(rx))
+    {
+        Ok(_) => Some(tx),
+        Err(e) => {
+            tracing::error!("cannot start alert delivery: {e}");
+            None
         }
     }
 }

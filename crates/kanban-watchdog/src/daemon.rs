@@ -22,7 +22,7 @@ use crate::alerts::{Alerts, Severity};
 use crate::config::Config;
 use crate::gateway::{LineClassifier, LineEvent, gateway_process};
 use crate::health::{ProviderState, Transition, until_text};
-use crate::heartbeat::{Heartbeat, Verdict, default_stall_after};
+use crate::heartbeat::{Heartbeat, Verdict, dispatcher_timing};
 use crate::ingest::RecordDir;
 use crate::metrics::{KindLabels, Metrics, ProviderLabels, ResultLabels};
 use crate::paths::Paths;
@@ -136,21 +136,11 @@ impl Daemon {
                 ..TailerOptions::default()
             },
         );
-        let interval = cfg
-            .dispatcher
-            .interval
-            .map(|d| d.0)
-            .or_else(|| hermes_dispatch_interval(&paths.hermes_home))
-            .unwrap_or(Duration::from_secs(60));
-        let stall_after = cfg
-            .dispatcher
-            .stall_after
-            .map(|d| d.0)
-            .unwrap_or_else(|| default_stall_after(interval));
+        let (interval, stall_after) = dispatcher_timing(&cfg.dispatcher, &paths.hermes_home);
         let classifier = LineClassifier::new(&cfg.dispatcher.patterns)?;
         let now = Instant::now();
         let now_wall = wall();
-        Ok(Daemon {
+        let mut daemon = Daemon {
             profiles: Profiles::new(&cfg.providers.chains),
             alerts: Alerts::new(&cfg.alerts, Arc::clone(&metrics)),
             restarter: Restarter::with_history(state.restarts.clone()),
@@ -182,7 +172,29 @@ impl Daemon {
             stalled_reason: None,
             gateway: None,
             paths,
-        })
+        };
+        // Providers still unhealthy from before a restart keep their gauge.
+        let restored: Vec<(String, String)> = daemon
+            .state
+            .providers
+            .iter()
+            .filter_map(|(name, s)| match s {
+                ProviderState::Unhealthy { class, .. } => Some((name.clone(), class.clone())),
+                _ => None,
+            })
+            .collect();
+        for (provider, reason) in restored {
+            daemon
+                .shared
+                .metrics
+                .provider_unhealthy
+                .get_or_create(&ProviderLabels { provider, reason })
+                .set(1);
+        }
+        // /status answers from the first request on (before the first tick),
+        // with the provider health carried over from the last run.
+        daemon.publish();
+        Ok(daemon)
     }
 
     pub fn shared(&self) -> Shared {
@@ -205,23 +217,6 @@ impl Daemon {
             dry_run = self.dry_run,
             "kanban-watchdog started"
         );
-        // Providers still unhealthy from before a restart keep their gauge.
-        let restored: Vec<(String, String)> = self
-            .state
-            .providers
-            .iter()
-            .filter_map(|(name, s)| match s {
-                ProviderState::Unhealthy { class, .. } => Some((name.clone(), class.clone())),
-                _ => None,
-            })
-            .collect();
-        for (provider, reason) in restored {
-            self.shared
-                .metrics
-                .provider_unhealthy
-                .get_or_create(&ProviderLabels { provider, reason })
-                .set(1);
-        }
         self.tick();
         notify_systemd(&[sd_notify::NotifyState::Ready]);
         // Events are handled at once; /status is refreshed at most every
@@ -1177,15 +1172,9 @@ impl Daemon {
                     }
                     self.classifier = classifier;
                     self.profiles = Profiles::new(&cfg.providers.chains);
-                    self.alerts = Alerts::new(&cfg.alerts, Arc::clone(&self.shared.metrics));
-                    if let Some(i) = cfg.dispatcher.interval {
-                        self.interval = i.0;
-                    }
-                    self.stall_after = cfg
-                        .dispatcher
-                        .stall_after
-                        .map(|d| d.0)
-                        .unwrap_or_else(|| default_stall_after(self.interval));
+                    self.alerts.reconfigure(&cfg.alerts);
+                    (self.interval, self.stall_after) =
+                        dispatcher_timing(&cfg.dispatcher, &self.paths.hermes_home);
                     self.cfg = cfg;
                     tracing::info!(file = %path.display(), "configuration reloaded");
                 }
@@ -1254,17 +1243,6 @@ fn still_being_written(path: &Path, e: &exit_record::RecordError) -> bool {
         .and_then(|m| m.elapsed().ok())
         .is_some_and(|age| age < Duration::from_secs(2));
     truncated && fresh
-}
-
-/// `kanban.dispatch_interval_seconds` from `<root>/config.yaml`.
-fn hermes_dispatch_interval(root: &Path) -> Option<Duration> {
-    let text = std::fs::read_to_string(root.join("config.yaml")).ok()?;
-    let v: serde_yaml::Value = serde_yaml::from_str(&text).ok()?;
-    let secs = v
-        .get("kanban")?
-        .get("dispatch_interval_seconds")?
-        .as_f64()?;
-    (secs.is_finite() && secs > 0.0).then(|| Duration::from_secs_f64(secs.max(1.0)))
 }
 
 /// Size, mtime and a hash of the auth store: changes when anyone re-auths.

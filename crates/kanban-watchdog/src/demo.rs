@@ -99,8 +99,9 @@ fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     )
 }
 
-/// A webhook receiver on 127.0.0.1 collecting alert bodies.
-fn webhook_receiver() -> anyhow::Result<(String, Arc<Mutex<Vec<serde_json::Value>>>)> {
+/// A webhook receiver on 127.0.0.1 collecting alert bodies (the demo's,
+/// also used by the end-to-end tests): returns its URL and the bodies.
+pub fn webhook_receiver() -> anyhow::Result<(String, Arc<Mutex<Vec<serde_json::Value>>>)> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let url = format!("http://{}/alerts", listener.local_addr()?);
     let got = Arc::new(Mutex::new(Vec::new()));

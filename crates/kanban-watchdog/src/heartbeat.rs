@@ -4,7 +4,10 @@
 //! (new dispatcher events on the board, or dispatcher activity in its log).
 //! Intervals use the monotonic clock; wall times are kept for display.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
+
+use crate::config::DispatcherConfig;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -92,6 +95,33 @@ impl Heartbeat {
     }
 }
 
+/// The dispatcher's interval (configured, else Hermes'
+/// `kanban.dispatch_interval_seconds`, else 60 s) and `stall_after`
+/// (configured, else [`default_stall_after`]).
+pub fn dispatcher_timing(cfg: &DispatcherConfig, hermes_home: &Path) -> (Duration, Duration) {
+    let interval = cfg
+        .interval
+        .map(|d| d.0)
+        .or_else(|| hermes_dispatch_interval(hermes_home))
+        .unwrap_or(Duration::from_secs(60));
+    let stall_after = cfg
+        .stall_after
+        .map(|d| d.0)
+        .unwrap_or_else(|| default_stall_after(interval));
+    (interval, stall_after)
+}
+
+/// `kanban.dispatch_interval_seconds` from `<root>/config.yaml`.
+fn hermes_dispatch_interval(root: &Path) -> Option<Duration> {
+    let text = std::fs::read_to_string(root.join("config.yaml")).ok()?;
+    let v: serde_yaml::Value = serde_yaml::from_str(&text).ok()?;
+    let secs = v
+        .get("kanban")?
+        .get("dispatch_interval_seconds")?
+        .as_f64()?;
+    (secs.is_finite() && secs > 0.0).then(|| Duration::from_secs_f64(secs.max(1.0)))
+}
+
 /// `stall_after`: configured, else 3 x the dispatcher interval, at least 90 s.
 pub fn default_stall_after(interval: Duration) -> Duration {
     (interval * 3).max(Duration::from_secs(90))
@@ -131,6 +161,27 @@ mod tests {
             h.evaluate(2, 10 * S, t0 + 130 * S, 130),
             Verdict::Stalled { .. }
         ));
+    }
+
+    #[test]
+    fn the_interval_comes_from_hermes_config_when_not_set_here() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("config.yaml"),
+            "kanban:\n  dispatch_interval_seconds: 45\n",
+        )
+        .unwrap();
+        let cfg = DispatcherConfig::default();
+        assert_eq!(dispatcher_timing(&cfg, dir.path()), (45 * S, 135 * S));
+        assert_eq!(
+            dispatcher_timing(&cfg, &dir.path().join("none")),
+            (60 * S, 180 * S)
+        );
+        let set = DispatcherConfig {
+            interval: Some(crate::config::Dur::secs(2)),
+            ..DispatcherConfig::default()
+        };
+        assert_eq!(dispatcher_timing(&set, dir.path()), (2 * S, 90 * S));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::cli::Common;
 use crate::config::Config;
 use crate::gateway::{LineClassifier, LineEvent};
 use crate::health::{ProviderHealth, Transition, until_text};
-use crate::heartbeat::default_stall_after;
+use crate::heartbeat::dispatcher_timing;
 use crate::paths::Paths;
 use crate::profiles::Profiles;
 use crate::rescue::{self, BoardPlan};
@@ -192,16 +192,7 @@ fn simulate(
 ) -> Vec<String> {
     let classifier = LineClassifier::new(&cfg.dispatcher.patterns).ok();
     let catalogue = Catalogue::builtin();
-    let interval = cfg
-        .dispatcher
-        .interval
-        .map(|d| d.0)
-        .unwrap_or(Duration::from_secs(60));
-    let stall_after = cfg
-        .dispatcher
-        .stall_after
-        .map(|d| d.0)
-        .unwrap_or_else(|| default_stall_after(interval));
+    let (_, stall_after) = dispatcher_timing(&cfg.dispatcher, &paths.hermes_home);
     let check = cfg.dispatcher.check_every.0.as_secs().max(1) as i64;
     let mut queue: BinaryHeap<Reverse<(i64, Input)>> = BinaryHeap::new();
     for (i, r) in recs.iter().enumerate() {

@@ -17,7 +17,7 @@
 
 use std::ffi::OsStr;
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -565,42 +565,13 @@ fn write_env(path: &Path, body: &[u8]) -> anyhow::Result<()> {
         .as_ref()
         .map(|m| m.permissions().mode() & 0o7777)
         .unwrap_or(0o600);
-    let dir = target.parent().context(".env has no parent directory")?;
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| ".env".into());
-    let tmp = dir.join(format!(
-        ".{name}.kanban-watchdog.{}.tmp",
-        std::process::id()
-    ));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        if let Some(m) = &existing
-            && (m.uid() != nix::unistd::getuid().as_raw()
-                || m.gid() != nix::unistd::getgid().as_raw())
-        {
-            // Best effort: only root can give a file away.
-            let _ = std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()));
-        }
-        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        f.write_all(body)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, &target)?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
+    let owner = existing
+        .as_ref()
+        .map(|m| (m.uid(), m.gid()))
+        .filter(|&(uid, gid)| {
+            uid != nix::unistd::getuid().as_raw() || gid != nix::unistd::getgid().as_raw()
+        });
+    let result = crate::state::write_atomic_as(&target, body, mode, owner);
     result.with_context(|| format!("cannot write {}", target.display()))
 }
 
