@@ -129,13 +129,19 @@ impl Daemon {
             Some(pos) => StartAt::Resume(pos.clone()),
             None => StartAt::End,
         };
-        let tailer = Tailer::new(
+        let fresh = matches!(start, StartAt::End);
+        let mut tailer = Tailer::new(
             &paths.gateway_log,
             TailerOptions {
                 start,
                 ..TailerOptions::default()
             },
         );
+        if fresh {
+            // Pin "the end" now, not at the first tick: a line written in
+            // between is read, not skipped. (A fresh start yields no lines.)
+            let _ = tailer.poll();
+        }
         let (interval, stall_after) = dispatcher_timing(&cfg.dispatcher, &paths.hermes_home);
         let classifier = LineClassifier::new(&cfg.dispatcher.patterns)?;
         let now = Instant::now();

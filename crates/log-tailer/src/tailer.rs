@@ -4,6 +4,7 @@ use std::fs::{self, File, Metadata};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use tracing::{debug, info, warn};
 
@@ -129,6 +130,18 @@ enum Step {
 }
 
 /// Follows one log file by path. See the crate docs.
+/// How long a rotated-away file stays open after its last growth.
+const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+/// At most this many rotated-away files are kept open.
+const MAX_DRAINING: usize = 4;
+
+#[derive(Debug)]
+struct Draining {
+    cur: Current,
+    asm: Assembler,
+    until: Instant,
+}
+
 #[derive(Debug)]
 pub struct Tailer {
     path: PathBuf,
@@ -137,6 +150,10 @@ pub struct Tailer {
     start: Option<StartAt>,
     cur: Option<Current>,
     asm: Assembler,
+    /// Files rotated away but kept open for [`DRAIN_GRACE`]: a writer that
+    /// has not reopened yet may still append a few lines to them.
+    draining: Vec<Draining>,
+    max_line_bytes: usize,
     chunk: Vec<u8>,
     missing_reported: bool,
     /// An error hit after lines were already gathered; reported next poll.
@@ -153,6 +170,8 @@ impl Tailer {
             start: Some(opts.start),
             cur: None,
             asm: Assembler::new(opts.max_line_bytes),
+            draining: Vec::new(),
+            max_line_bytes: opts.max_line_bytes,
             chunk: Vec::new(),
             missing_reported: false,
             pending_error: None,
@@ -208,6 +227,7 @@ impl Tailer {
             self.begin(start, out)?;
             self.start = None;
         }
+        self.drain_rotated(out);
         for _ in 0..MAX_STEPS_PER_POLL {
             let path_meta = self.stat_path()?;
             let mut cur = match self.cur.take() {
@@ -331,9 +351,39 @@ impl Tailer {
             "log file rotated; following the next file"
         );
         out.push(TailEvent::Rotated { from });
-        drop(cur);
+        self.draining.push(Draining {
+            cur,
+            asm: Assembler::new(self.max_line_bytes),
+            until: Instant::now() + DRAIN_GRACE,
+        });
+        if self.draining.len() > MAX_DRAINING {
+            let mut oldest = self.draining.remove(0);
+            oldest.asm.flush(out);
+        }
         self.cur = opened;
         Ok(())
+    }
+
+    /// Reads what late writers appended to files already rotated away, and
+    /// lets go of them once they stayed quiet for [`DRAIN_GRACE`].
+    fn drain_rotated(&mut self, out: &mut Vec<TailEvent>) {
+        let now = Instant::now();
+        let chunk = &mut self.chunk;
+        self.draining.retain_mut(|d| {
+            let before = d.cur.read_offset;
+            if let Err(e) = read_to_eof(&mut d.cur, &mut d.asm, chunk, out) {
+                debug!(path = %d.cur.origin.display(), error = %e, "cannot read a rotated file");
+            }
+            if d.cur.read_offset > before {
+                d.until = now + DRAIN_GRACE;
+                return true;
+            }
+            if now < d.until {
+                return true;
+            }
+            d.asm.flush(out);
+            false
+        });
     }
 
     /// Truncation of the followed file detected: recover the unread rest of

@@ -419,3 +419,23 @@ fn position_fingerprint_detects_reuse_and_is_stable() {
     assert_eq!(back, p1);
     assert_eq!(t.path(), path.as_path());
 }
+
+#[test]
+fn late_lines_written_to_a_renamed_file_are_still_read() {
+    let (dir, path) = setup();
+    append(&path, b"");
+    let mut t = Tailer::new(&path, opts(StartAt::Beginning));
+    append(&path, b"one\n");
+    assert_eq!(texts(&poll(&mut t)), ["one"]);
+    // Rename rotation; the writer has not reopened yet.
+    let rotated = dir.path().join("gateway.log.1");
+    fs::rename(&path, &rotated).unwrap();
+    append(&path, b"new 1\n");
+    let got = texts(&poll(&mut t));
+    assert_eq!(got, ["new 1"]);
+    // Late lines land in the renamed file after we switched away from it.
+    append(&rotated, b"late 1\nlate 2\n");
+    append(&path, b"new 2\n");
+    assert_eq!(texts(&poll(&mut t)), ["late 1", "late 2", "new 2"]);
+    assert!(poll(&mut t).is_empty());
+}
