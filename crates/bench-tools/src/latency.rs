@@ -1,0 +1,182 @@
+//! Section 3: Record-to-board latency (rename of a record into the record dir ->
+//! committed board change, seen in the audit log) at 1, 100 and 1,000
+//! records/s, and sustained throughput with a backlog written at once;
+//! each beside the bare-inotify floor for the same renames. A fresh board
+//! (1,000 done tasks + one claimed task per record) and daemon per
+//! scenario, with the concurrent writer running.
+
+use std::time::{Duration, Instant};
+
+use crate::Ctx;
+use crate::daemon::{Rig, RigSpec, writer_text};
+use crate::report::{Lat, Row, Verdict, fmt_ms, median};
+
+pub const P99_TARGET_MS: f64 = 50.0;
+pub const THROUGHPUT_TARGET: f64 = 2000.0;
+
+/// Latency at a paced rate on a board with `done` filler tasks.
+pub struct Paced {
+    pub ours: Lat,
+    pub floor: Lat,
+    pub sent: usize,
+    pub committed: usize,
+    pub achieved_rate: f64,
+    pub vm_hwm_kib: u64,
+    pub problems: Vec<String>,
+}
+
+pub fn paced(ctx: &Ctx, name: &str, done: usize, rate: f64, secs: f64) -> anyhow::Result<Paced> {
+    let n = ((rate * secs).round() as usize).max(1);
+    let mut rig = Rig::start(ctx, &RigSpec::new(name, done, n))?;
+    // Let the first tick (full board scan for progress) finish.
+    std::thread::sleep(Duration::from_millis(ctx.pick(1000, 500)));
+    let ids = rig.write_paced(n, Some(rate))?;
+    let span = ids.last().unwrap().1.duration_since(ids[0].1).as_secs_f64();
+    let committed = rig.wait_committed(&ids, Duration::from_secs(ctx.pick(30, 15)));
+    let (ours, floor) = rig.latencies(&ids);
+    let out = Paced {
+        ours: Lat::of(&ours),
+        floor: Lat::of(&floor),
+        sent: n,
+        committed,
+        achieved_rate: if n > 1 { (n - 1) as f64 / span } else { rate },
+        vm_hwm_kib: rig.vm_kib("VmHWM"),
+        problems: rig.log_problems(),
+    };
+    rig.stop();
+    if !ctx.keep {
+        let _ = std::fs::remove_dir_all(&rig.dir);
+    }
+    Ok(out)
+}
+
+pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    eprintln!("   {}", writer_text());
+    let scenarios = [
+        ("3a", 1.0, ctx.pick(30.0, 5.0)),
+        ("3b", 100.0, ctx.pick(20.0, 3.0)),
+        ("3c", 1000.0, ctx.pick(10.0, 2.0)),
+    ];
+    for (id, rate, secs) in scenarios {
+        let p = paced(ctx, &format!("lat-{rate}"), 1000, rate, secs)?;
+        eprintln!(
+            "   {rate}/s for {secs} s (achieved {:.0}/s): commit {} (max {}), floor {}; {}/{} committed",
+            p.achieved_rate,
+            p.ours.text(),
+            fmt_ms(p.ours.max),
+            p.floor.text(),
+            p.committed,
+            p.sent
+        );
+        for l in &p.problems {
+            eprintln!("   daemon: {l}");
+        }
+        let mut row = Row::new(
+            id,
+            format!(
+                "record rename -> board commit at {rate:.0}/s, {} records",
+                p.sent
+            ),
+        )
+        .ours(p.ours.text())
+        .base(format!("{} (inotify floor)", p.floor.text()))
+        .ratio(p.ours.p99 / p.floor.p99);
+        if p.committed < p.sent {
+            row = row
+                .target(if rate == 100.0 { "p99 < 50 ms" } else { "-" })
+                .verdict(Verdict::Miss(format!(
+                    "only {}/{} committed within the wait",
+                    p.committed, p.sent
+                )));
+        } else if rate == 100.0 {
+            row = row.target("p99 < 50 ms").check(
+                p.ours.p99 < P99_TARGET_MS,
+                format!(
+                    "p99 {} ms, {} ms ({:.1}x) over",
+                    fmt_ms(p.ours.p99),
+                    fmt_ms(p.ours.p99 - P99_TARGET_MS),
+                    p.ours.p99 / P99_TARGET_MS
+                ),
+            );
+        }
+        rows.push(row);
+    }
+
+    // Sustained throughput: N records renamed in at once into a running daemon.
+    let n = ctx.pick(10_000, 3000);
+    let reps = ctx.pick(3, 1);
+    let mut ours_rates = Vec::new();
+    let mut floor_rates = Vec::new();
+    let mut short = None;
+    for rep in 0..reps {
+        let mut rig = Rig::start(ctx, &RigSpec::new(&format!("thr-{rep}"), 1000, n))?;
+        std::thread::sleep(Duration::from_millis(ctx.pick(1000, 500)));
+        let ids = rig.write_paced(n, None)?;
+        let timeout = Duration::from_secs(ctx.pick(120, 40));
+        let committed = rig.wait_committed(&ids, timeout);
+        let first = ids[0].1;
+        let last_commit = ids
+            .iter()
+            .filter_map(|(id, _)| rig.commit_time(id))
+            .max()
+            .unwrap_or(first);
+        let last_floor = ids
+            .iter()
+            .filter_map(|(id, _)| rig.floor_time(id))
+            .max()
+            .unwrap_or(first);
+        let span = if committed < n {
+            Instant::now().duration_since(first)
+        } else {
+            last_commit.duration_since(first)
+        };
+        let ours = committed as f64 / span.as_secs_f64();
+        let floor = n as f64 / last_floor.duration_since(first).as_secs_f64();
+        eprintln!(
+            "   backlog of {n}: {committed} committed in {:.2} s = {ours:.0}/s; renames seen by the floor reader at {floor:.0}/s; done/ has {}",
+            span.as_secs_f64(),
+            rig.done_count()
+        );
+        for l in rig.log_problems() {
+            eprintln!("   daemon: {l}");
+        }
+        if committed < n {
+            short = Some((committed, span));
+        }
+        ours_rates.push(ours);
+        floor_rates.push(floor);
+        rig.stop();
+        if !ctx.keep {
+            let _ = std::fs::remove_dir_all(&rig.dir);
+        }
+    }
+    let ours = median(&ours_rates);
+    let floor = median(&floor_rates);
+    let mut row = Row::new(
+        "3d",
+        format!(
+            "sustained: {n} records renamed in at once, until all committed (median of {reps})"
+        ),
+    )
+    .ours(format!("{ours:.0} records/s"))
+    .base(format!("{floor:.0} records/s (renames seen by floor)"))
+    .ratio(ours / floor)
+    .target(">= 2000 records/s");
+    row = match short {
+        Some((c, span)) => row.verdict(Verdict::Miss(format!(
+            "only {c}/{n} committed in {:.0} s ({ours:.0}/s, {:.1}x short)",
+            span.as_secs_f64(),
+            THROUGHPUT_TARGET / ours
+        ))),
+        None => row.check(
+            ours >= THROUGHPUT_TARGET,
+            format!(
+                "{ours:.0}/s, {:.0}/s ({:.1}x) short",
+                THROUGHPUT_TARGET - ours,
+                THROUGHPUT_TARGET / ours
+            ),
+        ),
+    };
+    rows.push(row);
+    Ok(())
+}

@@ -1,0 +1,176 @@
+//! Section 1: Start/exit overhead: `worker-shim -- true` against bare `true` and
+//! `tini -s -- true`, in one tight posix_spawn/wait4 loop, the three
+//! commands interleaved round by round (rotating their order), medians of
+//! per-round paired differences.
+
+use std::ffi::OsStr;
+use std::os::fd::AsRawFd;
+
+use crate::Ctx;
+use crate::report::{Row, Verdict, fmt_ms, median, ms};
+use crate::sys::{self, Cmd};
+
+pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    let rounds = ctx.pick(400, 120);
+    let warmup = 20;
+    let records = ctx.shm.join("start-records");
+    std::fs::create_dir_all(&records)?;
+    let env = vec![(
+        "WORKER_SHIM_RECORD_DIR".to_string(),
+        records.display().to_string(),
+    )];
+    let true_bin = which("true").unwrap_or_else(|| "/bin/true".into());
+    let t = true_bin.as_os_str();
+    let mut cmds = vec![
+        Cmd::new("true", &[t], &env),
+        Cmd::new("shim", &[ctx.shim.as_os_str(), OsStr::new("--"), t], &env),
+    ];
+    if let Some(tini) = &ctx.tini {
+        cmds.push(Cmd::new(
+            "tini",
+            &[tini.as_os_str(), OsStr::new("-s"), OsStr::new("--"), t],
+            &env,
+        ));
+    }
+    let null = sys::dev_null()?;
+    let fds = [null.as_raw_fd(); 3];
+    let n = cmds.len();
+    let mut wall: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); n];
+    for round in 0..warmup + rounds {
+        let mut this = vec![0.0; n];
+        for k in 0..n {
+            let i = (round + k) % n;
+            let s = sys::run_timed(&cmds[i], fds, || {})?;
+            anyhow::ensure!(s.exit_code == 0, "{} exited {}", cmds[i].label, s.exit_code);
+            this[i] = ms(s.wall);
+            if round >= warmup {
+                cpu[i].push(ms(s.cpu));
+            }
+        }
+        if round >= warmup {
+            for i in 0..n {
+                wall[i].push(this[i]);
+            }
+        }
+    }
+    let written = std::fs::read_dir(&records)?.count();
+    let med: Vec<f64> = wall.iter().map(|w| median(w)).collect();
+    let added = |i: usize| {
+        let d: Vec<f64> = wall[i].iter().zip(&wall[0]).map(|(a, b)| a - b).collect();
+        median(&d)
+    };
+    let shim_added = added(1);
+    eprintln!(
+        "   {rounds} rounds: true {} ms, shim {} ms (added {} ms), {} records written",
+        fmt_ms(med[0]),
+        fmt_ms(med[1]),
+        fmt_ms(shim_added),
+        written
+    );
+    rows.push(
+        Row::new(
+            "1a",
+            "shim start+exit: `worker-shim -- true` vs bare `true`, median wall",
+        )
+        .ours(format!(
+            "{} ms (+{} ms)",
+            fmt_ms(med[1]),
+            fmt_ms(shim_added)
+        ))
+        .base(format!("{} ms", fmt_ms(med[0])))
+        .ratio(med[1] / med[0])
+        .target("added < 1 ms")
+        .check(
+            shim_added < 1.0,
+            format!(
+                "added {} ms, {} ms over",
+                fmt_ms(shim_added),
+                fmt_ms(shim_added - 1.0)
+            ),
+        ),
+    );
+    if n == 3 {
+        let tini_added = added(2);
+        eprintln!(
+            "   tini {} ms (added {} ms)",
+            fmt_ms(med[2]),
+            fmt_ms(tini_added)
+        );
+        let r = shim_added / tini_added;
+        rows.push(
+            Row::new("1b", "shim added wall vs `tini -s -- true` added wall")
+                .ours(format!("+{} ms", fmt_ms(shim_added)))
+                .base(format!("+{} ms", fmt_ms(tini_added)))
+                .ratio(r)
+                .target("<= 1.5x tini")
+                .check(r <= 1.5, format!("{r:.2}x tini, {:.2}x over", r / 1.5)),
+        );
+    } else {
+        rows.push(
+            Row::new("1b", "shim added wall vs `tini -s -- true` added wall")
+                .verdict(Verdict::Skip(ctx.tini_missing_reason.clone())),
+        );
+    }
+    let cpu_med: Vec<f64> = cpu.iter().map(|c| median(c)).collect();
+    rows.push(
+        Row::new("1c", "CPU (user+sys) per run, shim vs bare `true`")
+            .ours(format!("{} ms", fmt_ms(cpu_med[1])))
+            .base(format!("{} ms", fmt_ms(cpu_med[0])))
+            .ratio(cpu_med[1] / cpu_med[0].max(1e-3)),
+    );
+    let _ = std::fs::remove_dir_all(&records);
+
+    // Where the shim's time goes: cold first calls it makes at exit, each
+    // timed in a fresh process (their state is initialised once per process).
+    let reps = ctx.pick(15, 7);
+    let cost = |name: &str| -> anyhow::Result<(f64, f64)> {
+        let (mut t, mut m) = (Vec::new(), Vec::new());
+        for _ in 0..reps {
+            let out = std::process::Command::new(&ctx.me)
+                .args(["--probe", name])
+                .output()?;
+            anyhow::ensure!(out.status.success(), "probe {name} failed");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let mut f = text.split_whitespace();
+            t.push(f.next().unwrap_or("0").parse::<f64>()? / 1000.0);
+            m.push(f.next().unwrap_or("0").parse::<f64>()? / 1024.0);
+        }
+        Ok((median(&t), median(&m)))
+    };
+    let (noop, _) = cost("noop")?;
+    for (id, name, what) in [
+        (
+            "1d",
+            "redact",
+            "  cold cost in the shim's exit path: first `redact()` (compiles the redaction regexes; argv is always redacted)",
+        ),
+        (
+            "1e",
+            "tz",
+            "  cold cost in the shim's exit path: `TimeZone::system()` (jiff walks the zoneinfo tree)",
+        ),
+        (
+            "1f",
+            "catalogue",
+            "  cold cost when there is output: first `Catalogue::classify` (builds the signature RegexSet)",
+        ),
+    ] {
+        let (c, mem) = cost(name)?;
+        eprintln!("   probe {name}: {} ms, peak RSS +{mem:.2} MiB", fmt_ms(c));
+        rows.push(
+            Row::new(id, what)
+                .ours(format!("{} ms, +{mem:.2} MiB RSS", fmt_ms(c)))
+                .base(format!("{} ms (no-op probe)", fmt_ms(noop))),
+        );
+    }
+    Ok(())
+}
+
+pub fn which(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?
+        .to_string_lossy()
+        .split(':')
+        .map(|d| std::path::Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
