@@ -3,7 +3,7 @@
 //! cannot be trusted. Nothing is ever deleted except `done/` entries older
 //! than the configured retention.
 
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -69,9 +69,22 @@ impl RecordDir {
     }
 
     /// Moves a handled record to `done/`.
+    /// Its modification time becomes the handling time: retention in
+    /// `done/` counts from when a record was handled, not when it was
+    /// written (a record handled after a long downtime is kept too).
     pub fn mark_done(&self, path: &Path) -> std::io::Result<()> {
         let name = path.file_name().unwrap_or_default();
-        std::fs::rename(path, unique(&self.done.join(name)))
+        let target = unique(&self.done.join(name));
+        std::fs::rename(path, &target)?;
+        if let Err(e) = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&target)
+            .and_then(|f| f.set_modified(SystemTime::now()))
+        {
+            tracing::warn!(file = %target.display(), "cannot stamp handled record: {e}");
+        }
+        Ok(())
     }
 
     /// Deletes `done/` entries older than `keep`. Returns how many.
