@@ -207,6 +207,15 @@ pub fn print_table(rows: &[Row]) -> String {
     out
 }
 
+impl Row {
+    pub fn has_target(&self) -> bool {
+        matches!(
+            self.verdict,
+            Verdict::Pass | Verdict::Miss(_) | Verdict::Skip(_)
+        )
+    }
+}
+
 pub fn markdown_table(rows: &[Row]) -> String {
     let esc = |s: &str| s.replace('|', "\\|");
     let mut out = format!("| {} |\n", HEADER.join(" | "));

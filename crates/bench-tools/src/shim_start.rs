@@ -143,17 +143,17 @@ pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         (
             "1d",
             "redact",
-            "  cold cost in the shim's exit path: first `redact()` (compiles the redaction regexes; argv is always redacted)",
+            "  cold first call in the shim: `redact()` (regex compile; argv is always redacted)",
         ),
         (
             "1e",
             "tz",
-            "  cold cost in the shim's exit path: `TimeZone::system()` (jiff walks the zoneinfo tree)",
+            "  cold first call in the shim: `TimeZone::system()` (walks zoneinfo)",
         ),
         (
             "1f",
             "catalogue",
-            "  cold cost when there is output: first `Catalogue::classify` (builds the signature RegexSet)",
+            "  cold first call when there is output: `Catalogue::classify` (RegexSet build)",
         ),
     ] {
         let (c, mem) = cost(name)?;
