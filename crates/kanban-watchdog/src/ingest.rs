@@ -61,10 +61,15 @@ impl RecordDir {
     pub fn quarantine(&self, path: &Path, reason: &str) -> std::io::Result<PathBuf> {
         let name = path.file_name().unwrap_or_default();
         let target = unique(&self.quarantine.join(name));
-        std::fs::rename(path, &target)?;
+        // The reason first: a full disk may refuse it, and the record is
+        // moved aside all the same (the caller logs the reason too).
         let mut reason_path = target.clone().into_os_string();
         reason_path.push(".reason");
-        std::fs::write(&reason_path, format!("{reason}\n"))?;
+        if let Err(e) = std::fs::write(&reason_path, format!("{reason}\n")) {
+            let _ = std::fs::remove_file(&reason_path);
+            tracing::warn!(file = %target.display(), "cannot write the quarantine reason file ({e}); the reason is only in this log");
+        }
+        std::fs::rename(path, &target)?;
         Ok(target)
     }
 
