@@ -34,6 +34,22 @@ pub fn paced(ctx: &Ctx, name: &str, done: usize, rate: f64, secs: f64) -> anyhow
     let span = ids.last().unwrap().1.duration_since(ids[0].1).as_secs_f64();
     let committed = rig.wait_committed(&ids, Duration::from_secs(ctx.pick(30, 15)));
     let (ours, floor) = rig.latencies(&ids);
+    if ctx.keep {
+        // Per record: rename time (s since the first) and commit latency (ms).
+        let t0 = ids[0].1;
+        let csv: String = ids
+            .iter()
+            .filter_map(|(id, t)| {
+                let c = rig.commit_time(id)?;
+                Some(format!(
+                    "{:.4},{:.3}\n",
+                    t.duration_since(t0).as_secs_f64(),
+                    c.saturating_duration_since(*t).as_secs_f64() * 1000.0
+                ))
+            })
+            .collect();
+        let _ = std::fs::write(rig.dir.join("latency.csv"), csv);
+    }
     let out = Paced {
         ours: Lat::of(&ours),
         floor: Lat::of(&floor),

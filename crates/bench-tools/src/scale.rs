@@ -24,6 +24,8 @@ struct Backlog {
     busy_after: Option<Duration>,
     probe: Lat,
     probe_floor: Lat,
+    /// CPU while idle afterwards (every task parked): the per-tick cost.
+    idle_pct: f64,
 }
 
 fn backlog(ctx: &Ctx, n: usize, timeout: Duration) -> anyhow::Result<Backlog> {
@@ -66,12 +68,18 @@ fn backlog(ctx: &Ctx, n: usize, timeout: Duration) -> anyhow::Result<Backlog> {
         Duration::from_secs(1),
         Duration::from_secs(ctx.pick(120, 20)),
     );
+    // Idle afterwards, with all those tasks parked: what each tick costs.
+    let window = Duration::from_secs(ctx.pick(10, 5));
+    let c0 = crate::sys::proc_cpu_secs_precise(rig.pid).unwrap_or(f64::NAN);
+    std::thread::sleep(window);
+    let c1 = crate::sys::proc_cpu_secs_precise(rig.pid).unwrap_or(f64::NAN);
+    let idle_pct = (c1 - c0) / window.as_secs_f64() * 100.0;
     let busy_after = match (quiet, last) {
         (Some(q), Some(l)) => Some(q.saturating_duration_since(l)),
         _ => None,
     };
     eprintln!(
-        "   backlog {n}: {committed}/{n} committed, drained {:.2} s after spawn (first commit at {:.2} s; {rate_first:.0}/s over the first tenth, {rate_last:.0}/s over the last), busy until {} after the last; probes {}; done/ {}",
+        "   backlog {n}: {committed}/{n} committed, drained {:.2} s after spawn (first commit at {:.2} s; {rate_first:.0}/s over the first tenth, {rate_last:.0}/s over the last), busy until {} after the last; probes {}; then idle at {idle_pct:.2}% CPU; done/ {}",
         drain.as_secs_f64(),
         first
             .map(|f| f.duration_since(rig.spawned_at).as_secs_f64())
@@ -95,6 +103,7 @@ fn backlog(ctx: &Ctx, n: usize, timeout: Duration) -> anyhow::Result<Backlog> {
         busy_after,
         probe: Lat::of(&ours),
         probe_floor: Lat::of(&floor),
+        idle_pct,
     };
     rig.stop();
     if !ctx.keep {
@@ -247,6 +256,15 @@ pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         .ours(large.probe.text())
         .base(format!("{} (inotify floor)", large.probe_floor.text()))
         .ratio(large.probe.p99 / large.probe_floor.p99),
+    );
+    rows.push(
+        Row::new(
+            "6i",
+            "idle afterwards with every backlog task parked (check_every 5s): CPU, 10k vs 1k parked",
+        )
+        .ours(format!("{:.2}%", large.idle_pct))
+        .base(format!("{:.2}% (1k parked)", small.idle_pct))
+        .ratio(large.idle_pct / small.idle_pct.max(1e-4)),
     );
     Ok(())
 }
