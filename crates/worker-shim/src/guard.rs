@@ -21,28 +21,22 @@ pub const GUARD_DELAY: Duration = Duration::from_millis(20);
 
 /// Runs in the guard process: wait for the parent-death SIGTERM, then kill
 /// the group. Never returns.
+///
+/// SIGTERM arrives blocked (the mask set before exec survives it), so a
+/// parent that dies at any moment — even before this code runs — leaves
+/// the signal pending for `sigwait`, never killing the guard by default
+/// action first.
 pub fn run_guard(pgid: &str) -> ! {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+    use nix::sys::signal::{SigSet, Signal};
     let Ok(pgid) = pgid.parse::<i32>() else {
         std::process::exit(2);
     };
-    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGQUIT])
-    else {
-        std::process::exit(2);
-    };
-    // The shim may have died before the handlers were installed.
-    let orphaned = || nix::unistd::getppid().as_raw() == 1;
-    if !orphaned() {
-        for sig in signals.forever() {
-            if sig == SIGTERM {
-                break;
-            }
-        }
-    }
-    let _ = nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(pgid),
-        nix::sys::signal::Signal::SIGKILL,
-    );
+    let mut wanted = SigSet::empty();
+    wanted.add(Signal::SIGTERM);
+    // Keep it blocked in case this was exec'ed without the mask.
+    let _ = wanted.thread_block();
+    let _ = wanted.wait();
+    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), Signal::SIGKILL);
     std::process::exit(0)
 }
 
@@ -96,6 +90,14 @@ fn guard_thread(pgid: u32, rx: Receiver<()>) {
     // SAFETY: only async-signal-safe syscalls between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
+            // Blocked across exec: see run_guard. Terminal signals never
+            // reach it either.
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT] {
+                libc::sigaddset(&mut set, sig);
+            }
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
