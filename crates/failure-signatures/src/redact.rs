@@ -31,45 +31,88 @@ pub const REDACTED: &str = "[REDACTED]";
 type Rewrite = fn(&Captures<'_>) -> Option<String>;
 
 struct Pass {
-    re: Regex,
+    /// Lowercase literals one of which every match contains: a pass whose
+    /// triggers are absent is skipped without compiling its regex (the
+    /// shim redacts every run's argv; most runs hold no secret at all).
+    triggers: &'static [&'static str],
+    pattern: &'static str,
+    re: OnceLock<Regex>,
     rewrite: Rewrite,
 }
 
+impl Pass {
+    const fn new(
+        triggers: &'static [&'static str],
+        pattern: &'static str,
+        rewrite: Rewrite,
+    ) -> Pass {
+        Pass {
+            triggers,
+            pattern,
+            re: OnceLock::new(),
+            rewrite,
+        }
+    }
+
+    fn applies_to(&self, lowercase_text: &str) -> bool {
+        self.triggers.iter().any(|t| lowercase_text.contains(t))
+    }
+
+    fn regex(&self) -> &Regex {
+        self.re
+            .get_or_init(|| Regex::new(self.pattern).expect("static redaction regex must compile"))
+    }
+}
+
+static PASSES: [Pass; 5] = [
+    Pass::new(
+        &["authorization"],
+        r#"(?i-u:(\b(?:proxy-)?authorization(?:\\?["'])?[ \t]*[:=][ \t]*(?:\\?["'])?(?:(?:bearer|basic|token|digest)[ \t]+)?))([^\s"',;\\]+)"#,
+        keep_prefix,
+    ),
+    Pass::new(
+        &["bearer"],
+        r"(?i-u)(\bbearer[ \t]+)([A-Za-z0-9._~+/=-]{8,})",
+        bearer,
+    ),
+    Pass::new(
+        &["eyj"],
+        r"(?-u)\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*",
+        whole,
+    ),
+    Pass::new(
+        &[
+            "sk-",
+            "xai-",
+            "ghp_",
+            "gho_",
+            "ghu_",
+            "ghs_",
+            "ghr_",
+            "github_pat_",
+            "aiza",
+        ],
+        r"(?-u)\b(sk-ant-|sk-or-v1-|sk-proj-|sk-svcacct-|sk-admin-|sk-|xai-|ghp_|gho_|ghu_|ghs_|ghr_|github_pat_|AIza)([A-Za-z0-9_-]{8,})",
+        key_prefix,
+    ),
+    Pass::new(
+        &[
+            "token",
+            "api_key",
+            "api-key",
+            "apikey",
+            "client_secret",
+            "password",
+            "passwd",
+            "secret",
+        ],
+        r#"(?i-u:(\b(?:[a-z0-9]+[_-])*(?:access_token|refresh_token|id_token|api[_-]?key|client_secret|password|passwd|token|secret)(?:\\?["'])?[ \t]*[:=][ \t]*(?:\\["'])?))(?:"((?:[^"\\\n]|\\.)*)"|'((?:[^'\\\n]|\\.)*)'|([^\s"'&,;#}\])\\]+))"#,
+        key_value,
+    ),
+];
+
 fn passes() -> &'static [Pass] {
-    static PASSES: OnceLock<Vec<Pass>> = OnceLock::new();
-    PASSES.get_or_init(|| {
-        let re = |p: &str| Regex::new(p).expect("static redaction regex must compile");
-        vec![
-            Pass {
-                re: re(
-                    r#"(?i-u:(\b(?:proxy-)?authorization(?:\\?["'])?[ \t]*[:=][ \t]*(?:\\?["'])?(?:(?:bearer|basic|token|digest)[ \t]+)?))([^\s"',;\\]+)"#,
-                ),
-                rewrite: keep_prefix,
-            },
-            Pass {
-                re: re(r"(?i-u)(\bbearer[ \t]+)([A-Za-z0-9._~+/=-]{8,})"),
-                rewrite: bearer,
-            },
-            Pass {
-                re: re(
-                    r"(?-u)\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*",
-                ),
-                rewrite: whole,
-            },
-            Pass {
-                re: re(
-                    r"(?-u)\b(sk-ant-|sk-or-v1-|sk-proj-|sk-svcacct-|sk-admin-|sk-|xai-|ghp_|gho_|ghu_|ghs_|ghr_|github_pat_|AIza)([A-Za-z0-9_-]{8,})",
-                ),
-                rewrite: key_prefix,
-            },
-            Pass {
-                re: re(
-                    r#"(?i-u:(\b(?:[a-z0-9]+[_-])*(?:access_token|refresh_token|id_token|api[_-]?key|client_secret|password|passwd|token|secret)(?:\\?["'])?[ \t]*[:=][ \t]*(?:\\["'])?))(?:"((?:[^"\\\n]|\\.)*)"|'((?:[^'\\\n]|\\.)*)'|([^\s"'&,;#}\])\\]+))"#,
-                ),
-                rewrite: key_value,
-            },
-        ]
-    })
+    &PASSES
 }
 
 /// Whether `value` already contains a redaction (keeps `redact` idempotent:
@@ -138,7 +181,7 @@ fn apply(text: &str, pass: &Pass) -> Option<String> {
     let mut out = String::new();
     let mut last = 0;
     let mut changed = false;
-    for c in pass.re.captures_iter(text) {
+    for c in pass.regex().captures_iter(text) {
         let Some(m) = c.get(0) else { continue };
         if let Some(replacement) = (pass.rewrite)(&c) {
             if !changed {
@@ -161,7 +204,14 @@ fn apply(text: &str, pass: &Pass) -> Option<String> {
 /// Returns `Cow::Borrowed` when nothing had to change.
 pub fn redact(text: &str) -> Cow<'_, str> {
     let mut out = Cow::Borrowed(text);
+    if text.is_empty() {
+        return out;
+    }
+    let lower = text.to_ascii_lowercase();
     for pass in passes() {
+        if !pass.applies_to(&lower) {
+            continue;
+        }
         if let Some(s) = apply(&out, pass) {
             out = Cow::Owned(s);
         }

@@ -53,6 +53,22 @@ pub enum Event {
     Shutdown,
 }
 
+impl Event {
+    /// Handling order within one batch of queued events (reload first, so
+    /// the rest runs on the new config; shutdown last).
+    fn order(&self) -> u8 {
+        match self {
+            Event::Reload => 0,
+            Event::Requests => 1,
+            Event::AuthChanged => 2,
+            Event::Records => 3,
+            Event::LogChanged => 4,
+            Event::Tick => 5,
+            Event::Shutdown => 6,
+        }
+    }
+}
+
 /// What the HTTP endpoint and `status` read.
 #[derive(Clone)]
 pub struct Shared {
@@ -238,15 +254,29 @@ impl Daemon {
             self.shared
                 .alive
                 .store(wall(), std::sync::atomic::Ordering::Relaxed);
-            match rx.recv_timeout(wait) {
-                Ok(Event::Records) => self.handle_records(),
-                Ok(Event::LogChanged) => self.poll_log(),
-                Ok(Event::AuthChanged) => self.check_auth_store(),
-                Ok(Event::Requests) => self.handle_requests(),
-                Ok(Event::Tick) => self.tick(),
-                Ok(Event::Reload) => self.reload(),
-                Ok(Event::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => {}
+            let first = match rx.recv_timeout(wait) {
+                Ok(ev) => Some(ev),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            // A burst of file events costs one pass each, not one per event.
+            let mut pending: Vec<Event> = first.into_iter().chain(rx.try_iter()).collect();
+            pending.sort_by_key(Event::order);
+            pending.dedup_by_key(|e| e.order());
+            let mut stop = false;
+            for ev in pending {
+                match ev {
+                    Event::Records => self.handle_records(),
+                    Event::LogChanged => self.poll_log(),
+                    Event::AuthChanged => self.check_auth_store(),
+                    Event::Requests => self.handle_requests(),
+                    Event::Tick => self.tick(),
+                    Event::Reload => self.reload(),
+                    Event::Shutdown => stop = true,
+                }
+            }
+            if stop {
+                break;
             }
             unpublished = true;
             if self.last_tick.elapsed() >= check_every {
@@ -1301,24 +1331,20 @@ pub fn start_watchers(paths: &Paths, tx: Sender<Event>) -> Vec<notify::Recommend
     use notify::{RecursiveMode, Watcher};
     let record_dir = paths.record_dir.clone();
     let log_dir = paths.gateway_log.parent().map(Path::to_path_buf);
-    let auth_dir = paths.auth_store.parent().map(Path::to_path_buf);
-    let auth_file = paths.auth_store.clone();
+    // The auth store sits in the Hermes home beside kanban.db and its -wal:
+    // watching that directory would wake us on every board write. Re-auth
+    // is noticed by the per-tick fingerprint check instead.
     let requests = paths.requests_dir();
     let _ = std::fs::create_dir_all(&requests);
     let mut dirs: Vec<PathBuf> = vec![record_dir.clone(), requests.clone()];
     dirs.extend(log_dir.clone());
-    dirs.extend(auth_dir);
     let mut seen = HashSet::new();
     dirs.retain(|d| seen.insert(d.clone()));
     let mut watchers = Vec::new();
     for dir in dirs {
         let tx = tx.clone();
-        let (record_dir, requests, log_dir, auth_file) = (
-            record_dir.clone(),
-            requests.clone(),
-            log_dir.clone(),
-            auth_file.clone(),
-        );
+        let (record_dir, requests, log_dir) =
+            (record_dir.clone(), requests.clone(), log_dir.clone());
         let handler = move |res: notify::Result<notify::Event>| {
             let Ok(ev) = res else {
                 let _ = tx.send(Event::Tick);
@@ -1336,11 +1362,24 @@ pub fn start_watchers(paths: &Paths, tx: Sender<Event>) -> Vec<notify::Recommend
             for p in &ev.paths {
                 let parent = p.parent();
                 let event = if parent == Some(record_dir.as_path()) {
+                    // Only a record arriving matters: not temp files being
+                    // written, not records leaving for done/ or quarantine/.
+                    let arriving = matches!(
+                        ev.kind,
+                        notify::EventKind::Create(_)
+                            | notify::EventKind::Modify(_)
+                            | notify::EventKind::Any
+                    );
+                    let is_record = p
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(exit_record::is_record_file_name);
+                    if !(arriving && is_record && p.exists()) {
+                        continue;
+                    }
                     Event::Records
                 } else if parent == Some(requests.as_path()) {
                     Event::Requests
-                } else if *p == auth_file {
-                    Event::AuthChanged
                 } else if log_dir.as_deref().is_some_and(|d| parent == Some(d)) {
                     Event::LogChanged
                 } else {

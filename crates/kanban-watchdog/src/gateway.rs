@@ -75,31 +75,60 @@ impl LineEvent {
     }
 }
 
+/// All patterns in one `RegexSet` (one pass per line), ASCII case folding
+/// (log patterns are ASCII; Unicode-aware `(?i)` is several times slower).
+/// When several groups match, the first group in [`LineClassifier::GROUPS`]
+/// order wins.
 pub struct LineClassifier {
-    sets: Vec<(LineEvent, RegexSet)>,
+    set: RegexSet,
+    group_of: Vec<LineEvent>,
 }
 
 impl LineClassifier {
+    pub const GROUPS: [LineEvent; 5] = [
+        LineEvent::Activity,
+        LineEvent::Stuck,
+        LineEvent::TickError,
+        LineEvent::Shutdown,
+        LineEvent::ProviderFailure,
+    ];
+
     pub fn new(p: &LogPatterns) -> Result<LineClassifier, regex::Error> {
-        Ok(LineClassifier {
-            sets: vec![
-                (LineEvent::Activity, RegexSet::new(&p.activity)?),
-                (LineEvent::Stuck, RegexSet::new(&p.stuck)?),
-                (LineEvent::TickError, RegexSet::new(&p.tick_error)?),
-                (LineEvent::Shutdown, RegexSet::new(&p.shutdown)?),
-                (
-                    LineEvent::ProviderFailure,
-                    RegexSet::new(&p.provider_failure)?,
-                ),
-            ],
-        })
+        let lists = [
+            &p.activity,
+            &p.stuck,
+            &p.tick_error,
+            &p.shutdown,
+            &p.provider_failure,
+        ];
+        let mut patterns = Vec::new();
+        let mut group_of = Vec::new();
+        for (event, list) in Self::GROUPS.iter().zip(lists) {
+            for pat in list {
+                patterns.push(pat.as_str());
+                group_of.push(*event);
+            }
+        }
+        let set = regex::RegexSetBuilder::new(&patterns)
+            .unicode(false)
+            .build()
+            .or_else(|_| RegexSet::new(&patterns))?;
+        Ok(LineClassifier { set, group_of })
     }
 
     pub fn classify(&self, line: &str) -> LineEvent {
-        self.sets
+        let rank = |e: &LineEvent| {
+            Self::GROUPS
+                .iter()
+                .position(|g| g == e)
+                .unwrap_or(usize::MAX)
+        };
+        self.set
+            .matches(line)
             .iter()
-            .find(|(_, set)| set.is_match(line))
-            .map(|(e, _)| *e)
+            .filter_map(|i| self.group_of.get(i))
+            .min_by_key(|e| rank(e))
+            .copied()
             .unwrap_or(LineEvent::Other)
     }
 }
@@ -145,6 +174,30 @@ mod tests {
         assert_eq!(
             l("2026-11-23 INFO gateway.run: No messaging platforms enabled."),
             LineEvent::Other
+        );
+    }
+
+    #[test]
+    fn the_first_group_wins_and_non_ascii_patterns_still_work() {
+        let c = LineClassifier::new(&LogPatterns::default()).unwrap();
+        // Matches both `stuck` and `provider_failure` (HTTP 429).
+        assert_eq!(
+            c.classify("WARNING gateway.run: kanban dispatcher stuck: last error HTTP 429"),
+            LineEvent::Stuck
+        );
+        assert_eq!(
+            c.classify("rate LIMIT hit"),
+            LineEvent::ProviderFailure,
+            "ASCII case folding"
+        );
+        let p = LogPatterns {
+            shutdown: vec!["Received SIGTERM — initiating shutdown".into()],
+            ..LogPatterns::default()
+        };
+        let c = LineClassifier::new(&p).unwrap();
+        assert_eq!(
+            c.classify("INFO gateway.run: Received SIGTERM — initiating shutdown"),
+            LineEvent::Shutdown
         );
     }
 

@@ -241,11 +241,14 @@ impl Run {
         if let Some(w) = warning {
             say(&w);
         }
-        let ctx = ClassifyContext {
-            now: ended_at,
-            local_tz: jiff::tz::TimeZone::system(),
-        };
-        let failure = report::classify(&catalogue, &outcome.stdout, &outcome.stderr, &ctx);
+        let failure = report::classify(&catalogue, &outcome.stdout, &outcome.stderr, || {
+            // Only built when there is text: finding the local zone walks
+            // the zoneinfo database (about a millisecond).
+            ClassifyContext {
+                now: ended_at,
+                local_tz: jiff::tz::TimeZone::system(),
+            }
+        });
         if outcome.exit.spawn_error.is_none() {
             outcome.exit.reported_code =
                 report::reported_code(&outcome.exit, failure.as_ref(), self.opts.tempfail_exit);

@@ -51,7 +51,7 @@ pub fn classify(
     catalogue: &Catalogue,
     stdout: &StreamCapture,
     stderr: &StreamCapture,
-    ctx: &ClassifyContext,
+    ctx: impl FnOnce() -> ClassifyContext,
 ) -> Option<Classification> {
     let mut text = String::new();
     for part in [&stdout.head, &stdout.tail, &stderr.head, &stderr.tail] {
@@ -63,10 +63,10 @@ pub fn classify(
             text.push('\n');
         }
     }
-    if text.is_empty() {
+    if text.trim().is_empty() {
         return None;
     }
-    catalogue.classify(&text, ctx).map(|mut c| {
+    catalogue.classify(&text, &ctx()).map(|mut c| {
         c.matched_line = redact(&c.matched_line).into_owned();
         c
     })
