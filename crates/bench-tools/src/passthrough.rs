@@ -213,10 +213,13 @@ pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         rows.push(
             Row::new(
                 &format!("{id}'"),
-                format!("  reference: straight to /dev/null (no pipe) / a bare pipe drained by the harness"),
+                "  reference: straight to /dev/null (no pipe) / a bare pipe drained by the harness"
+                    .to_string(),
             )
             .ours(format!("{ours:.2} GiB/s (shim)"))
-            .base(format!("{null:.2} GiB/s (no pipe) / {pipe:.2} GiB/s (pipe)"))
+            .base(format!(
+                "{null:.2} GiB/s (no pipe) / {pipe:.2} GiB/s (pipe)"
+            ))
             .ratio(ours / null),
         );
     }
