@@ -87,6 +87,33 @@ fn end_run(
     )
 }
 
+/// Hermes' own `schedule` of a task with no run in flight inserts a closed,
+/// zero-length run (`_synthesize_ended_run`); we do the same. It matters:
+/// when the dispatcher already recorded the worker's exit as `rate_limited`,
+/// its respawn guard keys a fixed cooldown (300 s by default) on the newest
+/// ended run. Ours, newer, ends that cooldown: the provider's real reset
+/// time was already waited for by the park. The one-second step keeps ours
+/// the newest even when both ended in the same second.
+fn synthesize_ended_run(
+    tx: &Transaction<'_>,
+    task: &TaskRow,
+    summary: &str,
+    now: i64,
+) -> rusqlite::Result<()> {
+    let newest_end: Option<i64> = tx.query_row(
+        "SELECT MAX(ended_at) FROM task_runs WHERE task_id = ?1",
+        [&task.id],
+        |r| r.get(0),
+    )?;
+    let ended = newest_end.map_or(now, |t| now.max(t + 1));
+    tx.execute(
+        "INSERT INTO task_runs (task_id, profile, status, started_at, ended_at, outcome, summary) \
+         VALUES (?1, ?2, 'scheduled', ?3, ?3, 'scheduled', ?4)",
+        params![task.id, task.assignee, ended, summary],
+    )?;
+    Ok(())
+}
+
 fn append_event(
     tx: &Transaction<'_>,
     task_id: &str,
@@ -194,6 +221,9 @@ pub(crate) fn park(
     )?;
     if changed != 1 {
         return Ok(stale(Some(status), "task changed under the transaction"));
+    }
+    if !from_running && req.kind != Kind::Blocked {
+        synthesize_ended_run(tx, &task, &req.reason, now)?;
     }
     append_event(
         tx,

@@ -486,3 +486,59 @@ fn a_replaced_board_file_is_noticed() {
     std::fs::rename(&other, &db).unwrap();
     assert!(b.file_replaced());
 }
+
+#[test]
+fn parking_after_hermes_recorded_rate_limited_ends_its_fixed_cooldown() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("kanban.db");
+    let mut hermes = create_board(&db).unwrap();
+    add_task(&hermes, "t", "coder", "ready").unwrap();
+    let run = claim(&mut hermes, "t", 5).unwrap();
+    // The gateway saw rc 75 first: run rate_limited, task back to ready.
+    let ended = jiff::Timestamp::now().as_second();
+    hermes
+        .execute(
+            "UPDATE task_runs SET status='rate_limited', outcome='rate_limited', ended_at=?1 WHERE id=?2",
+            rusqlite::params![ended, run],
+        )
+        .unwrap();
+    hermes
+        .execute(
+            "UPDATE tasks SET status='ready', claim_lock=NULL, worker_pid=NULL, current_run_id=NULL, \
+             last_failure_error='pid 1 exited rate-limited (quota wall)' WHERE id='t'",
+            [],
+        )
+        .unwrap();
+    let mut b = board(&db);
+    b.park(&park_req("t", run, "r"))
+        .unwrap()
+        .applied()
+        .expect("parked from ready");
+    b.release(&ReleaseRequest {
+        task_id: "t".into(),
+        reason: "due".into(),
+    })
+    .unwrap();
+    // Hermes' respawn guard reads the newest ended run: it must be ours now.
+    let (outcome, newest_end): (String, i64) = hermes
+        .query_row(
+            "SELECT outcome, ended_at FROM task_runs WHERE task_id='t' AND ended_at IS NOT NULL \
+             ORDER BY ended_at DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(outcome, "scheduled");
+    assert!(
+        newest_end > ended,
+        "strictly newer than the rate_limited run"
+    );
+    let err: Option<String> = hermes
+        .query_row(
+            "SELECT last_failure_error FROM tasks WHERE id='t'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(err, None, "no quota text left for the blocker_auth guard");
+}
