@@ -330,11 +330,11 @@ impl Default for LogPatterns {
                 r"kanban dispatcher: unexpected watcher error",
             ]),
             shutdown: v(&[
-                r"(?i)gateway (is )?shutting down",
-                r"(?i)kanban dispatcher: (stopped|shutting down|cancelled)",
+                r"(?i-u)gateway (is )?shutting down",
+                r"(?i-u)kanban dispatcher: (stopped|shutting down|cancelled)",
             ]),
             provider_failure: v(&[
-                r"(?i)(oauth|access_token|usage limit|rate limit|HTTP 429|quota)",
+                r"(?i-u)(oauth|access_token|usage limit|rate limit|HTTP 429|quota)",
             ]),
         }
     }
