@@ -189,13 +189,13 @@ impl Board {
     /// with our event as the latest scheduling decision (an operator who
     /// rescheduled or unblocked a task by hand takes it back from us).
     pub fn parked(&self) -> Result<Vec<Parked>, BoardError> {
-        let mut stmt = self.conn.prepare_cached(
+        let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT t.id, t.assignee, e.kind, e.payload, e.created_at FROM tasks t \
              JOIN task_events e ON e.id = (SELECT MAX(id) FROM task_events x \
-               WHERE x.task_id = t.id AND x.kind IN ('scheduled','unblocked','watchdog_parked',\
-               'watchdog_held','watchdog_released','promoted_manual','assigned')) \
+               WHERE x.task_id = t.id AND x.kind IN {}) \
              WHERE t.status = 'scheduled' AND e.kind IN ('watchdog_parked','watchdog_held')",
-        )?;
+            writes::SCHEDULING_KINDS
+        ))?;
         let rows = stmt.query_map([], |r| {
             let payload: Option<String> = r.get(3)?;
             let kind: String = r.get(2)?;

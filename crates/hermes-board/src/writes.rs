@@ -9,6 +9,12 @@ use crate::types::{Change, Kind, ParkRequest, ReleaseRequest, TaskRow, TaskState
 
 const ACTOR: &str = "kanban-watchdog";
 
+/// Event kinds that decide who holds a `scheduled` task: ours only while the
+/// newest of these is `watchdog_parked` or `watchdog_held`. Used by both
+/// [`crate::Board::parked`] and [`release`], so they agree on ownership.
+pub(crate) const SCHEDULING_KINDS: &str = "('scheduled','unblocked','watchdog_parked',\
+'watchdog_held','watchdog_released','promoted_manual','assigned')";
+
 pub(crate) fn record_applied(
     conn: &Connection,
     task_id: &str,
@@ -114,6 +120,21 @@ fn synthesize_ended_run(
     Ok(())
 }
 
+/// A run still pointed at by a task that is not running is closed as
+/// `reclaimed`, as Hermes' unblock does.
+fn close_dangling_run(tx: &Transaction<'_>, task: &TaskRow, now: i64) -> rusqlite::Result<()> {
+    if let Some(dangling) = task.current_run_id {
+        end_run(
+            tx,
+            dangling,
+            "reclaimed",
+            "invariant recovery by kanban-watchdog",
+            now,
+        )?;
+    }
+    Ok(())
+}
+
 fn append_event(
     tx: &Transaction<'_>,
     task_id: &str,
@@ -192,14 +213,8 @@ pub(crate) fn park(
             &req.reason,
             now,
         )?;
-    } else if let Some(dangling) = task.current_run_id {
-        end_run(
-            tx,
-            dangling,
-            "reclaimed",
-            "invariant recovery by kanban-watchdog",
-            now,
-        )?;
+    } else {
+        close_dangling_run(tx, &task, now)?;
     }
     let reset_failures = req.kind == Kind::Requeued;
     // A budget block says why in the field `hermes kanban show` prints.
@@ -276,9 +291,10 @@ pub(crate) fn release(
     // Only release what we parked: our event must be the latest scheduling decision.
     let latest: Option<(String, Option<String>)> = tx
         .query_row(
-            "SELECT kind, payload FROM task_events WHERE task_id = ?1 AND kind IN \
-             ('scheduled','unblocked','watchdog_parked','watchdog_held','watchdog_released',\
-             'promoted_manual','assigned') ORDER BY id DESC LIMIT 1",
+            &format!(
+                "SELECT kind, payload FROM task_events WHERE task_id = ?1 AND kind IN \
+                 {SCHEDULING_KINDS} ORDER BY id DESC LIMIT 1"
+            ),
             [&task.id],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
@@ -296,15 +312,7 @@ pub(crate) fn release(
         }
     };
     let before = state(&task);
-    if let Some(dangling) = task.current_run_id {
-        end_run(
-            tx,
-            dangling,
-            "reclaimed",
-            "invariant recovery by kanban-watchdog",
-            now,
-        )?;
-    }
+    close_dangling_run(tx, &task, now)?;
     let target = unblocked_status(tx, &task.id)?;
     let changed = tx.execute(
         "UPDATE tasks SET status = ?1, current_run_id = NULL, consecutive_failures = 0, \
