@@ -370,14 +370,18 @@ fn story(
             .then_some(s.dispatcher.reason.unwrap_or_default())
     })?;
     n.say(&format!("watchdog: {stalled}"));
-    let firing = wait_for("a firing alert at the webhook", || {
-        alerts
-            .lock()
-            .ok()?
-            .iter()
-            .find(|a| a["alert"] == "dispatcher_stalled" && a["status"] == "firing")
-            .cloned()
-    })?;
+    // The webhook receiver's copy of the stall alert with this status.
+    let stall_alert = |status: &str| {
+        wait_for(&format!("a {status} stall alert at the webhook"), || {
+            alerts
+                .lock()
+                .ok()?
+                .iter()
+                .find(|a| a["alert"] == "dispatcher_stalled" && a["status"] == status)
+                .cloned()
+        })
+    };
+    let firing = stall_alert("firing")?;
     n.say(&format!(
         "webhook received: {}",
         firing["text"].as_str().unwrap_or("?")
@@ -396,14 +400,7 @@ fn story(
         done.then_some(())
     })?;
     n.say("new gateway claimed t_demo2 and t_demo3: both done");
-    let resolved = wait_for("the resolved alert", || {
-        alerts
-            .lock()
-            .ok()?
-            .iter()
-            .find(|a| a["alert"] == "dispatcher_stalled" && a["status"] == "resolved")
-            .cloned()
-    })?;
+    let resolved = stall_alert("resolved")?;
     n.say(&format!(
         "webhook received: {}",
         resolved["text"].as_str().unwrap_or("?")
