@@ -9,6 +9,7 @@ use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use serde::Deserialize;
 
 use crate::error::CatalogueError;
+use crate::evidence::{self, Rejection};
 use crate::{Classification, ClassifyContext, FailureClass, provider, redact, reset};
 
 /// Longest part of a line that is considered for matching (bytes).
@@ -20,8 +21,19 @@ const REGEX_SIZE_LIMIT: usize = 2 * 1024 * 1024;
 /// Lazy-DFA cache limit; small on purpose, the shim must stay lean.
 const DFA_SIZE_LIMIT: usize = 1024 * 1024;
 
-/// The embedded built-in catalogue.
-const BUILTIN_YAML: &str = include_str!("builtin.yaml");
+/// The embedded built-in catalogue, one part per provider family (the
+/// provider-specific parts first, the generic part last), with its origin
+/// for error messages.
+pub(crate) const BUILTIN_PARTS: &[(&str, &str)] = &[
+    ("builtin/openai.yaml", include_str!("builtin/openai.yaml")),
+    (
+        "builtin/anthropic.yaml",
+        include_str!("builtin/anthropic.yaml"),
+    ),
+    ("builtin/google.yaml", include_str!("builtin/google.yaml")),
+    ("builtin/others.yaml", include_str!("builtin/others.yaml")),
+    ("builtin/generic.yaml", include_str!("builtin/generic.yaml")),
+];
 
 /// One failure signature: a named regex with the class it indicates.
 #[derive(Debug)]
@@ -31,8 +43,13 @@ pub struct Signature {
     provider: Option<String>,
     transient: bool,
     priority: i32,
+    /// A bare status code or reason phrase: counts only with LLM-API
+    /// context around it (see [`crate::evidence`]).
+    generic: bool,
     pattern: String,
     description: Option<String>,
+    /// Texts it must win on, judged alone (tested for the built-ins).
+    examples: Vec<String>,
     /// Compiled lazily (or eagerly when validating a user catalogue).
     /// `None` inside means the pattern failed to compile (only possible for
     /// unvalidated input, i.e. never for a catalogue that loaded).
@@ -59,6 +76,14 @@ impl Signature {
     /// Priority (higher wins).
     pub fn priority(&self) -> i32 {
         self.priority
+    }
+    /// Texts the signature must win on, each judged alone.
+    pub fn examples(&self) -> &[String] {
+        &self.examples
+    }
+    /// Whether it is generic (needs LLM-API context to count).
+    pub fn generic(&self) -> bool {
+        self.generic
     }
     /// The regex source.
     pub fn pattern(&self) -> &str {
@@ -154,18 +179,20 @@ enum Signatures {
 /// The parsed built-in signatures (once per process).
 fn builtin_signatures() -> &'static [Arc<Signature>] {
     static BUILTIN: OnceLock<Vec<Arc<Signature>>> = OnceLock::new();
-    BUILTIN.get_or_init(
-        || match parse_signatures(BUILTIN_YAML, "builtin.yaml", false) {
-            Ok(sigs) => sigs,
-            Err(e) => {
+    BUILTIN.get_or_init(|| {
+        let mut all = Vec::new();
+        for (origin, yaml) in BUILTIN_PARTS {
+            match parse_signatures(yaml, origin, false) {
+                Ok(sigs) => all.extend(sigs),
                 // Tests guarantee the embedded catalogue is valid.
-                if cfg!(debug_assertions) {
-                    panic!("built-in signature catalogue is invalid: {e}");
+                Err(e) if cfg!(debug_assertions) => {
+                    panic!("built-in signature catalogue is invalid: {e}")
                 }
-                Vec::new()
+                Err(_) => {}
             }
-        },
-    )
+        }
+        all
+    })
 }
 
 impl Default for Catalogue {
@@ -189,7 +216,12 @@ impl Catalogue {
         }
     }
 
-    /// The built-in catalogue (embedded `builtin.yaml`, see
+    /// The YAML sources of the built-in catalogue: (origin, text) per part.
+    pub fn builtin_sources() -> &'static [(&'static str, &'static str)] {
+        BUILTIN_PARTS
+    }
+
+    /// The built-in catalogue (embedded `builtin/*.yaml`, see
     /// `config/signatures.example.yaml` for the format).
     ///
     /// Cheap: the YAML is parsed once per process on first use, and the
@@ -263,41 +295,201 @@ impl Catalogue {
         self.signatures().find(|s| s.name == name)
     }
 
-    /// Classifies captured worker output.
+    /// Classifies captured worker output (one stream).
     ///
-    /// The text is examined line by line (split on `\n`, each line capped at
-    /// 8 KiB); a signature matches when its pattern matches within one line.
-    /// When several signatures match anywhere in the text, the most specific
-    /// wins, deterministically: highest `priority`, then a signature with a
-    /// `provider` over one without, then the longest pattern, then catalogue
-    /// order. If the winner matched several lines, the last one is reported
-    /// (the most recent failure).
+    /// Same as [`Catalogue::judge`] with a single stream, keeping only the
+    /// winner.
+    pub fn classify(&self, text: &str, ctx: &ClassifyContext) -> Option<Classification> {
+        self.judge(&[text], ctx).winner
+    }
+
+    /// Judges captured worker output, one text per stream (stdout, stderr),
+    /// and says why each candidate signature won or lost.
+    ///
+    /// Each stream is examined line by line (split on `\n`, each line capped
+    /// at 8 KiB); a signature matches when its pattern matches within one
+    /// line. A matching line is **evidence** only if it passes the rules of
+    /// [`crate::evidence`]: at the end of its stream, not quoted (diff,
+    /// Markdown, code, test output, access log), and for a generic signature
+    /// with LLM-API context around it. Of the signatures with evidence, the
+    /// most specific wins, deterministically: highest `priority`, then a
+    /// signature with a `provider` over one without, then the longest
+    /// pattern, then catalogue order. For each signature the last line that
+    /// is evidence is the one reported.
     ///
     /// The reset time is taken from the matched line first, then from the
-    /// rest of the text (nearest occurrence); the provider is the signature's,
-    /// else inferred from the text. See the [crate docs](crate) for both.
+    /// rest of its stream (nearest occurrence); the provider is the
+    /// signature's, else inferred from the text. See the [crate docs](crate).
     ///
-    /// Returns `None` for empty/blank text without compiling anything; the
-    /// regexes are compiled on the first call with non-blank text.
-    pub fn classify(&self, text: &str, ctx: &ClassifyContext) -> Option<Classification> {
+    /// Blank input costs nothing; the regexes are compiled on the first call
+    /// with non-blank text.
+    pub fn judge(&self, streams: &[&str], ctx: &ClassifyContext) -> Judgement {
+        let mut judgement = Judgement::default();
         let sigs = self.sigs();
-        if sigs.is_empty() || text.trim().is_empty() {
-            return None;
+        if sigs.is_empty() || streams.iter().all(|t| t.trim().is_empty()) {
+            return judgement;
         }
         let compiled = self.compiled.get_or_init(|| Compiled::build(sigs));
-        let mut candidates: Vec<usize> = match &compiled.set {
-            Some(set) => set.matches(text).into_iter().collect(),
-            None => (0..sigs.len()).collect(),
-        };
-        candidates.sort_by_key(|&i| compiled.rank.get(i).copied().unwrap_or(usize::MAX));
-        for i in candidates {
-            let Some(sig) = sigs.get(i) else { continue };
-            let Some(re) = sig.regex() else { continue };
-            if let Some(line_start) = last_matching_line(re, text) {
-                return Some(build_classification(sig, text, line_start, ctx));
+        // (rank, stream, signature index, line start) of every accepted candidate.
+        let mut accepted: Vec<(usize, usize, usize, usize)> = Vec::new();
+        for (stream, text) in streams.iter().enumerate() {
+            if text.trim().is_empty() {
+                continue;
+            }
+            let candidates: Vec<usize> = match &compiled.set {
+                Some(set) => set.matches(text).into_iter().collect(),
+                None => (0..sigs.len()).collect(),
+            };
+            if candidates.is_empty() {
+                continue;
+            }
+            let zone = evidence::tail_zone_start(text);
+            for i in candidates {
+                let Some(sig) = sigs.get(i) else { continue };
+                let Some(re) = sig.regex() else { continue };
+                let lines = matching_lines(re, text);
+                let Some(&last) = lines.last() else { continue };
+                let mut first_rejection = None;
+                let mut accepted_at = None;
+                for &start in lines.iter().rev() {
+                    let line = considered_line(text, start);
+                    match evidence::judge_line(text, start, line, zone, sig.generic) {
+                        Ok(()) => {
+                            accepted_at = Some(start);
+                            break;
+                        }
+                        Err(r) => {
+                            first_rejection.get_or_insert(r);
+                            if r == Rejection::NotAtEnd {
+                                break;
+                            }
+                        }
+                    }
+                }
+                let rank = compiled.rank.get(i).copied().unwrap_or(usize::MAX);
+                match (accepted_at, first_rejection) {
+                    (Some(start), _) => accepted.push((rank, stream, i, start)),
+                    (None, rejection) => judgement.candidates.push(candidate(
+                        sig,
+                        stream,
+                        text,
+                        last,
+                        CandidateOutcome::Rejected(rejection.unwrap_or(Rejection::NotAtEnd)),
+                    )),
+                }
             }
         }
-        None
+        accepted.sort_by_key(|&(rank, stream, _, start)| (rank, Reverse(stream), Reverse(start)));
+        let winner_name = accepted
+            .first()
+            .and_then(|&(_, _, i, _)| sigs.get(i))
+            .map(|s| s.name.clone());
+        for (n, &(_, stream, i, start)) in accepted.iter().enumerate() {
+            let Some(sig) = sigs.get(i) else { continue };
+            let text = streams.get(stream).copied().unwrap_or_default();
+            if n == 0 {
+                judgement.winner = Some(build_classification(sig, text, start, ctx));
+                judgement.candidates.push(candidate(
+                    sig,
+                    stream,
+                    text,
+                    start,
+                    CandidateOutcome::Won,
+                ));
+            } else {
+                let by = winner_name.clone().unwrap_or_default();
+                judgement.candidates.push(candidate(
+                    sig,
+                    stream,
+                    text,
+                    start,
+                    CandidateOutcome::Outranked { by },
+                ));
+            }
+        }
+        judgement
+    }
+}
+
+/// The result of [`Catalogue::judge`]: the winning classification, if any,
+/// and every signature that matched, with why it won or lost.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Judgement {
+    /// What the output shows the run died of, if anything.
+    pub winner: Option<Classification>,
+    /// Every signature that matched a line, the winner first among the
+    /// accepted ones, then the outranked, after the rejected.
+    pub candidates: Vec<Candidate>,
+}
+
+/// One signature that matched, as [`Catalogue::judge`] saw it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Candidate {
+    /// Signature name.
+    pub signature: String,
+    /// Its class.
+    pub class: FailureClass,
+    /// Its provider (not inferred).
+    pub provider: Option<String>,
+    /// Its priority.
+    pub priority: i32,
+    /// Whether it is generic.
+    pub generic: bool,
+    /// Index of the stream (0 = the first text given).
+    pub stream: usize,
+    /// 1-based line number within the stream.
+    pub line_no: usize,
+    /// The line, trimmed, redacted, capped at 1 KiB.
+    pub line: String,
+    /// Won, outranked, or rejected and why.
+    pub outcome: CandidateOutcome,
+}
+
+/// Why a candidate won or lost.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CandidateOutcome {
+    /// The winner.
+    Won,
+    /// Evidence, but a more specific signature won.
+    Outranked {
+        /// The winning signature.
+        by: String,
+    },
+    /// Not evidence.
+    Rejected(Rejection),
+}
+
+impl CandidateOutcome {
+    /// One human-readable phrase.
+    pub fn describe(&self) -> String {
+        match self {
+            CandidateOutcome::Won => "won".into(),
+            CandidateOutcome::Outranked { by } => {
+                format!("outranked by {by} (priority, then provider-specific, then longer pattern)")
+            }
+            CandidateOutcome::Rejected(r) => format!("rejected: {}", r.describe()),
+        }
+    }
+}
+
+fn candidate(
+    sig: &Signature,
+    stream: usize,
+    text: &str,
+    start: usize,
+    outcome: CandidateOutcome,
+) -> Candidate {
+    let line = considered_line(text, start);
+    Candidate {
+        signature: sig.name.clone(),
+        class: sig.class,
+        provider: sig.provider.clone(),
+        priority: sig.priority,
+        generic: sig.generic,
+        stream,
+        line_no: text[..start].matches('\n').count() + 1,
+        line: truncate(&redact::redact(line.trim()), MAX_MATCHED_LINE).to_owned(),
+        outcome,
     }
 }
 
@@ -352,9 +544,10 @@ pub(crate) fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// Start offset of the last line (capped at [`MAX_LINE`]) that `re` matches.
-fn last_matching_line(re: &Regex, text: &str) -> Option<usize> {
-    let mut found = None;
+/// Start offsets of the lines (each capped at [`MAX_LINE`]) that `re`
+/// matches, in order.
+fn matching_lines(re: &Regex, text: &str) -> Vec<usize> {
+    let mut found = Vec::new();
     let mut pos = 0;
     while pos <= text.len() {
         let Some(m) = re.find_at(text, pos) else {
@@ -366,7 +559,7 @@ fn last_matching_line(re: &Regex, text: &str) -> Option<usize> {
         // A match inside the considered part of one line counts as is; one
         // that crosses a line break or the cap is re-checked on the line alone.
         if m.end() <= line_end || re.is_match(line) {
-            found = Some(start);
+            found.push(start);
         }
         // Continue with the next line.
         match text[m.start()..].find('\n') {
@@ -375,6 +568,11 @@ fn last_matching_line(re: &Regex, text: &str) -> Option<usize> {
         }
     }
     found
+}
+
+#[cfg(test)]
+fn last_matching_line(re: &Regex, text: &str) -> Option<usize> {
+    matching_lines(re, text).last().copied()
 }
 
 // ---------------------------------------------------------------------------
@@ -397,6 +595,8 @@ struct RawSignature {
     priority: Option<i32>,
     pattern: Option<String>,
     description: Option<String>,
+    generic: Option<bool>,
+    examples: Option<Vec<String>>,
 }
 
 fn parse(yaml: &str, origin: &str, validate: bool) -> Result<Catalogue, CatalogueError> {
@@ -491,8 +691,10 @@ fn parse_signatures(
             provider,
             transient: raw.transient.unwrap_or_else(|| class.default_transient()),
             priority: raw.priority.unwrap_or(0),
+            generic: raw.generic.unwrap_or(false),
             pattern,
             description: raw.description,
+            examples: raw.examples.unwrap_or_default(),
             regex,
         }));
     }

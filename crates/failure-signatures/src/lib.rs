@@ -71,6 +71,7 @@
 
 mod catalogue;
 mod error;
+pub mod evidence;
 mod provider;
 pub mod redact;
 mod reset;
@@ -80,7 +81,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-pub use catalogue::{Catalogue, Signature};
+pub use catalogue::{Candidate, CandidateOutcome, Catalogue, Judgement, Signature};
 pub use error::CatalogueError;
 pub use redact::redact;
 

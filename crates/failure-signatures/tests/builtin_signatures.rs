@@ -447,10 +447,57 @@ fn builtin_names_are_unique_and_patterns_valid() {
             .unwrap_or_else(|e| panic!("{}: invalid pattern: {e}", sig.name()));
         assert!(!re.is_match(""), "{} matches empty text", sig.name());
     }
-    // The embedded YAML also passes the strict user-catalogue validation.
-    let strict = Catalogue::from_yaml_str(include_str!("../src/builtin.yaml"), "builtin.yaml")
-        .expect("built-in catalogue validates");
-    assert_eq!(strict.len(), cat.len());
+    // Every embedded part also passes the strict user-catalogue validation.
+    let mut strict = 0;
+    for (origin, yaml) in Catalogue::builtin_sources() {
+        strict += Catalogue::from_yaml_str(yaml, origin)
+            .unwrap_or_else(|e| panic!("{origin}: {e}"))
+            .len();
+    }
+    assert_eq!(strict, cat.len());
+}
+
+/// Each built-in signature carries `examples:` in its YAML: real texts it
+/// must win on, each judged alone with the evidence rules.
+#[test]
+fn every_builtin_signature_wins_on_its_yaml_examples() {
+    let cat = Catalogue::builtin();
+    let mut failures = Vec::new();
+    for sig in cat.signatures() {
+        for example in sig.examples() {
+            match cat.classify(example, &ctx()) {
+                Some(c) if c.signature == sig.name() => {}
+                Some(c) => failures.push(format!(
+                    "{}: example won by {} ({}): {example:?}",
+                    sig.name(),
+                    c.signature,
+                    c.class
+                )),
+                None => failures.push(format!(
+                    "{}: example not classified: {example:?}",
+                    sig.name()
+                )),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A class that needs a human (re-auth, billing) never comes from a generic
+/// signature: a bare status code or reason phrase cannot hold a provider
+/// until someone acts.
+#[test]
+fn no_generic_signature_needs_a_human() {
+    for sig in Catalogue::builtin().signatures() {
+        let needs_human = matches!(sig.class(), AuthExpired | AuthInvalid | Billing)
+            || (sig.class() == Quota && !sig.transient());
+        assert!(
+            !(needs_human && sig.generic()),
+            "{} is generic but of class {}",
+            sig.name(),
+            sig.class()
+        );
+    }
 }
 
 #[test]

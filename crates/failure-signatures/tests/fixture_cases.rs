@@ -33,7 +33,27 @@ const RELATIVE: &str = "shared/fixtures/provider-errors.yaml";
 
 /// `PROVIDER_ERRORS_FIXTURE`, else `shared/fixtures/provider-errors.yaml` in
 /// CARGO_MANIFEST_DIR or any ancestor (this covers both `<workspace>/shared`
-/// and `<workspace>/../shared`, the layout CI uses).
+/// and `<workspace>/../shared`, the layout CI uses). `None` on a plain clone
+/// without `shared/` beside it: the tests that need it say SKIPPED (the
+/// vendored copy is tested either way); under CI (`CI=true`), where
+/// `shared/` is always laid beside the checkout, its absence is a failure.
+fn shared_fixture() -> Option<PathBuf> {
+    let found = std::panic::catch_unwind(shared_fixture_path);
+    match found {
+        Ok(p) => Some(p),
+        Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI=true but shared/fixtures/provider-errors.yaml is not beside the checkout")
+        }
+        Err(_) => {
+            println!(
+                "SKIPPED: shared/fixtures/provider-errors.yaml is not beside this checkout; \
+                 the vendored copy tests/fixtures/provider-errors.yaml was tested instead"
+            );
+            None
+        }
+    }
+}
+
 fn shared_fixture_path() -> PathBuf {
     if let Some(p) = std::env::var_os("PROVIDER_ERRORS_FIXTURE") {
         let p = PathBuf::from(p);
@@ -159,7 +179,9 @@ fn check_case(catalogue: &Catalogue, ctx: &ClassifyContext, case: &Case) -> Resu
 
 #[test]
 fn shared_fixture_cases() {
-    check_all(&shared_fixture_path());
+    if let Some(path) = shared_fixture() {
+        check_all(&path);
+    }
 }
 
 #[test]
@@ -193,7 +215,10 @@ fn vendored_copy_covers_every_class_and_lookalikes() {
 
 #[test]
 fn vendored_copy_includes_every_shared_case() {
-    let shared = load(&shared_fixture_path());
+    let Some(path) = shared_fixture() else {
+        return;
+    };
+    let shared = load(&path);
     let vendored = load(&vendored_fixture_path());
     let missing: Vec<&str> = shared
         .cases

@@ -45,31 +45,40 @@ pub fn catalogue(extra: Option<&Path>) -> (Catalogue, Option<String>) {
     }
 }
 
-/// Scans stdout then stderr captures. Secrets were already masked, and the
-/// matched line is masked again in case a signature's line spans both.
+/// Judges the stdout and stderr captures, each as its own stream (a
+/// failure counts only at the end of its stream, see
+/// `failure_signatures::evidence`). Secrets were already masked; the matched
+/// line is masked again in case a signature's line spans both halves.
 pub fn classify(
     catalogue: &Catalogue,
     stdout: &StreamCapture,
     stderr: &StreamCapture,
     ctx: impl FnOnce() -> ClassifyContext,
 ) -> Option<Classification> {
-    let mut text = String::new();
-    for part in [&stdout.head, &stdout.tail, &stderr.head, &stderr.tail] {
-        if part.is_empty() {
-            continue;
-        }
-        text.push_str(part);
-        if !part.ends_with('\n') {
-            text.push('\n');
-        }
-    }
-    if text.trim().is_empty() {
+    let stdout = stream_text(stdout);
+    let stderr = stream_text(stderr);
+    if stdout.trim().is_empty() && stderr.trim().is_empty() {
         return None;
     }
-    catalogue.classify(&text, &ctx()).map(|mut c| {
-        c.matched_line = redact(&c.matched_line).into_owned();
-        c
-    })
+    catalogue
+        .judge(&[&stdout, &stderr], &ctx())
+        .winner
+        .map(|mut c| {
+            c.matched_line = redact(&c.matched_line).into_owned();
+            c
+        })
+}
+
+/// One stream's captured text: head then tail (contiguous unless bytes
+/// were dropped between them, in which case a line break separates them).
+fn stream_text(s: &StreamCapture) -> String {
+    let mut text = String::with_capacity(s.head.len() + s.tail.len() + 1);
+    text.push_str(&s.head);
+    if s.truncated && !s.tail.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&s.tail);
+    text
 }
 
 /// The code the shim exits with, given how the worker ended.

@@ -1,0 +1,254 @@
+//! Where a matching line sits, and whether it reads like a failure the run
+//! died of or like a mention of one.
+//!
+//! Worker output is written by an LLM agent that reads logs, quotes docs,
+//! prints diffs and runs test suites, so a signature matching *somewhere*
+//! proves nothing. A match counts as evidence only when its line:
+//!
+//! 1. sits at the **end of its stream** (among the last [`TAIL_LINES`]
+//!    non-blank lines): a worker that died of a provider error prints it
+//!    last, and errors a worker recovered from are followed by more work;
+//! 2. is **not quoted**: not a diff line (`+`/`-`/`@@`), not a Markdown
+//!    quote, heading, bullet or table row, not source code (`raise`,
+//!    `except`, `if ... ==`, `assert`, comments, string literals in
+//!    calls), not a test runner's verdict (`PASSED`, `ok`, `✓`), not an
+//!    access-log line of a local server;
+//! 3. for a **generic** signature (a bare status code or reason phrase),
+//!    also has **LLM-API context** within its frame (the line and the
+//!    [`FRAME_LINES`] lines around it): a provider label, an SDK exception
+//!    prefix, a known API host or path, or a Hermes provider-error frame.
+//!    A generic signature never stands alone.
+
+use std::sync::OnceLock;
+
+use regex::{Regex, RegexBuilder};
+
+/// A match counts only among the last this many non-blank lines of a stream.
+pub const TAIL_LINES: usize = 40;
+/// Lines before and after a generic match searched for LLM-API context.
+pub const FRAME_LINES: usize = 6;
+
+/// Why a matching line is not evidence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// More than [`TAIL_LINES`] non-blank lines follow it.
+    NotAtEnd,
+    /// The line is quoted: a diff, Markdown, source code, test output, access log.
+    Quoted(&'static str),
+    /// A generic signature with no LLM-API context in its frame.
+    NoApiContext,
+}
+
+impl Rejection {
+    /// One human-readable phrase.
+    pub fn describe(&self) -> String {
+        match self {
+            Rejection::NotAtEnd => format!(
+                "not among the last {TAIL_LINES} lines of its stream (a mention, not the error the run died of)"
+            ),
+            Rejection::Quoted(what) => format!("quoted text ({what})"),
+            Rejection::NoApiContext => format!(
+                "generic signature with no provider or LLM-API context within {FRAME_LINES} lines"
+            ),
+        }
+    }
+}
+
+/// Byte offset from which lines are "at the end" of `text`.
+pub fn tail_zone_start(text: &str) -> usize {
+    let mut seen = 0usize;
+    let mut end = text.len();
+    // Walk lines backwards.
+    while end > 0 {
+        let start = text[..end].rfind('\n').map_or(0, |i| i + 1);
+        let line = &text[start..end];
+        if !line.trim().is_empty() {
+            seen += 1;
+            if seen == TAIL_LINES {
+                return start;
+            }
+        }
+        if start == 0 {
+            break;
+        }
+        end = start - 1;
+    }
+    0
+}
+
+fn build(pattern: &str) -> Regex {
+    match RegexBuilder::new(pattern).build() {
+        Ok(re) => re,
+        // The patterns below are static; a unit test compiles each of them.
+        Err(e) => panic!("static evidence regex must compile: {e}"),
+    }
+}
+
+/// Why `line` reads as quoted text, if it does.
+pub fn quoted(line: &str) -> Option<&'static str> {
+    static RULES: OnceLock<Vec<(Regex, &'static str)>> = OnceLock::new();
+    let rules = RULES.get_or_init(|| {
+        [
+            // Unified diffs and patches.
+            (r"^(?:[+-](?:[^+-]|$)|@@ |diff --git |index [0-9a-f]+\.\.)", "a diff line"),
+            // Markdown: quote, heading, list item, table row, code fence.
+            (r"^[ \t]*(?:>|#{1,6} |[*] |- |[0-9]+\. |\||```)", "Markdown"),
+            // Source code that raises, catches, compares or tests an error.
+            (
+                r"^[ \t]*(?:raise |throw |except\b|catch\b|if |elif |else\b|case |when |assert|expect\(|return |def |fn |class |struct |enum |const |let |var |import |from \S+ import|#\[|//|/\*|\* |# |-- |@)",
+                "source code",
+            ),
+            (r"(?:==|!=)[ \t]*[0-9]{3}\b|\b[0-9]{3}[ \t]*(?:==|!=)", "a comparison in code"),
+            (r#"\b(?:assert[A-Za-z_]*|expect|mock[A-Za-z_]*|patch|respond(?:With)?|status)\(\s*[0-9]{3}\b"#, "a test or mock"),
+            // Test runners: pytest, cargo test, jest/vitest, go test.
+            (
+                r"(?:\bPASSED\b|\bpassed\b|\bok\b$|\.\.\. ok\b|^[ \t]*(?:✓|✔|√)|^[ \t]*--- PASS|^[ \t]*PASS\b|\bSKIPPED\b|\bXFAIL\b)",
+                "test output",
+            ),
+            // Access logs of a local server: `"POST /v1/x HTTP/1.1" 429 -`.
+            (r#""(?:GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS) [^"]* HTTP/[0-9.]+" [0-9]{3}\b"#, "an access-log line"),
+            (r"\b(?:INFO|DEBUG)\b.*\b(?:127\.0\.0\.1|localhost)(?::[0-9]+)?\b", "a local server's log"),
+        ]
+        .into_iter()
+        .map(|(p, why)| (build(p), why))
+        .collect()
+    });
+    let trimmed = line.trim_end();
+    rules
+        .iter()
+        .find(|(re, _)| re.is_match(trimmed))
+        .map(|(_, why)| *why)
+}
+
+/// Whether `frame` (a line and its neighbours) names an LLM provider or API.
+pub fn has_api_context(frame: &str) -> bool {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    let re = RE.get_or_init(|| {
+        build(
+            r#"(?x)
+            (?i:provider)["']?[ \t]*[:=]
+            | \b(?:openai|anthropic|litellm|groq|mistralai|cohere|together|fireworks|google\.genai|google\.api_core|vertexai|botocore|ollama)\.[A-Za-z_.]*(?:Error|Exception)\b
+            | \b(?:APIStatusError|APIConnectionError|APITimeoutError|APIError|RateLimitError|InternalServerError|ServiceUnavailableError|OverloadedError|AuthenticationError|PermissionDeniedError|ThrottlingException|ServiceUnavailableException|ModelNotReadyException)\b
+            | \bapi\.(?:openai|anthropic|x|mistral|groq|together|fireworks|cohere|deepseek|perplexity|cerebras|moonshot)\.(?:com|ai|xyz|cn)\b
+            | \b(?:chatgpt\.com/backend-api|openrouter\.ai|generativelanguage\.googleapis\.com|aiplatform\.googleapis\.com|bedrock-runtime|openai\.azure\.com|api\.githubcopilot\.com|api\.deepseek\.com|dashscope|bigmodel\.cn)
+            | /v1/(?:chat/completions|completions|messages|responses|embeddings)\b
+            | :(?:generateContent|streamGenerateContent)\b
+            | \bAPI call failed\b | \b[Rr]ate limited after\b | \bAPI [Ee]rror\b
+            | \b(?:InvokeModel|Converse|ChatCompletions_Create)\b
+            | \bmodel\b["']?[ \t]*[:=`]
+            "#,
+        )
+    });
+    re.is_match(frame)
+}
+
+/// The line at `start` with up to [`FRAME_LINES`] lines on each side.
+pub fn frame_around(text: &str, start: usize, line_end: usize) -> &str {
+    let mut from = start;
+    for _ in 0..FRAME_LINES {
+        if from == 0 {
+            break;
+        }
+        from = text[..from - 1].rfind('\n').map_or(0, |i| i + 1);
+    }
+    let mut to = line_end;
+    for _ in 0..FRAME_LINES {
+        match text[to..].find('\n') {
+            Some(nl) if to + nl + 1 < text.len() => {
+                to = text[to + nl + 1..]
+                    .find('\n')
+                    .map_or(text.len(), |n| to + nl + 1 + n)
+            }
+            _ => {
+                to = text.len();
+                break;
+            }
+        }
+    }
+    &text[from..to]
+}
+
+/// Judges one matching line of a stream.
+pub fn judge_line(
+    text: &str,
+    line_start: usize,
+    line: &str,
+    zone_start: usize,
+    generic: bool,
+) -> Result<(), Rejection> {
+    if line_start < zone_start {
+        return Err(Rejection::NotAtEnd);
+    }
+    if let Some(why) = quoted(line) {
+        return Err(Rejection::Quoted(why));
+    }
+    if generic {
+        let frame = frame_around(text, line_start, line_start + line.len());
+        if !has_api_context(frame) {
+            return Err(Rejection::NoApiContext);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tail_zone_counts_non_blank_lines() {
+        let text: String = (0..100).map(|i| format!("line {i}\n\n")).collect();
+        let z = tail_zone_start(&text);
+        assert!(text[z..].starts_with(&format!("line {}", 100 - TAIL_LINES)));
+        assert_eq!(tail_zone_start("a\nb\n"), 0);
+    }
+
+    #[test]
+    fn quoted_lines() {
+        for (line, why) in [
+            ("+    \"status_code\": 429,", "a diff line"),
+            ("> HTTP 429 Too Many Requests", "Markdown"),
+            ("## 402 - Payment Required", "Markdown"),
+            (
+                "    raise RateLimitError(\"Rate limit exceeded\")",
+                "source code",
+            ),
+            ("if response.status_code == 429:", "source code"),
+            ("tests/test_api.py::test_429_retry PASSED", "test output"),
+            (
+                "127.0.0.1 - - [05/Jul/2026 10:00:00] \"POST /v1/chat/completions HTTP/1.1\" 429 -",
+                "an access-log line",
+            ),
+        ] {
+            assert_eq!(quoted(line), Some(why), "{line}");
+        }
+        for line in [
+            "openai.RateLimitError: Error code: 429 - {'error': {}}",
+            "📝 Error: HTTP 429: The usage limit has been reached",
+            "Error: 429 Too Many Requests",
+            "❌ Rate limited after 3 retries — HTTP 429",
+        ] {
+            assert_eq!(quoted(line), None, "{line}");
+        }
+    }
+
+    #[test]
+    fn api_context() {
+        assert!(has_api_context("🔌 Provider: openai-codex  Model: gpt-5"));
+        assert!(has_api_context(
+            "httpx.HTTPStatusError: Server error '529 ' for url 'https://api.anthropic.com/v1/messages'"
+        ));
+        assert!(!has_api_context(
+            "npm ERR! 429 Too Many Requests - GET https://registry.npmjs.org/left-pad"
+        ));
+        assert!(!has_api_context("Error: HTTP 429 Too Many Requests"));
+    }
+
+    #[test]
+    fn frames_reach_neighbouring_lines() {
+        let text = "a\nb\nc\nd\ne\nf\ng\nX\nh\n";
+        let start = text.find('X').unwrap_or(0);
+        let f = frame_around(text, start, start + 1);
+        assert!(f.starts_with("b\n") && f.contains("X\nh"), "{f:?}");
+    }
+}
