@@ -89,6 +89,10 @@ pub enum Command {
         #[arg(long, value_name = "DB")]
         board: Option<PathBuf>,
     },
+    /// Judge a worker's output like the shim does: which signature matched on which
+    /// line, class, provider, reset time, and why the other candidates lost.
+    /// Exit 0: a failure found; 1: none; 2: bad input.
+    Explain(crate::explain::ExplainArgs),
     /// Wire worker-shim into a Hermes install via HERMES_BIN (idempotent; --undo removes it).
     Wire {
         #[command(subcommand)]

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod explain;
 pub mod fake_gateway;
 pub mod gateway;
 pub mod health;

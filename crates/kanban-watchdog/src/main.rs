@@ -61,6 +61,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { keep } => demo::run(keep),
+        Command::Explain(args) => explain::run(&args),
         Command::Replay {
             common,
             records,
