@@ -18,6 +18,7 @@
 
 mod audit;
 mod error;
+mod facts;
 mod schema;
 pub mod testkit;
 mod types;
@@ -25,6 +26,9 @@ mod writes;
 
 pub use audit::AuditLog;
 pub use error::BoardError;
+pub use facts::{
+    DECISION_KINDS, DISPATCHER_OUTCOMES, RunFacts, RunVerdict, TaskDecision, WORKER_OUTCOMES,
+};
 pub use schema::{HERMES_0_19_SCHEMA, REQUIRED_COLUMNS};
 pub use types::{
     BoardOptions, EVENT_PREFIX, Kind, ParkRequest, Parked, ProgressMark, ReadyTask, ReleaseRequest,
@@ -122,6 +126,12 @@ impl Board {
                 RunRow::from_row,
             )
             .optional()?)
+    }
+
+    /// Who ended run `run_id` of task `task_id`, and whether a worker or a
+    /// person decided on the task since (see [`RunFacts`]). Read-only.
+    pub fn run_facts(&self, task_id: &str, run_id: i64) -> Result<RunFacts, BoardError> {
+        Ok(facts::run_facts(&self.conn, task_id, run_id)?)
     }
 
     /// Tasks in `ready`, in the dispatcher's order.
@@ -328,6 +338,27 @@ impl Board {
         }
         Ok(outcome)
     }
+}
+
+/// [`Board::run_facts`] on a board we do not write to (a record for
+/// another board): opens `path` read-only (never creating it), checks the
+/// schema, reads, closes. A locked board is [`BoardError::is_transient`].
+pub fn read_run_facts(
+    path: &Path,
+    task_id: &str,
+    run_id: i64,
+    busy_timeout: Duration,
+) -> Result<RunFacts, BoardError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags).map_err(|source| BoardError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    conn.busy_timeout(busy_timeout)?;
+    schema::check(&conn, path)?;
+    Ok(facts::run_facts(&conn, task_id, run_id)?)
 }
 
 fn file_identity(path: &Path) -> Option<(u64, u64)> {

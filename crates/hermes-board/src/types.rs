@@ -136,10 +136,16 @@ pub struct Parked {
 
 /// Move a task out of the dispatcher's way.
 ///
-/// Guards: with a `run_id` (a record-driven move), the task must be
-/// `running` that very run, or `ready`/`blocked` with that run as its
-/// newest; without one (a hold), it must be `ready` and unclaimed. Anything
-/// else is stale and changes nothing.
+/// Guards, checked inside the write transaction: with a `run_id` (a
+/// record-driven move), the task must be `running` that very run (still
+/// open), or `ready`/`blocked` with that run as its newest, the run ended by
+/// the dispatcher as a failure (`crashed`, `rate_limited`, `timed_out`,
+/// `spawn_failed`, `gave_up`: never a run the worker reported, `completed`
+/// or `blocked`), no worker's or person's decision on the task since (see
+/// [`crate::DECISION_KINDS`]), and a `blocked` task blocked by the
+/// dispatcher's breaker (`gave_up`), not by a `blocked` event. Without a
+/// `run_id` (a hold), it must be `ready` and unclaimed. Anything else is
+/// stale and changes nothing.
 #[derive(Clone, Debug, Serialize)]
 pub struct ParkRequest {
     pub task_id: String,

@@ -5,6 +5,7 @@
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::json;
 
+use crate::facts::RunVerdict;
 use crate::types::{Change, Kind, ParkRequest, ReleaseRequest, TaskRow, TaskState, WriteOutcome};
 
 const ACTOR: &str = "kanban-watchdog";
@@ -166,7 +167,16 @@ pub(crate) fn park(
     let status = task.status.as_str();
     // The guard: which state may this request move?
     let from_running = match (req.run_id, status) {
-        (Some(run), "running") if task.current_run_id == Some(run) => true,
+        (Some(run), "running") if task.current_run_id == Some(run) => {
+            let facts = crate::facts::run_facts(tx, &task.id, run)?;
+            if facts.verdict != RunVerdict::Open {
+                return Ok(stale(
+                    Some(status),
+                    format!("run {run} is {}", facts.verdict.describe()),
+                ));
+            }
+            true
+        }
         (Some(run), "running") => {
             return Ok(stale(
                 Some(status),
@@ -182,6 +192,34 @@ pub(crate) fn park(
                 return Ok(stale(
                     Some(status),
                     format!("task's newest run is {newest:?}, not run {run}"),
+                ));
+            }
+            // Only a run the dispatcher ended as a failure, on a task nobody
+            // decided on since; a blocked task only when the dispatcher's
+            // breaker blocked it (`gave_up`), never a worker's or a
+            // person's block.
+            let facts = crate::facts::run_facts(tx, &task.id, run)?;
+            if !matches!(facts.verdict, RunVerdict::EndedByDispatcher { .. }) {
+                return Ok(stale(
+                    Some(status),
+                    format!("run {run} was {}", facts.verdict.describe()),
+                ));
+            }
+            if let Some(d) = &facts.decided_after {
+                return Ok(stale(
+                    Some(status),
+                    format!(
+                        "{} decided on the task after run {run} ({} at {})",
+                        d.by(),
+                        d.kind,
+                        d.at
+                    ),
+                ));
+            }
+            if status == "blocked" && !facts.gave_up_after {
+                return Ok(stale(
+                    Some(status),
+                    format!("task is blocked, but not by the dispatcher's breaker after run {run}"),
                 ));
             }
             false

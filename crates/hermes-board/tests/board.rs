@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use hermes_board::testkit::{self, add_link, add_task, claim, create_board, events, status};
 use hermes_board::{
-    AuditLog, Board, BoardError, BoardOptions, Kind, ParkRequest, ReleaseRequest, WriteOutcome,
+    AuditLog, Board, BoardError, BoardOptions, Kind, ParkRequest, ReleaseRequest, RunVerdict,
+    WriteOutcome,
 };
 
 fn board(path: &Path) -> Board {
@@ -541,4 +542,221 @@ fn parking_after_hermes_recorded_rate_limited_ends_its_fixed_cooldown() {
         )
         .unwrap();
     assert_eq!(err, None, "no quota text left for the blocker_auth guard");
+}
+
+// ----- who ended the run, and who decided since (issue: worker output is untrusted)
+
+fn facts(b: &Board, task: &str, run: i64) -> hermes_board::RunFacts {
+    b.run_facts(task, run).unwrap()
+}
+
+#[test]
+fn run_facts_tell_who_ended_a_run_and_who_decided_on_the_task_since() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("kanban.db");
+    let mut hermes = create_board(&db).unwrap();
+    drop(hermes);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = bursty_writer(&db, stop.clone(), Duration::from_millis(10));
+    hermes = testkit::connect(&db).unwrap();
+    let b = board(&db);
+
+    // Open: running this very run.
+    add_task(&hermes, "open", "coder", "ready").unwrap();
+    let open = claim(&mut hermes, "open", 1).unwrap();
+    assert_eq!(facts(&b, "open", open).verdict, RunVerdict::Open);
+    assert!(facts(&b, "open", open).run_failed_undecided());
+    // A comment while the run is open decides nothing.
+    testkit::comment(&hermes, "open", "looking").unwrap();
+    assert!(facts(&b, "open", open).run_failed_undecided());
+
+    // The worker completed: reported by the worker.
+    add_task(&hermes, "done", "coder", "ready").unwrap();
+    let done = claim(&mut hermes, "done", 2).unwrap();
+    testkit::complete(&hermes, "done").unwrap();
+    let f = facts(&b, "done", done);
+    assert_eq!(
+        f.verdict,
+        RunVerdict::ReportedByWorker {
+            outcome: "completed".into()
+        }
+    );
+    assert!(!f.run_failed_undecided());
+
+    // The worker blocked it (`hermes kanban block --kind needs_input`).
+    add_task(&hermes, "blk", "coder", "ready").unwrap();
+    let blk = claim(&mut hermes, "blk", 3).unwrap();
+    testkit::block(&hermes, "blk", "need the API key").unwrap();
+    assert_eq!(
+        facts(&b, "blk", blk).verdict,
+        RunVerdict::ReportedByWorker {
+            outcome: "blocked".into()
+        }
+    );
+
+    // A protocol violation, then the breaker: ended by the dispatcher.
+    add_task(&hermes, "pv", "coder", "ready").unwrap();
+    let pv = claim(&mut hermes, "pv", 4).unwrap();
+    testkit::hermes_gave_up(&hermes, "pv").unwrap();
+    let f = facts(&b, "pv", pv);
+    assert_eq!(
+        f.verdict,
+        RunVerdict::EndedByDispatcher {
+            outcome: "crashed".into(),
+            protocol_violation: true
+        }
+    );
+    assert!(f.gave_up_after);
+    assert_eq!(f.decided_after, None);
+    assert!(f.run_failed_undecided());
+    // ...then a person comments: decided since.
+    testkit::comment(&hermes, "pv", "I'll look at it").unwrap();
+    let f = facts(&b, "pv", pv);
+    assert_eq!(f.decided_after.as_ref().unwrap().kind, "commented");
+    assert_eq!(f.decided_after.as_ref().unwrap().by(), "an operator");
+    assert!(!f.run_failed_undecided());
+
+    // Rate limited and timed out are the dispatcher's too.
+    for (id, outcome) in [("rl", "rate_limited"), ("to", "timed_out")] {
+        add_task(&hermes, id, "coder", "ready").unwrap();
+        let run = claim(&mut hermes, id, 5).unwrap();
+        testkit::dispatcher_ends_run(&hermes, id, outcome, outcome).unwrap();
+        assert_eq!(
+            facts(&b, id, run).verdict,
+            RunVerdict::EndedByDispatcher {
+                outcome: outcome.into(),
+                protocol_violation: false
+            }
+        );
+    }
+
+    // Reclaimed: ended otherwise.
+    add_task(&hermes, "rec", "coder", "ready").unwrap();
+    let rec = claim(&mut hermes, "rec", 6).unwrap();
+    testkit::dispatcher_ends_run(&hermes, "rec", "reclaimed", "reclaimed").unwrap();
+    assert_eq!(
+        facts(&b, "rec", rec).verdict,
+        RunVerdict::EndedOther {
+            outcome: Some("reclaimed".into())
+        }
+    );
+
+    // Unknown: no such run, or a run of another task.
+    assert_eq!(facts(&b, "open", 9_999).verdict, RunVerdict::Unknown);
+    assert_eq!(facts(&b, "open", done).verdict, RunVerdict::Unknown);
+
+    // Another board, verified read-only: same answer, file untouched, and a
+    // missing file is never created.
+    drop(b);
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    hermes
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    let before = std::fs::read(&db).unwrap();
+    let ro = hermes_board::read_run_facts(&db, "blk", blk, Duration::from_millis(200)).unwrap();
+    assert_eq!(
+        ro.verdict,
+        RunVerdict::ReportedByWorker {
+            outcome: "blocked".into()
+        }
+    );
+    assert_eq!(std::fs::read(&db).unwrap(), before);
+    let missing = tmp.path().join("missing.db");
+    assert!(hermes_board::read_run_facts(&missing, "t", 1, Duration::from_millis(200)).is_err());
+    assert!(!missing.exists());
+}
+
+#[test]
+fn park_never_moves_a_task_the_worker_reported_or_someone_decided_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("kanban.db");
+    drop(create_board(&db).unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = bursty_writer(&db, stop.clone(), Duration::from_millis(10));
+    let mut hermes = testkit::connect(&db).unwrap();
+    let mut b = board(&db);
+    let stale = |b: &mut Board, task: &str, run: i64| {
+        let out = b
+            .park(&park_req(task, run, &format!("rec-{task}")))
+            .unwrap();
+        match out {
+            WriteOutcome::Stale { why, .. } => why,
+            other => panic!("{task}: expected stale, got {other:?}"),
+        }
+    };
+
+    // The worker blocked its task itself: left blocked for a human.
+    add_task(&hermes, "blk", "coder", "ready").unwrap();
+    let run = claim(&mut hermes, "blk", 1).unwrap();
+    testkit::block(&hermes, "blk", "needs input").unwrap();
+    let why = stale(&mut b, "blk", run);
+    assert!(
+        why.contains("reported by the worker itself: blocked"),
+        "{why}"
+    );
+    assert_eq!(status(&hermes, "blk").unwrap(), "blocked");
+
+    // The dispatcher judged a crash, then a person commented: left alone.
+    add_task(&hermes, "cmt", "coder", "ready").unwrap();
+    let run = claim(&mut hermes, "cmt", 2).unwrap();
+    testkit::protocol_violation(&hermes, "cmt").unwrap();
+    testkit::comment(&hermes, "cmt", "on it").unwrap();
+    let why = stale(&mut b, "cmt", run);
+    assert!(why.contains("an operator decided on the task"), "{why}");
+    assert_eq!(status(&hermes, "cmt").unwrap(), "ready");
+
+    // The breaker blocked it, then a person unblocked it: left alone.
+    add_task(&hermes, "unb", "coder", "ready").unwrap();
+    let run = claim(&mut hermes, "unb", 3).unwrap();
+    testkit::hermes_gave_up(&hermes, "unb").unwrap();
+    testkit::unblock(&hermes, "unb").unwrap();
+    let why = stale(&mut b, "unb", run);
+    assert!(why.contains("unblocked"), "{why}");
+    assert_eq!(status(&hermes, "unb").unwrap(), "ready");
+
+    // Blocked without a breaker `gave_up` after the run (someone set the
+    // status by hand): not the dispatcher's block, left alone.
+    add_task(&hermes, "hand", "coder", "ready").unwrap();
+    let run = claim(&mut hermes, "hand", 4).unwrap();
+    testkit::protocol_violation(&hermes, "hand").unwrap();
+    hermes
+        .execute("UPDATE tasks SET status='blocked' WHERE id='hand'", [])
+        .unwrap();
+    let why = stale(&mut b, "hand", run);
+    assert!(why.contains("not by the dispatcher's breaker"), "{why}");
+
+    // A run ended some other way (reclaimed): left alone.
+    add_task(&hermes, "rcl", "coder", "ready").unwrap();
+    let run = claim(&mut hermes, "rcl", 5).unwrap();
+    testkit::dispatcher_ends_run(&hermes, "rcl", "reclaimed", "reclaimed").unwrap();
+    let why = stale(&mut b, "rcl", run);
+    assert!(why.contains("ended otherwise: reclaimed"), "{why}");
+
+    // Still moved: a crash the breaker blocked, and a protocol violation
+    // back in ready, with nobody's decision since.
+    for id in ["brk", "pv"] {
+        add_task(&hermes, id, "coder", "ready").unwrap();
+        let run = claim(&mut hermes, id, 6).unwrap();
+        if id == "brk" {
+            testkit::hermes_gave_up(&hermes, id).unwrap();
+        } else {
+            testkit::protocol_violation(&hermes, id).unwrap();
+        }
+        b.park(&park_req(id, run, &format!("rec-{id}")))
+            .unwrap()
+            .applied()
+            .unwrap_or_else(|| panic!("{id} parked"));
+        assert_eq!(status(&hermes, id).unwrap(), "scheduled");
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let ours: i64 = hermes
+        .query_row(
+            "SELECT COUNT(*) FROM task_events WHERE kind LIKE 'watchdog_%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(ours, 2, "only the two dispatcher-failed tasks were moved");
 }
