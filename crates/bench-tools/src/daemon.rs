@@ -426,6 +426,7 @@ fn record_body(task: &str, run: i64) -> (String, Vec<u8>) {
             retry_after_s: Some(3600.0),
         }),
         steered: None,
+        run_at_exit: None,
     };
     let mut body = serde_json::to_vec_pretty(&rec).expect("record serializes");
     body.push(b'\n');

@@ -17,7 +17,7 @@ mod write;
 pub use paths::{default_record_dir, is_record_file_name, record_file_name};
 pub use read::{ReadLimits, RecordError, parse_record_bytes, read_record};
 pub use schema::{
-    ExitInfo, ExitRecord, SCHEMA_NAME, SCHEMA_VERSION, Steered, StreamCapture, TaskContext,
-    new_record_id,
+    ExitInfo, ExitRecord, RunAtExit, SCHEMA_NAME, SCHEMA_VERSION, Steered, StreamCapture,
+    TaskContext, new_record_id,
 };
 pub use write::{WriteError, WriteOptions, write_atomic};

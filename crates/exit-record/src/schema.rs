@@ -36,6 +36,30 @@ pub struct ExitRecord {
     /// watchdog's published health file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steered: Option<Steered>,
+    /// The record's kanban run as the shim read it from the board
+    /// (read-only) after the worker exited; only checked when a failure was
+    /// classified in a Hermes worker's output. Absent when not checked or
+    /// the board could not say (older records lack it too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_at_exit: Option<RunAtExit>,
+}
+
+/// A kanban run's state on the board when the worker exited.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunAtExit {
+    /// `true` while the run had not ended (`task_runs.ended_at` NULL).
+    pub open: bool,
+    /// `task_runs.outcome` (`completed`, `blocked`, `crashed`, ...), if set.
+    #[serde(default)]
+    pub outcome: Option<String>,
+}
+
+impl RunAtExit {
+    /// The worker ended the run itself (`kanban complete` / `kanban block`):
+    /// whatever it printed, the run did not fail.
+    pub fn reported_by_worker(&self) -> bool {
+        !self.open && matches!(self.outcome.as_deref(), Some("completed" | "blocked"))
+    }
 }
 
 /// The provider and model the shim appended to a Hermes worker's argv.

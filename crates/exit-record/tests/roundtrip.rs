@@ -39,6 +39,7 @@ fn sample() -> ExitRecord {
         },
         failure: None,
         steered: None,
+        run_at_exit: None,
     }
 }
 
@@ -133,4 +134,31 @@ fn unwritable_directory_is_a_clear_error() {
     std::fs::write(&file, b"x").unwrap();
     let err = write_atomic(&file.join("records"), &sample(), WriteOptions::default()).unwrap_err();
     assert!(err.to_string().contains("not-a-dir"), "{err}");
+}
+
+#[test]
+fn run_at_exit_round_trips_and_records_without_it_still_read() {
+    let mut rec = sample();
+    rec.run_at_exit = Some(exit_record::RunAtExit {
+        open: false,
+        outcome: Some("completed".into()),
+    });
+    let bytes = serde_json::to_vec(&rec).unwrap();
+    let back = parse_record_bytes(&bytes).unwrap();
+    assert_eq!(back, rec);
+    assert!(back.run_at_exit.unwrap().reported_by_worker());
+    // An older record (no field) still reads, as None; a record without the
+    // check does not write the field at all.
+    let old = serde_json::to_value(sample()).unwrap();
+    assert!(old.get("run_at_exit").is_none());
+    let back = parse_record_bytes(&serde_json::to_vec(&old).unwrap()).unwrap();
+    assert_eq!(back.run_at_exit, None);
+    // Open, or ended by the dispatcher: not the worker's report.
+    for (open, outcome) in [(true, None), (false, Some("crashed")), (false, None)] {
+        let r = exit_record::RunAtExit {
+            open,
+            outcome: outcome.map(str::to_string),
+        };
+        assert!(!r.reported_by_worker(), "{r:?}");
+    }
 }

@@ -404,6 +404,7 @@ mod tests {
             stderr: StreamCapture::default(),
             failure: Some(f),
             steered: None,
+            run_at_exit: None,
         };
         // A Codex-style text from a `custom` endpoint blames the endpoint...
         assert_eq!(

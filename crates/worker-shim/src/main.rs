@@ -11,6 +11,7 @@ mod cli;
 mod guard;
 mod pump;
 mod report;
+mod run_check;
 mod signals;
 mod spawn;
 mod steer;
@@ -249,9 +250,26 @@ impl Run {
                 local_tz: jiff::tz::TimeZone::system(),
             }
         });
+        // A failure found in a kanban worker's output: did the worker end
+        // its run itself (`kanban complete` / `kanban block`)? Then it did
+        // not fail, whatever it printed, and keeps its own exit code. Only
+        // asked when a failure was classified, so a clean exit never waits.
+        let run_at_exit = if failure.is_some() && outcome.exit.spawn_error.is_none() {
+            run_check::from_env()
+        } else {
+            None
+        };
+        let reported_by_worker = run_at_exit
+            .as_ref()
+            .is_some_and(exit_record::RunAtExit::reported_by_worker);
         if outcome.exit.spawn_error.is_none() {
+            let judged = if reported_by_worker {
+                None
+            } else {
+                failure.as_ref()
+            };
             outcome.exit.reported_code =
-                report::reported_code(&outcome.exit, failure.as_ref(), self.opts.tempfail_exit);
+                report::reported_code(&outcome.exit, judged, self.opts.tempfail_exit);
         }
         let reported = outcome.exit.reported_code;
         let fsync = match self.opts.fsync.as_str() {
@@ -282,6 +300,7 @@ impl Run {
             stderr: outcome.stderr,
             failure,
             steered: self.steered,
+            run_at_exit,
         };
         let dir = self
             .opts

@@ -354,6 +354,7 @@ pub fn record(
         stderr: StreamCapture::default(),
         failure,
         steered: None,
+        run_at_exit: None,
     }
 }
 
