@@ -353,7 +353,8 @@ impl Catalogue {
                 let mut accepted_at = None;
                 for &start in lines.iter().rev() {
                     let line = considered_line(text, start);
-                    match evidence::judge_line(text, start, line, zone, sig.generic) {
+                    let span = re.find(line).map(|m| m.range());
+                    match evidence::judge_line(text, start, line, span, zone, sig.generic) {
                         Ok(()) => {
                             accepted_at = Some(start);
                             break;

@@ -100,6 +100,14 @@ pub fn quoted(line: &str) -> Option<&'static str> {
             ),
             (r"(?:==|!=)[ \t]*[0-9]{3}\b|\b[0-9]{3}[ \t]*(?:==|!=)", "a comparison in code"),
             (r#"\b(?:assert[A-Za-z_]*|expect|mock[A-Za-z_]*|patch|respond(?:With)?|status)\(\s*[0-9]{3}\b"#, "a test or mock"),
+            // A call with keyword arguments (`super().__init__(message="Request timed out.")`)
+            // and an object-literal line with an unquoted key (`type: 'rate_limit_error',`).
+            (r"^[ \t]*[A-Za-z_][\w.]*(?:\(\))?(?:\.[A-Za-z_]\w*)*\(.*\b[a-z_]\w*=", "source code"),
+            // Issue, PR and commit titles, changelog entries.
+            (
+                r"^[ \t]*(?:\[(?:Bug|BUG|Feature|FEATURE|Feature Request|Enhancement)\]|(?:fix|feat|chore|docs|refactor|perf|test|ci|build)(?:\([^)]*\))?!?: |(?:Fix(?:ed|es)?|Add(?:ed|s)?|Handle[sd]?|Improve[sd]?|Retry|Support(?:ed|s)?|Closes|Resolves|Bump(?:ed|s)?)\b)",
+                "an issue, commit or changelog title",
+            ),
             // Test runners: pytest, cargo test, jest/vitest, go test.
             (
                 r"(?:\bPASSED\b|\bpassed\b|\bok\b$|\.\.\. ok\b|^[ \t]*(?:✓|✔|√)|^[ \t]*--- PASS|^[ \t]*PASS\b|\bSKIPPED\b|\bXFAIL\b)",
@@ -114,10 +122,77 @@ pub fn quoted(line: &str) -> Option<&'static str> {
         .collect()
     });
     let trimmed = line.trim_end();
-    rules
+    if let Some(why) = rules
         .iter()
         .find(|(re, _)| re.is_match(trimmed))
         .map(|(_, why)| *why)
+    {
+        return Some(why);
+    }
+    (explains(trimmed) && !error_framed(trimmed)).then_some("an explanation of an error")
+}
+
+/// Docs and agent prose explaining an error ("... means ...", "how to fix").
+fn explains(line: &str) -> bool {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        build(
+            r"\b(?:means|meaning|indicates?|what it|how to|is not an?|isn't an?|will throw|throws|bypass(?:es)?|treats?|handling|handles?|handled|more robust|looks? (?:the same|like)|specifically|occurs? when|happens when|you (?:may|might|will|can) (?:see|get|receive|encounter)|if you (?:see|get|receive|encounter))\b",
+        )
+    })
+    .is_match(line)
+}
+
+/// Lines a failing program prints: an exception type, an error label, a
+/// JSON error body, a log level.
+pub fn error_framed(line: &str) -> bool {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        build(
+            r#"(?:\b[A-Z]\w*(?:Error|Exception)\b|\bERROR\b|\b(?:[Ee]rror|ERR|[Ff]atal|FATAL):|\[ERROR\]|API Error|["']error["']\s*:|["']type["']\s*:\s*["']error["']|^\W*(?:✕|❌|⚠️|📝|📋|■|⎿))"#,
+        )
+    })
+    .is_match(line)
+}
+
+/// Whether the frame reads like source code: at least two statement-like
+/// lines (ending with `;`, opening a block after `)`/`=>`, or starting with
+/// a declaration keyword). A stack trace's `at f (file:1:2) {` does not count.
+pub fn in_source_code(frame: &str) -> bool {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    let re = RE.get_or_init(|| {
+        build(
+            r"^[ \t]*(?:(?:const|let|var|def|function|return|import|export|async|await|app\.|res\.|router\.|server\.|if \(|for \(|while \()\b.*|[^ \t].*(?:;|=>[ \t]*\{|\)[ \t]*\{|\)[ \t]*=>[ \t]*\{)[ \t]*)$",
+        )
+    });
+    frame
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("at ") && re.is_match(l))
+        .count()
+        >= 2
+}
+
+/// Whether the lines around a match look like a Markdown document (a
+/// heading or a bold label such as `**Error**:` within [`FRAME_LINES`]):
+/// documentation or a report quoting an error, not a program dying of it.
+pub fn in_markdown_document(frame: &str) -> bool {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    let re = RE.get_or_init(|| {
+        RegexBuilder::new(
+            r"(?m)^[ \t]*(?:#{1,6} \S|\*\*[^*\n]{1,60}\*\*:?[ \t]*$|={3,}[ \t]*$|-{3,}[ \t]*$)",
+        )
+        .build()
+        .unwrap_or_else(|e| panic!("static evidence regex must compile: {e}"))
+    });
+    re.is_match(frame)
+}
+
+/// Whether the match at `span` in `line` sits inside inline code
+/// (`` `RESOURCE_EXHAUSTED` ``): prose naming an error, not the error.
+pub fn in_inline_code(line: &str, span: std::ops::Range<usize>) -> bool {
+    let before = line[..span.start].matches('`').count();
+    let after = line[span.end.min(line.len())..].matches('`').count();
+    before % 2 == 1 && after >= 1
 }
 
 /// Whether `frame` (a line and its neighbours) names an LLM provider or API.
@@ -136,6 +211,8 @@ pub fn has_api_context(frame: &str) -> bool {
             | \bAPI call failed\b | \b[Rr]ate limited after\b | \bAPI [Ee]rror\b
             | \b(?:InvokeModel|Converse|ChatCompletions_Create)\b
             | \bmodel\b["']?[ \t]*[:=`]
+            | (?i:\b(?:openai|anthropic|claude|gemini|codex|grok|x\.ai|mistral|deepseek|groq|qwen|ollama|openrouter|bedrock|vertex\ ?ai|copilot|cohere|together\.ai|fireworks|perplexity|cerebras|moonshot|kimi|litellm)\b|\bgpt-[0-9o]|\bglm-[0-9])
+            | \b(?:help\.openai\.com|platform\.openai\.com|docs\.anthropic\.com|docs\.claude\.com|ai\.google\.dev|console\.anthropic\.com|cloud\.google\.com/vertex-ai)
             "#,
         )
     });
@@ -168,11 +245,13 @@ pub fn frame_around(text: &str, start: usize, line_end: usize) -> &str {
     &text[from..to]
 }
 
-/// Judges one matching line of a stream.
+/// Judges one matching line of a stream; `span` is where the signature
+/// matched within `line`.
 pub fn judge_line(
     text: &str,
     line_start: usize,
     line: &str,
+    span: Option<std::ops::Range<usize>>,
     zone_start: usize,
     generic: bool,
 ) -> Result<(), Rejection> {
@@ -182,11 +261,20 @@ pub fn judge_line(
     if let Some(why) = quoted(line) {
         return Err(Rejection::Quoted(why));
     }
-    if generic {
-        let frame = frame_around(text, line_start, line_start + line.len());
-        if !has_api_context(frame) {
-            return Err(Rejection::NoApiContext);
-        }
+    if let Some(span) = span
+        && in_inline_code(line, span)
+    {
+        return Err(Rejection::Quoted("inline code in prose"));
+    }
+    let frame = frame_around(text, line_start, line_start + line.len());
+    if in_markdown_document(frame) {
+        return Err(Rejection::Quoted("inside a Markdown document"));
+    }
+    if in_source_code(frame) {
+        return Err(Rejection::Quoted("inside source code"));
+    }
+    if generic && !has_api_context(frame) {
+        return Err(Rejection::NoApiContext);
     }
     Ok(())
 }

@@ -354,7 +354,10 @@ signatures:
     assert_eq!(c.signature, "my-proxy-busy");
 
     // The built-in catalogue itself is unchanged.
-    let c = builtin.classify("HTTP 429", &ctx()).expect("classified");
+    // (A generic built-in counts only with LLM-API context around it.)
+    let c = builtin
+        .classify("POST /v1/chat/completions\nHTTP 429", &ctx())
+        .expect("classified");
     assert_eq!(c.class, FailureClass::RateLimit);
     assert_eq!(builtin.len(), n);
 }
@@ -366,7 +369,9 @@ fn merge_with_empty_and_into_empty() {
     assert_eq!(Catalogue::default().merged(Catalogue::builtin()).len(), n);
     let merged = Catalogue::default().merged(Catalogue::builtin());
     assert_eq!(
-        merged.classify("HTTP 429", &ctx()).map(|c| c.class),
+        merged
+            .classify("POST /v1/chat/completions\nHTTP 429", &ctx())
+            .map(|c| c.class),
         Some(FailureClass::RateLimit)
     );
 }
