@@ -20,10 +20,49 @@ const HOSTS: &[(&str, &str)] = &[
     ("api.x.ai", "xai"),
     ("openrouter.ai", "openrouter"),
     ("generativelanguage.googleapis.com", "gemini"),
+    ("groq.com", "groq"),
+    ("api.mistral.ai", "mistral"),
+    ("api.deepseek.com", "deepseek"),
+    ("api.together.xyz", "together"),
+    ("api.fireworks.ai", "fireworks"),
+    ("api.cohere.", "cohere"),
+    ("api.perplexity.ai", "perplexity"),
+    ("api.cerebras.ai", "cerebras"),
+    ("api.moonshot.", "moonshot"),
+    ("bigmodel.cn", "zhipu"),
+    ("dashscope.aliyuncs.com", "dashscope"),
+    ("localhost:11434", "ollama"),
+    ("127.0.0.1:11434", "ollama"),
+    ("bedrock-runtime.", "bedrock"),
+    ("openai.azure.com", "azure-openai"),
 ];
 
-/// Python SDK modules whose exceptions name the provider (`openai.RateLimitError`).
-const SDK_MODULES: &[(&str, &str)] = &[("openai.", "openai"), ("anthropic.", "anthropic")];
+/// Python SDK modules whose exceptions name the provider (`openai.RateLimitError`),
+/// and LiteLLM's `<Name>Exception` prefixes, which name the wrapped provider
+/// (`litellm.RateLimitError: AnthropicException - ...`).
+const SDK_MODULES: &[(&str, &str)] = &[
+    ("openai.", "openai"),
+    ("anthropic.", "anthropic"),
+    ("cohere.", "cohere"),
+    ("groq.", "groq"),
+    ("mistralai.", "mistral"),
+    ("ollama.", "ollama"),
+    ("huggingface_hub.", "huggingface"),
+    ("litellm.llms.anthropic.", "anthropic"),
+    ("OpenAI", "openai"),
+    ("Anthropic", "anthropic"),
+    ("Bedrock", "bedrock"),
+    ("VertexAI", "vertex"),
+    ("Openrouter", "openrouter"),
+    ("Groq", "groq"),
+    ("Mistral", "mistral"),
+    ("Deepseek", "deepseek"),
+    ("Together_ai", "together"),
+    ("Fireworks_ai", "fireworks"),
+    ("Cohere", "cohere"),
+    ("Perplexity", "perplexity"),
+    ("Ollama", "ollama"),
+];
 
 fn label_re() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
