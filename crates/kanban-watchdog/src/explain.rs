@@ -60,7 +60,7 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     };
     let ctx = ClassifyContext::new(now, tz);
     let refs: Vec<&str> = streams.iter().map(String::as_str).collect();
-    let judgement = catalogue.judge(&refs, &ctx);
+    let judgement = catalogue.judge_with_mentions(&refs, &ctx);
     if args.json {
         println!("{}", to_json(&judgement, &names, &streams, now));
     } else {
