@@ -24,38 +24,34 @@
 //!
 //! # Matching
 //!
-//! See [`Catalogue::classify`]: line by line (each line capped at 8 KiB), a
-//! lazily compiled `RegexSet` finds the candidate signatures and the most
-//! specific one wins (priority, then provider-specific, then longest pattern,
-//! then catalogue order).
+//! See [`Catalogue::judge`]: each stream line by line (each line capped at
+//! 8 KiB), a lazily compiled `RegexSet` finds the candidate signatures, a
+//! match counts only as [`evidence`] (at the end of its stream, not quoted,
+//! a generic one only with LLM-API context), and of those the most specific
+//! wins (priority, then provider-specific, then longest pattern, then
+//! catalogue order).
 //!
 //! # Reset time
 //!
-//! Extracted from the matched line first, then from the rest of the text (the
-//! occurrence nearest the matched line), with these extractors in precedence
-//! order:
+//! Extracted from the matched line first, then from the rest of the text
+//! (the occurrence nearest the matched line): epoch seconds and milliseconds
+//! (`resets_at`, `x-ratelimit-reset`, `Claude AI usage limit reached|<epoch>`),
+//! ISO-8601 and HTTP-date times, wall-clock times with or without a date and a
+//! zone (`try again at Jul 5th, 2026 8:19 PM`, `resets 3pm (Europe/Lisbon)`,
+//! day-first and localized dates such as `10 de jul. de 2026, 11:52`; no zone:
+//! [`ClassifyContext::local_tz`]), Gemini `retryDelay`, `resets_in_seconds`,
+//! and relative durations (`Please try again in 26.604s`, `retry after 3
+//! seconds`, `Please wait 17 seconds before trying again`, `5 days 22 hours
+//! 11 minutes`, also when a line break cuts them). The full list, in
+//! precedence order, is the header of `src/reset.rs`.
 //!
-//! 1. epoch seconds: `"resets_at":1777936568`, `'resets_at': 1780861905`,
-//!    `resets_at: 1780861905`, `x-ratelimit-reset: 1780861905`,
-//!    `Claude AI usage limit reached|1780861905` (13 digits = milliseconds);
-//! 2. ISO-8601 after a reset keyword: `reset at 2026-07-05T20:19:00Z`,
-//!    `x-ratelimit-reset: 2026-07-05T21:19:00+01:00`, `"resets_at": "..."`;
-//!    without an offset the time is in [`ClassifyContext::local_tz`];
-//! 3. wall clock after `try again at` / `resets` / `retry at`, with optional
-//!    date and zone: `try again at Jul 5th, 2026 8:19 PM` (no zone: local),
-//!    `resets 3pm (Europe/Lisbon)` (no date: the next 3pm in that zone after
-//!    `now`; no year: this year unless that is more than 2 days ago). A zone
-//!    that cannot be loaded (unknown name, no system tzdb) falls back to the
-//!    local zone;
-//! 4. Gemini `"retryDelay":"58s"` (and gRPC `retry_delay { seconds: 58 }`);
-//! 5. `resets_in_seconds: N`;
-//! 6. relative durations: `Please try again in 26.604s`, `in 644ms`,
-//!    `try again in 5 days 22 hours 11 minutes`, `resets in 1h30m`,
-//!    `Retry-After: 120`, `retry-after-ms: 1500`, `x-ratelimit-reset-tokens: 6m0s`.
+//! A client's own backoff is never the provider's reset: `Retrying in 3
+//! seconds… (attempt 2/10)`, `will retry in`, a duration followed by
+//! `(attempt N/M)`. Relative delays over 400 days and times outside
+//! 2001..2286 are ignored; no number, however long, panics.
 //!
 //! An absolute result sets `resets_at` and `retry_after_s = max(0, resets_at - now)`;
 //! a relative one sets `retry_after_s` and `resets_at = ceil(now + retry_after_s)`.
-//! Relative delays over 400 days and epochs outside 2001..2286 are ignored.
 //!
 //! # Provider
 //!
