@@ -35,6 +35,9 @@ const HOSTS: &[(&str, &str)] = &[
     ("127.0.0.1:11434", "ollama"),
     ("bedrock-runtime.", "bedrock"),
     ("openai.azure.com", "azure-openai"),
+    ("api.githubcopilot.com", "copilot"),
+    // The openai-node SDK in a stack trace (`at OpenAI.makeRequest (.../node_modules/openai/core.mjs)`).
+    ("node_modules/openai/", "openai"),
 ];
 
 /// Python SDK modules whose exceptions name the provider (`openai.RateLimitError`),
