@@ -231,3 +231,98 @@ def shim_masquerade_dir(root: Path, shim_binary: Path) -> Path:
 
 def shim_env(link: Path, target: Path, record_dir: Path) -> dict[str, str]:
     return {"HERMES_BIN": str(link), "WORKER_SHIM_TARGET": str(target), "WORKER_SHIM_RECORD_DIR": str(record_dir)}
+
+
+# -- added for test_untrusted_output.py ("worker output is untrusted") ----------------
+# New functions only; nothing above changes.
+
+# A ready task held (before any run) for an unhealthy provider gets this event
+# instead of watchdog_parked (hermes-board's Kind::Held).
+HELD_KINDS = ("watchdog_held",)
+
+
+def is_held_event(kind: str) -> bool:
+    return kind in HELD_KINDS
+
+
+def is_waiting_event(kind: str) -> bool:
+    """The watchdog put the task in scheduled: parked after a run, or held before one."""
+    return is_parked_event(kind) or is_held_event(kind)
+
+def record_exit_code(rec: dict) -> int | None:
+    """exit.code: the worker's own exit code (None when killed by a signal)."""
+    return (rec.get("exit") or {}).get("code")
+
+
+def record_run_at_exit(rec: dict) -> dict | None:
+    """run_at_exit {open, outcome}: the record's kanban run as the shim read it
+    (read-only) from the board after the worker exited; only present when the
+    shim classified a failure and could ask the board."""
+    v = rec.get("run_at_exit")
+    return v if isinstance(v, dict) else None
+
+
+def record_reported_by_worker(rec: dict) -> bool:
+    """The worker ended its run itself (`kanban complete` / `kanban block`)."""
+    r = record_run_at_exit(rec)
+    return bool(r) and not r.get("open") and r.get("outcome") in ("completed", "blocked")
+
+
+def record_handled(rec: dict) -> bool:
+    """The watchdog handled the record: it moved it to <record_dir>/done/."""
+    return Path(rec.get("_path", "")).parent.name == "done"
+
+
+def status_generated_at(status) -> int | None:
+    """/status: generated_at (epoch s), refreshed at every check and between
+    checks at most every 100 ms. It only advances while the daemon loop runs."""
+    try:
+        return int(status["generated_at"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def status_provider(status, name: str) -> dict | None:
+    """/status: the providers[] entry {name, state, since, until, class, reason}."""
+    try:
+        return next((p for p in status["providers"] if p.get("name") == name), None)
+    except (KeyError, TypeError):
+        return None
+
+
+def status_provider_unhealthy(status, name: str) -> bool:
+    p = status_provider(status, name)
+    return bool(p) and p.get("state") == "unhealthy"
+
+
+def status_parked_tasks(status) -> list[str]:
+    """/status: ids of the tasks the watchdog holds in scheduled (parked[].task)."""
+    try:
+        return [p["task"] for p in status["parked"]]
+    except (KeyError, TypeError):
+        return []
+
+
+def watchdog_cli(watchdog: "Watchdog", *args: str, timeout: float = 20) -> subprocess.CompletedProcess:
+    """`kanban-watchdog ARGS --config <the running daemon's config>` (operator CLI)."""
+    argv = [str(watchdog.binary), *args, "--config", str(watchdog.config_path)]
+    return subprocess.run(argv, env=watchdog.env, capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+def provider_reset(watchdog: "Watchdog", name: str) -> subprocess.CompletedProcess:
+    """`kanban-watchdog provider reset --config FILE NAME`: drops a request file in
+    <state_dir>/requests/, which the running daemon picks up (inotify)."""
+    r = watchdog_cli(watchdog, "provider", "reset", name)
+    if r.returncode != 0:
+        raise AssertionError(f"kanban-watchdog provider reset {name} exited {r.returncode}\n"
+                             f"stdout:\n{r.stdout}\nstderr:\n{r.stderr}")
+    return r
+
+
+def status_cli_json(watchdog: "Watchdog") -> dict:
+    """`kanban-watchdog status --json` (from the running daemon, or its saved state)."""
+    r = watchdog_cli(watchdog, "status", "--json")
+    if r.returncode != 0:
+        raise AssertionError(f"kanban-watchdog status --json exited {r.returncode}\n{r.stderr}")
+    return json.loads(r.stdout)
