@@ -130,10 +130,12 @@ pub fn spawn_detached(argv: &[String], log: &Path) -> std::io::Result<u32> {
         .stdout(out)
         .stderr(err)
         .process_group(0);
-    // SAFETY: setsid is async-signal-safe.
+    // SAFETY: setsid, getrlimit and setrlimit are async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
             libc::setsid();
+            // The gateway gets the open-files limit we started with.
+            crate::run::restore_nofile_limit();
             Ok(())
         });
     }

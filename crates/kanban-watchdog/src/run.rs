@@ -2,7 +2,8 @@
 //! HTTP endpoint.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use anyhow::Context;
@@ -34,10 +35,13 @@ pub fn load_config(common: &Common) -> anyhow::Result<(Config, Option<PathBuf>)>
 }
 
 pub fn run(common: &Common, dry_run: bool) -> anyhow::Result<()> {
+    raise_nofile_limit();
     let (cfg, config_path) = load_config(common)?;
     let paths = Paths::resolve(&cfg);
     let listen = cfg.http.listen.clone();
     let daemon = Daemon::new(cfg, config_path, paths.clone(), dry_run)?;
+    // Before anything is written, watched or served.
+    let _lock = InstanceLock::acquire(&paths.state_dir)?;
     let (tx, rx) = channel_pair();
     let _watchers = start_watchers(&paths, tx.clone());
     let _signals = start_signal_thread(tx.clone())?;
@@ -51,6 +55,14 @@ pub fn run(common: &Common, dry_run: bool) -> anyhow::Result<()> {
         let addr: SocketAddr = listen
             .parse()
             .with_context(|| format!("http.listen {listen:?} is not host:port"))?;
+        if !addr.ip().is_loopback() {
+            tracing::warn!(
+                "http.listen {addr} is not a loopback address: anyone who can reach it can read \
+                 /metrics and /status (task ids, providers, failure reasons), and the endpoint \
+                 has no authentication; use 127.0.0.1 unless a firewall or an authenticating \
+                 proxy guards it"
+            );
+        }
         Some(start_http(addr, daemon.shared(), &paths)?)
     };
     daemon.run(rx);
@@ -128,4 +140,132 @@ pub fn start_http(
         _runtime_thread: thread,
         addr,
     })
+}
+
+// ----- open files ---------------------------------------------------------
+
+/// The soft `RLIMIT_NOFILE` the process started with, when
+/// [`raise_nofile_limit`] raised it (`u64::MAX`: not raised).
+static STARTED_WITH_NOFILE: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Raises the soft limit on open files to the hard limit, as the Go
+/// runtime does at start (and systemd recommends for programs that do not
+/// use `select(2)`): systemd's default is 1,024 soft / 524,288 hard, and the
+/// core needs descriptors for the board, the record directory and the log
+/// whatever the HTTP endpoint holds. Children get the old soft limit back
+/// ([`restore_nofile_limit`]). Returns the (soft, hard) limit now in force.
+pub fn raise_nofile_limit() -> Option<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return None;
+    }
+    let (soft, hard) = (lim.rlim_cur, lim.rlim_max);
+    if soft >= hard {
+        return Some((soft, hard));
+    }
+    let raised = libc::rlimit {
+        rlim_cur: hard,
+        rlim_max: hard,
+    };
+    // SAFETY: setrlimit reads the struct we own.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        let e = std::io::Error::last_os_error();
+        tracing::warn!("cannot raise the open-files limit from {soft} to {hard}: {e}");
+        return Some((soft, hard));
+    }
+    STARTED_WITH_NOFILE.store(soft, Ordering::Relaxed);
+    tracing::debug!("open-files limit raised from {soft} to {hard}");
+    Some((hard, hard))
+}
+
+/// For a `pre_exec` hook: gives a child the soft open-files limit this
+/// process started with (a program using `select(2)` breaks on descriptors
+/// above 1,023). Async-signal-safe: one atomic load and two system calls.
+pub fn restore_nofile_limit() {
+    let soft = STARTED_WITH_NOFILE.load(Ordering::Relaxed);
+    if soft == u64::MAX {
+        return;
+    }
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain system calls on a struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && soft < lim.rlim_cur {
+            lim.rlim_cur = soft;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+// ----- single instance ------------------------------------------------------
+
+/// The lock file in the state directory.
+pub const LOCK_FILE: &str = "watchdog.lock";
+
+/// An exclusive `flock(2)` on `<state_dir>/watchdog.lock`, held for the life
+/// of the daemon, with its pid written inside (the pattern of systemd's and
+/// pueue's pid files, with a lock so a stale file never blocks a start: the
+/// kernel drops the lock when the process dies, even on SIGKILL). Without
+/// it a second daemon on the same state was stopped only by the HTTP port,
+/// and not at all with `http.listen: ""`. The descriptor is close-on-exec,
+/// so a gateway we restart never inherits the lock.
+pub struct InstanceLock {
+    _lock: nix::fcntl::Flock<std::fs::File>,
+    pub path: PathBuf,
+}
+
+impl InstanceLock {
+    pub fn acquire(state_dir: &Path) -> anyhow::Result<InstanceLock> {
+        use std::io::{Read, Seek, Write};
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = state_dir.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+        let mut lock = match nix::fcntl::Flock::lock(
+            file,
+            nix::fcntl::FlockArg::LockExclusiveNonblock,
+        ) {
+            Ok(lock) => lock,
+            Err((mut file, errno)) => {
+                if errno != nix::errno::Errno::EWOULDBLOCK {
+                    anyhow::bail!("cannot lock {}: {errno}", path.display());
+                }
+                let mut text = String::new();
+                let _ = Read::by_ref(&mut file).take(64).read_to_string(&mut text);
+                let holder = match text.trim().parse::<u32>() {
+                    Ok(pid) => format!("pid {pid}"),
+                    Err(_) => "another process".into(),
+                };
+                anyhow::bail!(
+                    "another kanban-watchdog ({holder}) is already running on the state directory \
+                     {dir}: it holds the lock on {path}. Stop it first, or give this one its own \
+                     state_dir",
+                    dir = state_dir.display(),
+                    path = path.display()
+                );
+            }
+        };
+        let pid = format!("{}\n", std::process::id());
+        let written = lock
+            .set_len(0)
+            .and_then(|()| lock.rewind())
+            .and_then(|()| lock.write_all(pid.as_bytes()));
+        if let Err(e) = written {
+            tracing::warn!(file = %path.display(), "cannot write our pid into the lock file: {e}");
+        }
+        Ok(InstanceLock { _lock: lock, path })
+    }
 }
