@@ -103,6 +103,10 @@ pub fn quoted(line: &str) -> Option<&'static str> {
             // A call with keyword arguments (`super().__init__(message="Request timed out.")`)
             // and an object-literal line with an unquoted key (`type: 'rate_limit_error',`).
             (r"^[ \t]*[A-Za-z_][\w.]*(?:\(\))?(?:\.[A-Za-z_]\w*)*\(.*\b[a-z_]\w*=", "source code"),
+            // Test code (`it('retries on 429', ...)`) and an object literal's
+            // string property with an unquoted key (`message: "Rate limit exceeded",`).
+            (r#"^[ \t]*(?:it|test|describe|expect|context)(?:\.\w+)?\(\s*["'`]"#, "test code"),
+            (r#"^[ \t]*[A-Za-z_$][\w$]*[ \t]*:[ \t]*["'`].*["'`][ \t]*,?[ \t]*$"#, "an object literal in code"),
             // Issue, PR and commit titles, changelog entries.
             (
                 r"^[ \t]*(?:\[(?:Bug|BUG|Feature|FEATURE|Feature Request|Enhancement)\]|(?:fix|feat|chore|docs|refactor|perf|test|ci|build)(?:\([^)]*\))?!?: |(?:Fix(?:ed|es)?|Add(?:ed|s)?|Handle[sd]?|Improve[sd]?|Retry|Support(?:ed|s)?|Closes|Resolves|Bump(?:ed|s)?)\b)",
@@ -139,7 +143,7 @@ fn explains(line: &str) -> bool {
     static RE: OnceLock<Regex> = OnceLock::new();
     RE.get_or_init(|| {
         build(
-            r"\b(?:means|meaning|indicates?|what it|how to|is not an?|isn't an?|will throw|throws|bypass(?:es)?|treats?|handling|handles?|handled|more robust|looks? (?:the same|like)|specifically|occurs? when|happens when|you (?:may|might|will|can) (?:see|get|receive|encounter)|if you (?:see|get|receive|encounter))\b",
+            r"\b(?:means|meaning|indicates|what it|how to|is not an?|isn't an?|will throw|throws|bypass(?:es)?|treats?|handling|handles?|handled|more robust|looks? (?:the same|like)|specifically|occurs? when|happens when|you (?:may|might|will|can) (?:see|get|receive|encounter)|if you (?:see|get|receive|encounter))\b",
         )
     })
     .is_match(line)
