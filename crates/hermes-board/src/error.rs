@@ -16,6 +16,8 @@ pub enum BoardError {
     Busy { path: PathBuf, attempts: u32 },
     #[error("board {path} was replaced or deleted since it was opened; reopen it")]
     Replaced { path: PathBuf },
+    #[error("board {path} was opened read-only; refusing to write")]
+    ReadOnly { path: PathBuf },
     #[error("board query failed: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("cannot append to audit log {path}: {source}")]

@@ -48,6 +48,7 @@ pub struct Board {
     audit: Option<AuditLog>,
     busy_retries: u64,
     identity: Option<(u64, u64)>,
+    read_only: bool,
 }
 
 impl Board {
@@ -76,9 +77,41 @@ impl Board {
             audit,
             busy_retries: 0,
             identity: file_identity(path),
+            read_only: false,
         };
         schema::check(&board.conn, path)?;
         Ok(board)
+    }
+
+    /// Opens a board read-only (never creating it; for a board we do not
+    /// write to, or `replay`): every read works, every write is refused.
+    pub fn open_read_only(path: &Path, busy_timeout: Duration) -> Result<Board, BoardError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI;
+        let conn = Connection::open_with_flags(path, flags).map_err(|source| BoardError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        conn.busy_timeout(busy_timeout)
+            .map_err(|source| BoardError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        schema::check(&conn, path)?;
+        Ok(Board {
+            conn,
+            path: path.to_path_buf(),
+            opts: BoardOptions {
+                busy_timeout,
+                busy_retries: 0,
+                dry_run: true,
+            },
+            audit: None,
+            busy_retries: 0,
+            identity: file_identity(path),
+            read_only: true,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -280,6 +313,11 @@ impl Board {
         &mut self,
         op: impl Fn(&rusqlite::Transaction<'_>, i64) -> Result<WriteOutcome, rusqlite::Error>,
     ) -> Result<WriteOutcome, BoardError> {
+        if self.read_only {
+            return Err(BoardError::ReadOnly {
+                path: self.path.clone(),
+            });
+        }
         // Never write through a connection whose file was replaced or
         // deleted: SQLite's -wal/-shm files go by path, so the old
         // connection would corrupt the new board.
@@ -349,16 +387,7 @@ pub fn read_run_facts(
     run_id: i64,
     busy_timeout: Duration,
 ) -> Result<RunFacts, BoardError> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX
-        | OpenFlags::SQLITE_OPEN_URI;
-    let conn = Connection::open_with_flags(path, flags).map_err(|source| BoardError::Open {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    conn.busy_timeout(busy_timeout)?;
-    schema::check(&conn, path)?;
-    Ok(facts::run_facts(&conn, task_id, run_id)?)
+    Board::open_read_only(path, busy_timeout)?.run_facts(task_id, run_id)
 }
 
 fn file_identity(path: &Path) -> Option<(u64, u64)> {
