@@ -20,6 +20,7 @@ use prometheus_client::registry::Registry;
 
 use crate::alerts::{Alerts, Severity};
 use crate::config::Config;
+use crate::decide::{self, BoardFacts, HealthChange};
 use crate::gateway::{LineClassifier, LineEvent, gateway_process};
 use crate::health::{ProviderState, Transition, until_text};
 use crate::heartbeat::{Heartbeat, Verdict, dispatcher_timing};
@@ -37,6 +38,9 @@ use crate::status::{
 /// How long a probing provider stays probing without news before it is
 /// considered healthy.
 const PROBE_GRACE_S: i64 = 600;
+
+/// Busy timeout when reading another board (read-only) to verify a run.
+const OTHER_BOARD_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Between ticks, /status is refreshed at most this often.
 const PUBLISH_EVERY: Duration = Duration::from_millis(100);
@@ -112,6 +116,10 @@ pub struct Daemon {
     stalled_reason: Option<String>,
     auth_fingerprint: Option<String>,
     gateway: Option<(i32, bool)>,
+    /// Providers healed by an operator reset or a re-auth: the tasks held
+    /// or parked for them are released at the next check, not at their old
+    /// due time.
+    heal_now: BTreeSet<String>,
 }
 
 impl Daemon {
@@ -193,6 +201,7 @@ impl Daemon {
             last_publish: now - Duration::from_secs(3600),
             stalled_reason: None,
             gateway: None,
+            heal_now: BTreeSet::new(),
             paths,
         };
         // Providers still unhealthy from before a restart keep their gauge.
@@ -494,87 +503,79 @@ impl Daemon {
         self.profiles.chain(profile, &path)
     }
 
-    /// Applies one record: provider health first, then the board. An error
-    /// means "try again later" (the board is locked or unavailable).
+    /// Applies one record: what the board says about its run, then the
+    /// decision core ([`decide::decide`], shared with `replay`), then
+    /// provider health and the board. An error means "try again later"
+    /// (the board is locked or unavailable).
     fn apply_record(&mut self, record: &ExitRecord) -> Result<(), BoardError> {
         let now = wall();
         let chain = self.chain_for(record.task.profile.as_deref());
-        let Some(failure) = record.failure.clone() else {
-            if record.exit.code == Some(0)
-                && let Some(p) = rescue::run_provider(record, &chain)
-                && let Some(t) = self.state.providers.observe_success(&p, now)
-            {
-                self.on_transition(&t);
-            }
-            return Ok(());
+        let (facts, retries_used) = match record.task.id.clone() {
+            None => (BoardFacts::NoTask, 0),
+            Some(_) if !decide::needs_board_facts(record) => (BoardFacts::NotAsked, 0),
+            Some(task_id) => self.board_facts(record, &task_id, now)?,
         };
-        if !rescue::actionable(&failure) {
-            tracing::info!(record = %record.id, class = failure.class.as_str(), "failure is not transient; left to the dispatcher");
-            return Ok(());
+        let random01 = self.next_random();
+        let d = decide::decide(&decide::Inputs {
+            record,
+            chain: &chain,
+            board: &facts,
+            retries_used,
+            health: &self.state.providers,
+            cfg: &self.cfg,
+            now,
+            random01,
+        });
+        if record.failure.is_some() {
+            tracing::info!(record = %record.id, task = record.task.id.as_deref().unwrap_or("-"), "{}", d.why_text());
+        } else {
+            tracing::debug!(record = %record.id, "{}", d.why_text());
         }
-        let provider = rescue::blamed_provider(record, &chain);
-        let reason = rescue::reason_text(&failure, provider.as_deref());
-        if let Some(p) = &provider {
-            let until = rescue::unhealthy_until(&failure, &self.cfg.providers, now);
-            if let Some(t) =
-                self.state
+        match &d.health {
+            HealthChange::None => {}
+            HealthChange::Unhealthy {
+                provider,
+                until,
+                class,
+                reason,
+            } => {
+                if let Some(t) = self
+                    .state
                     .providers
-                    .mark_unhealthy(p, until, failure.class.as_str(), &reason, now)
-            {
-                self.on_transition(&t);
+                    .mark_unhealthy(provider, *until, class, reason, now)
+                {
+                    self.on_transition(&t);
+                }
+            }
+            HealthChange::Healthy { provider } => {
+                if let Some(t) = self.state.providers.observe_success(provider, now) {
+                    self.on_transition(&t);
+                }
             }
         }
         let (Some(task_id), Some(run_id)) = (record.task.id.clone(), record.task.run_id) else {
             return Ok(());
         };
-        if !self.record_is_for_our_board(record) {
-            tracing::info!(record = %record.id, task = %task_id, "record is for another board; provider health updated only");
-            return Ok(());
-        }
-        if self.board.is_none() {
-            self.ensure_board();
-        }
-        let Some(board) = self.board.as_ref() else {
-            return Err(BoardError::Busy {
-                path: self.paths.board_db.clone(),
-                attempts: 0,
-            });
-        };
-        if board.record_already_applied(&task_id, &record.id)? {
-            return Ok(());
-        }
-        let window_start = now - self.cfg.retry.retry_window.0.as_secs() as i64;
-        let used = board.delayed_retries_since(&task_id, window_start)?;
-        let jitter = self.next_random();
-        let plan = rescue::plan(
-            &failure,
-            provider.as_deref(),
-            &chain,
-            &self.state.providers,
-            used,
-            &self.cfg.retry,
-            &self.cfg.providers,
-            now,
-            jitter,
-        );
+        let reason = d.reason.clone().unwrap_or_default();
         let mut req = ParkRequest {
             task_id: task_id.clone(),
             kind: Kind::Parked,
             run_id: Some(run_id),
             record_id: Some(record.id.clone()),
             due_at: None,
-            provider: provider.clone(),
+            provider: d.blamed.clone(),
             fallback: None,
             reason: reason.clone(),
         };
-        match plan {
-            BoardPlan::Nothing(why) => {
-                tracing::info!(task = %task_id, "no board change: {why}");
-                return Ok(());
-            }
+        match d.board {
+            BoardPlan::Nothing(_) => return Ok(()),
             BoardPlan::Park { due_at } => {
                 req.due_at = due_at;
-                req.reason = format!("{reason}; retry {} at {}", used + 1, until_text(due_at));
+                req.reason = format!(
+                    "{reason}; retry {} at {}",
+                    retries_used + 1,
+                    until_text(due_at)
+                );
             }
             BoardPlan::Requeue { fallback } => {
                 req.kind = Kind::Requeued;
@@ -599,6 +600,72 @@ impl Daemon {
             WriteOutcome::AlreadyApplied | WriteOutcome::Applied(_) => {}
         }
         Ok(())
+    }
+
+    /// What the board says about a record's run: our board (through our
+    /// connection), or the record's own board file opened read-only. A
+    /// locked or unavailable board of ours is an error (retry later); a
+    /// board that cannot say is a fact.
+    fn board_facts(
+        &mut self,
+        record: &ExitRecord,
+        task_id: &str,
+        now: i64,
+    ) -> Result<(BoardFacts, u32), BoardError> {
+        let Some(run_id) = record.task.run_id else {
+            return Ok((
+                BoardFacts::Unverifiable {
+                    why: "the record names no run".into(),
+                },
+                0,
+            ));
+        };
+        if self.record_is_for_our_board(record) {
+            if self.board.is_none() {
+                self.ensure_board();
+            }
+            let Some(board) = self.board.as_ref() else {
+                return Err(BoardError::Busy {
+                    path: self.paths.board_db.clone(),
+                    attempts: 0,
+                });
+            };
+            let facts = board.run_facts(task_id, run_id)?;
+            let already_applied = board.record_already_applied(task_id, &record.id)?;
+            let window_start = now - rescue::secs(self.cfg.retry.retry_window.0);
+            let used = board.delayed_retries_since(task_id, window_start)?;
+            return Ok((
+                BoardFacts::Run {
+                    facts,
+                    already_applied,
+                    ours: true,
+                },
+                used,
+            ));
+        }
+        let Some(db) = record.task.db.as_deref() else {
+            return Ok((
+                BoardFacts::Unverifiable {
+                    why: format!(
+                        "the record is for board {}, which this watchdog does not watch, and names no board file",
+                        record.task.board.as_deref().unwrap_or("-")
+                    ),
+                },
+                0,
+            ));
+        };
+        match hermes_board::read_run_facts(Path::new(db), task_id, run_id, OTHER_BOARD_TIMEOUT) {
+            Ok(facts) => Ok((
+                BoardFacts::Run {
+                    facts,
+                    already_applied: false,
+                    ours: false,
+                },
+                0,
+            )),
+            Err(e) if e.is_transient() => Err(e),
+            Err(e) => Ok((BoardFacts::Unverifiable { why: e.to_string() }, 0)),
+        }
     }
 
     fn record_is_for_our_board(&self, record: &ExitRecord) -> bool {
@@ -636,15 +703,27 @@ impl Daemon {
                 .provider
                 .as_deref()
                 .is_none_or(|prov| self.state.providers.is_available(prov));
+            // Its provider was reset or re-authenticated: the old due time
+            // no longer means anything.
+            let healed = p
+                .provider
+                .as_deref()
+                .is_some_and(|prov| self.heal_now.contains(prov));
             let chain = self.chain_for(p.assignee.as_deref());
             let fallback_ok = self.cfg.retry.steer_to_fallback
                 && rescue::healthy_fallback(&chain, p.provider.as_deref(), &self.state.providers)
                     .is_some();
-            let releasable = (due && provider_ok) || (fallback_ok && p.kind == Kind::Held);
+            let releasable =
+                ((due || healed) && provider_ok) || (fallback_ok && p.kind == Kind::Held);
             if !releasable {
                 continue;
             }
-            let why = if provider_ok {
+            let why = if healed && !due && provider_ok {
+                format!(
+                    "provider {} healed; not waiting for the old due time",
+                    p.provider.as_deref().unwrap_or("-")
+                )
+            } else if provider_ok {
                 format!(
                     "due (provider {} available)",
                     p.provider.as_deref().unwrap_or("-")
@@ -661,6 +740,7 @@ impl Daemon {
                 return;
             }
         }
+        self.heal_now.clear();
     }
 
     /// Ready tasks whose provider is unhealthy with no healthy fallback are
@@ -702,7 +782,10 @@ impl Daemon {
                 continue;
             }
             let jitter = (self.cfg.retry.jitter.as_secs_f64() * self.next_random()) as i64;
-            let due = until.map(|t| t + self.cfg.retry.margin.0.as_secs() as i64 + jitter);
+            let due = until.map(|t| {
+                t.saturating_add(rescue::secs(self.cfg.retry.margin.0))
+                    .saturating_add(jitter)
+            });
             let req = ParkRequest {
                 task_id: task.id.clone(),
                 kind: Kind::Held,
@@ -823,6 +906,7 @@ impl Daemon {
         }
         tracing::info!(file = %self.paths.auth_store.display(), "credential store changed");
         for t in self.state.providers.reauthenticated(wall()) {
+            self.heal_now.insert(t.provider().to_string());
             self.on_transition(&t);
         }
     }
@@ -847,6 +931,9 @@ impl Daemon {
                         Some(t) => self.on_transition(&t),
                         None => tracing::info!("provider reset: {provider} was not unhealthy"),
                     }
+                    // Either way, what we hold or parked for it goes back at
+                    // the next check.
+                    self.heal_now.insert(provider);
                 }
                 None => tracing::warn!(file = %f.display(), "ignoring unreadable request"),
             }

@@ -5,6 +5,7 @@ pub mod alerts;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod decide;
 pub mod demo;
 pub mod explain;
 pub mod fake_gateway;

@@ -4,9 +4,13 @@
 //! detections, restarts, alerts — with the current config. Writes nothing.
 //!
 //! The simulation runs on a virtual clock through the same decision code
-//! the daemon uses (`health`, `rescue::plan`, `restart::Restarter`). Ready
-//! work is known from the log's `stuck` warnings, from tasks the replay
-//! itself released, and, with `--board`, from the board's events.
+//! the daemon uses (`decide::decide` for each record, `health`,
+//! `restart::Restarter`). With `--board`, each record's run is judged from
+//! that board (opened read-only), exactly as the daemon judges it; without
+//! one, each run is assumed to have been open when its record arrived, and
+//! the output says so. Ready work is known from the log's `stuck` warnings,
+//! from tasks the replay itself released, and, with `--board`, from the
+//! board's events.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -20,6 +24,7 @@ use failure_signatures::{Catalogue, ClassifyContext};
 
 use crate::cli::Common;
 use crate::config::Config;
+use crate::decide::{self, BoardFacts, HealthChange};
 use crate::gateway::{LineClassifier, LineEvent};
 use crate::health::{ProviderHealth, Transition, until_text};
 use crate::heartbeat::dispatcher_timing;
@@ -54,7 +59,19 @@ pub fn run(
         Some(db) => ready_periods(db)?,
         None => Vec::new(),
     };
-    let out = simulate(&cfg, &paths, &recs, &lines, &board_ready);
+    let reader = match board {
+        Some(db) => Some(
+            hermes_board::Board::open_read_only(db, Duration::from_secs(5))
+                .with_context(|| format!("cannot open {} read-only", db.display()))?,
+        ),
+        None => {
+            println!(
+                "# no --board given: each record's run is assumed to have been open (not reported by its worker) when the record arrived"
+            );
+            None
+        }
+    };
+    let out = simulate(&cfg, &paths, &recs, &lines, &board_ready, reader.as_ref());
     for line in &out {
         println!("{line}");
     }
@@ -118,6 +135,27 @@ fn load_log(path: &Path) -> anyhow::Result<Vec<(i64, String)>> {
         }
     }
     Ok(out)
+}
+
+/// The daemon's board facts for a record, read from the board (read-only);
+/// a board that cannot answer says so.
+fn board_facts(board: &hermes_board::Board, r: &ExitRecord, task: &str) -> BoardFacts {
+    let Some(run) = r.task.run_id else {
+        return BoardFacts::Unverifiable {
+            why: "the record names no run".into(),
+        };
+    };
+    match (
+        board.run_facts(task, run),
+        board.record_already_applied(task, &r.id),
+    ) {
+        (Ok(facts), Ok(already_applied)) => BoardFacts::Run {
+            facts,
+            already_applied,
+            ours: true,
+        },
+        (Err(e), _) | (_, Err(e)) => BoardFacts::Unverifiable { why: e.to_string() },
+    }
 }
 
 fn line_time(line: &str) -> Option<i64> {
@@ -189,6 +227,7 @@ fn simulate(
     recs: &[ExitRecord],
     lines: &[(i64, String)],
     board_ready: &[(i64, String)],
+    board: Option<&hermes_board::Board>,
 ) -> Vec<String> {
     let classifier = LineClassifier::new(&cfg.dispatcher.patterns).ok();
     let catalogue = Catalogue::builtin();
@@ -241,61 +280,63 @@ fn simulate(
                     .as_deref()
                     .map(|p| sim.profiles.chain(p, &sim.paths.profile_config(p)))
                     .unwrap_or_default();
-                let Some(f) = &r.failure else {
-                    if r.exit.code == Some(0)
-                        && let Some(p) = rescue::run_provider(r, &chain)
-                        && let Some(tr) = sim.health.observe_success(&p, now)
-                    {
-                        sim.transitions(now, vec![tr]);
-                    }
-                    continue;
+                let facts = match (&r.task.id, board) {
+                    (None, _) => BoardFacts::NoTask,
+                    (Some(_), _) if !decide::needs_board_facts(r) => BoardFacts::NotAsked,
+                    (Some(task), Some(b)) => board_facts(b, r, task),
+                    (Some(_), None) => BoardFacts::AssumedOpen,
                 };
-                if !rescue::actionable(f) {
-                    sim.emit(
-                        now,
-                        format!(
-                            "record {}: {} is not transient; left to the dispatcher",
-                            r.id, f.class
-                        ),
-                    );
-                    continue;
-                }
-                let provider = rescue::blamed_provider(r, &chain);
-                let reason = rescue::reason_text(f, provider.as_deref());
-                if let Some(p) = &provider {
-                    let until = rescue::unhealthy_until(f, &sim.cfg.providers, now);
-                    if let Some(tr) =
-                        sim.health
-                            .mark_unhealthy(p, until, f.class.as_str(), &reason, now)
-                    {
-                        sim.transitions(now, vec![tr]);
-                    }
-                }
-                let Some(task) = r.task.id.clone() else {
-                    continue;
-                };
+                let task = r.task.id.clone();
                 let window = sim.cfg.retry.retry_window.0.as_secs() as i64;
-                let used = sim
-                    .retries
-                    .get(&task)
+                let used = task
+                    .as_ref()
+                    .and_then(|t| sim.retries.get(t))
                     .map(|v| v.iter().filter(|&&x| x >= now - window).count() as u32)
                     .unwrap_or(0);
                 jitter_state ^= jitter_state << 13;
                 jitter_state ^= jitter_state >> 7;
                 jitter_state ^= jitter_state << 17;
                 let jitter = (jitter_state >> 11) as f64 / (1u64 << 53) as f64;
-                let plan = rescue::plan(
-                    f,
-                    provider.as_deref(),
-                    &chain,
-                    &sim.health,
-                    used,
-                    &sim.cfg.retry,
-                    &sim.cfg.providers,
+                let d = decide::decide(&decide::Inputs {
+                    record: r,
+                    chain: &chain,
+                    board: &facts,
+                    retries_used: used,
+                    health: &sim.health,
+                    cfg: sim.cfg,
                     now,
-                    jitter,
-                );
-                match plan {
+                    random01: jitter,
+                });
+                match &d.health {
+                    HealthChange::Unhealthy {
+                        provider,
+                        until,
+                        class,
+                        reason,
+                    } => {
+                        if let Some(tr) = sim
+                            .health
+                            .mark_unhealthy(provider, *until, class, reason, now)
+                        {
+                            sim.transitions(now, vec![tr]);
+                        }
+                    }
+                    HealthChange::Healthy { provider } => {
+                        if let Some(tr) = sim.health.observe_success(provider, now) {
+                            sim.transitions(now, vec![tr]);
+                        }
+                    }
+                    HealthChange::None => {}
+                }
+                if r.failure.is_none() {
+                    continue;
+                }
+                sim.emit(now, format!("record {}: {}", r.id, d.why_text()));
+                let Some(task) = task else {
+                    continue;
+                };
+                let reason = d.reason.clone().unwrap_or_default();
+                match d.board {
                     BoardPlan::Nothing(why) => {
                         sim.emit(now, format!("task {task}: no change ({why})"))
                     }
@@ -309,7 +350,7 @@ fn simulate(
                                 used + 1
                             ),
                         );
-                        sim.parked.insert(task.clone(), (due_at, provider.clone()));
+                        sim.parked.insert(task.clone(), (due_at, d.blamed.clone()));
                         if let Some(d) = due_at {
                             queue.push(Reverse((d, Input::Due(task))));
                         }

@@ -22,26 +22,117 @@ pub fn actionable(f: &Classification) -> bool {
     f.transient || needs_human(f)
 }
 
-/// The provider a record blames, best evidence first:
-/// 1. the provider the Hermes worker itself printed (`🔌 Provider: X`) —
-///    the one it really talked to, internal fallbacks included;
+/// Which provider a record blames, and on what evidence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Blame {
+    /// `None`: nobody is blamed.
+    pub provider: Option<String>,
+    /// Why (or why nobody), for logs and `replay`.
+    pub evidence: String,
+}
+
+impl Blame {
+    fn on(provider: &str, evidence: &str) -> Blame {
+        Blame {
+            provider: Some(provider.to_string()),
+            evidence: evidence.to_string(),
+        }
+    }
+
+    fn nobody(evidence: String) -> Blame {
+        Blame {
+            provider: None,
+            evidence,
+        }
+    }
+}
+
+/// The provider a failed run blames. `chain` is the profile's provider
+/// chain (empty when unknown: no profile, or no config).
+///
+/// A failure that needs a human (billing, invalid or expired auth, a
+/// non-transient quota) is blamed only on the provider the failure itself
+/// names, and only when that provider is in the chain (with no chain known:
+/// when the Hermes worker also printed it as its provider) — never on the
+/// profile's primary by guess, never on a provider outside the chain.
+///
+/// A transient failure, best evidence first:
+/// 1. the provider the Hermes worker printed (`🔌 Provider: X`), when X is
+///    in the chain (Hermes only talks to chain providers; a label outside
+///    it is quoted text);
 /// 2. the provider the shim steered the run to;
-/// 3. the signature's provider, when it is in the profile's chain (an xAI
-///    error from a profile that falls back to xAI);
-/// 4. the profile's primary (a Codex-style 429 text from a `custom`
-///    endpoint blames that endpoint, not Codex);
-/// 5. the signature's provider.
+/// 3. the provider the failure names, when in the chain (an xAI error from
+///    a profile that falls back to xAI); a named provider outside a known
+///    chain blames nobody;
+/// 4. the profile's primary, for a failure that names no provider (a
+///    generic 429 from whatever the profile talks to);
+/// 5. with no chain known, the provider the failure names.
+pub fn blame(record: &ExitRecord, chain: &[ChainLink]) -> Blame {
+    let Some(f) = record.failure.as_ref() else {
+        return Blame::nobody("no failure".into());
+    };
+    let known = !chain.is_empty();
+    let in_chain = |p: &str| chain.iter().any(|l| l.provider == p);
+    let label = hermes_provider_label(record).filter(|p| !known || in_chain(p));
+    let named = f.provider.as_deref();
+    if needs_human(f) {
+        return match named {
+            Some(p) if known && in_chain(p) => {
+                Blame::on(p, "named by the failure, in the profile's chain")
+            }
+            Some(p) if !known && label.as_deref() == Some(p) => Blame::on(
+                p,
+                "named by the failure and printed by the Hermes worker (no chain known)",
+            ),
+            Some(p) if known => Blame::nobody(format!(
+                "the failure names {p}, which is not in the profile's chain ({}): quoted text, nobody blamed",
+                chain_text(chain)
+            )),
+            Some(p) => Blame::nobody(format!(
+                "the failure names {p}, but no chain is known and the worker did not print it: nobody blamed"
+            )),
+            None => Blame::nobody(format!(
+                "a {} failure that names no provider: nobody blamed (never the primary by guess)",
+                f.class
+            )),
+        };
+    }
+    if let Some(l) = &label {
+        return Blame::on(l, "printed by the Hermes worker (🔌 Provider)");
+    }
+    if let Some(s) = &record.steered {
+        return Blame::on(&s.provider, "the provider the shim steered the run to");
+    }
+    match named {
+        Some(p) if known && in_chain(p) => {
+            Blame::on(p, "named by the failure, in the profile's chain")
+        }
+        Some(p) if known => Blame::nobody(format!(
+            "the failure names {p}, which is not in the profile's chain ({}): quoted text, nobody blamed",
+            chain_text(chain)
+        )),
+        Some(p) => Blame::on(p, "named by the failure (no chain known)"),
+        None => match chain.first() {
+            Some(primary) => Blame::on(
+                &primary.provider,
+                "the profile's primary (the failure names no provider)",
+            ),
+            None => Blame::nobody("the failure names no provider and no chain is known".into()),
+        },
+    }
+}
+
+fn chain_text(chain: &[ChainLink]) -> String {
+    chain
+        .iter()
+        .map(|l| l.provider.as_str())
+        .collect::<Vec<_>>()
+        .join(" -> ")
+}
+
+/// The provider a record blames (see [`blame`]).
 pub fn blamed_provider(record: &ExitRecord, chain: &[ChainLink]) -> Option<String> {
-    let signature = record.failure.as_ref().and_then(|f| f.provider.clone());
-    hermes_provider_label(record)
-        .or_else(|| record.steered.as_ref().map(|s| s.provider.clone()))
-        .or_else(|| {
-            signature
-                .clone()
-                .filter(|p| chain.iter().any(|l| &l.provider == p))
-        })
-        .or_else(|| chain.first().map(|l| l.provider.clone()))
-        .or(signature)
+    blame(record, chain).provider
 }
 
 /// The last `🔌 Provider: X` line a Hermes worker printed, if any.
@@ -65,17 +156,34 @@ pub fn run_provider(record: &ExitRecord, chain: &[ChainLink]) -> Option<String> 
         .or_else(|| chain.first().map(|l| l.provider.clone()))
 }
 
-/// Until when the provider is unhealthy: `None` = until re-auth.
+/// Until when the provider is unhealthy: `None` = until re-auth. Never
+/// past `now + providers.max_cooldown`, whatever the record says (a
+/// `resets_at` in 2100, a `retry_after_s` of 1e300): the arithmetic
+/// saturates.
 pub fn unhealthy_until(f: &Classification, cfg: &ProvidersConfig, now: i64) -> Option<i64> {
     if needs_human(f) {
         return None;
     }
-    let max = now + cfg.max_cooldown.0.as_secs() as i64;
+    let max = now.saturating_add(secs(cfg.max_cooldown.0));
     let t = f
         .resets_at
-        .or_else(|| f.retry_after_s.map(|s| now + s.ceil() as i64))
-        .unwrap_or(now + cfg.default_cooldown.0.as_secs() as i64);
+        .or_else(|| f.retry_after_s.and_then(|s| after(now, s)))
+        .unwrap_or_else(|| now.saturating_add(secs(cfg.default_cooldown.0)));
     Some(t.min(max))
+}
+
+/// Whole seconds of a duration as i64, saturating.
+pub fn secs(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// `now + ceil(delay_s)`, saturating; `None` for NaN.
+fn after(now: i64, delay_s: f64) -> Option<i64> {
+    if delay_s.is_nan() {
+        return None;
+    }
+    // Float-to-int `as` saturates (1e300 -> i64::MAX, -inf -> i64::MIN).
+    Some(now.saturating_add(delay_s.max(0.0).ceil() as i64))
 }
 
 /// One line for logs, events and alerts.
@@ -101,7 +209,7 @@ pub fn reason_text(f: &Classification, provider: Option<&str>) -> String {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum BoardPlan {
-    Nothing(&'static str),
+    Nothing(String),
     /// Delayed retry: park until `due_at` (`None`: until the provider heals).
     Park {
         due_at: Option<i64>,
@@ -132,7 +240,7 @@ pub fn plan(
     jitter01: f64,
 ) -> BoardPlan {
     if !actionable(f) {
-        return BoardPlan::Nothing("failure is not transient");
+        return BoardPlan::Nothing("failure is not transient".into());
     }
     if retry.steer_to_fallback
         && let Some(fallback) = healthy_fallback(chain, provider, health)
@@ -152,21 +260,26 @@ pub fn plan(
     if needs_human(f) {
         return BoardPlan::Park { due_at: None };
     }
+    let jitter01 = if jitter01.is_nan() { 0.0 } else { jitter01 };
     let jitter = (retry.jitter.as_secs_f64() * jitter01.clamp(0.0, 1.0)).round() as i64;
-    let margin = retry.margin.0.as_secs() as i64;
+    let margin = secs(retry.margin.0);
     let due = match f
         .resets_at
-        .or_else(|| f.retry_after_s.map(|s| now + s.ceil() as i64))
+        .or_else(|| f.retry_after_s.and_then(|s| after(now, s)))
     {
-        Some(reset) => reset.max(now) + margin + jitter,
+        Some(reset) => reset.max(now).saturating_add(margin).saturating_add(jitter),
         None => {
             let base = retry.default_delay.0.as_secs().max(1);
             let cap = retry.max_delay.0.as_secs();
             let delay = base.saturating_mul(1u64 << retries_used.min(20)).min(cap);
-            now + delay as i64 + jitter
+            now.saturating_add(i64::try_from(delay).unwrap_or(i64::MAX))
+                .saturating_add(jitter)
         }
     };
-    let ceiling = now + providers.max_cooldown.0.as_secs() as i64 + margin + jitter;
+    let ceiling = now
+        .saturating_add(secs(providers.max_cooldown.0))
+        .saturating_add(margin)
+        .saturating_add(jitter);
     BoardPlan::Park {
         due_at: Some(due.min(ceiling)),
     }
@@ -406,12 +519,11 @@ mod tests {
             steered: None,
             run_at_exit: None,
         };
-        // A Codex-style text from a `custom` endpoint blames the endpoint...
-        assert_eq!(
-            blamed_provider(&rec, &[link("custom")]).as_deref(),
-            Some("custom")
-        );
-        // ...unless the chain contains the signature's provider...
+        // A Codex-style text (naming openai-codex) from a profile whose
+        // chain has no openai-codex is quoted text: nobody is blamed (this
+        // used to blame the profile's primary, `custom`)...
+        assert_eq!(blamed_provider(&rec, &[link("custom")]).as_deref(), None);
+        // ...the chain containing the signature's provider decides...
         assert_eq!(
             blamed_provider(&rec, &[link("custom"), link("openai-codex")]).as_deref(),
             Some("openai-codex")
@@ -425,6 +537,159 @@ mod tests {
         // No chain at all: the signature's provider.
         rec.stdout.head.clear();
         assert_eq!(blamed_provider(&rec, &[]).as_deref(), Some("openai-codex"));
+    }
+
+    fn record_with(f: Classification, stdout: &str) -> ExitRecord {
+        use exit_record::{ExitInfo, StreamCapture, TaskContext};
+        ExitRecord {
+            schema: exit_record::SCHEMA_NAME.into(),
+            schema_version: exit_record::SCHEMA_VERSION,
+            id: "r".into(),
+            argv: vec![],
+            cwd: None,
+            pid: None,
+            shim_pid: 1,
+            started_at: jiff::Timestamp::UNIX_EPOCH,
+            ended_at: jiff::Timestamp::UNIX_EPOCH,
+            duration_ms: 0,
+            exit: ExitInfo::default(),
+            task: TaskContext::default(),
+            stdout: StreamCapture {
+                head: stdout.into(),
+                ..StreamCapture::default()
+            },
+            stderr: StreamCapture::default(),
+            failure: Some(f),
+            steered: None,
+            run_at_exit: None,
+        }
+    }
+
+    fn auth(provider: Option<&str>) -> Classification {
+        Classification {
+            class: FailureClass::AuthExpired,
+            signature: "xai-oauth-missing-token".into(),
+            provider: provider.map(str::to_string),
+            transient: false,
+            matched_line: "xAI OAuth state is missing access_token".into(),
+            resets_at: None,
+            retry_after_s: None,
+        }
+    }
+
+    #[test]
+    fn a_failure_that_needs_a_human_blames_only_the_provider_it_names_in_the_chain() {
+        let coder = [link("openai-codex"), link("openrouter")];
+        // The xAI OAuth text in a Codex worker's output: not the primary's fault.
+        let b = blame(&record_with(auth(Some("xai-oauth")), ""), &coder);
+        assert_eq!(b.provider, None, "{}", b.evidence);
+        assert!(b.evidence.contains("not in the profile's chain"));
+        // Even with a Hermes label naming the primary.
+        let rec = record_with(
+            auth(Some("xai-oauth")),
+            "🔌 Provider: openai-codex  Model: gpt-5\n",
+        );
+        assert_eq!(blamed_provider(&rec, &coder), None);
+        // Named and in the chain: blamed (until re-auth).
+        let grok = [link("xai-oauth")];
+        assert_eq!(
+            blamed_provider(&record_with(auth(Some("xai-oauth")), ""), &grok).as_deref(),
+            Some("xai-oauth")
+        );
+        // Naming nobody: nobody, never the primary by guess.
+        assert_eq!(blamed_provider(&record_with(auth(None), ""), &grok), None);
+        // No chain known: only when the worker printed the same provider.
+        assert_eq!(
+            blamed_provider(&record_with(auth(Some("xai-oauth")), ""), &[]),
+            None
+        );
+        let printed = record_with(auth(Some("xai-oauth")), "🔌 Provider: xai-oauth\n");
+        assert_eq!(blamed_provider(&printed, &[]).as_deref(), Some("xai-oauth"));
+    }
+
+    #[test]
+    fn a_provider_label_outside_the_chain_is_quoted_text() {
+        // A grok worker printing an Anthropic label and a generic 429.
+        let mut f = rate_limit(None);
+        f.signature = "generic-http-429".into();
+        f.provider = Some("anthropic".into());
+        let rec = record_with(
+            f.clone(),
+            "🔌 Provider: anthropic  Model: claude\nHTTP 429\n",
+        );
+        let grok = [link("xai-oauth")];
+        let b = blame(&rec, &grok);
+        assert_eq!(b.provider, None, "{}", b.evidence);
+        // In the chain, the label wins.
+        let chain = [link("xai-oauth"), link("anthropic")];
+        assert_eq!(blamed_provider(&rec, &chain).as_deref(), Some("anthropic"));
+        // A generic failure naming nobody blames the primary.
+        f.provider = None;
+        assert_eq!(
+            blamed_provider(&record_with(f, "HTTP 429\n"), &grok).as_deref(),
+            Some("xai-oauth")
+        );
+    }
+
+    #[test]
+    fn huge_or_odd_reset_times_never_overflow_and_never_pass_max_cooldown() {
+        let c = Config::default();
+        let max = c.providers.max_cooldown.0.as_secs() as i64;
+        let now = 1_780_000_000;
+        for (resets_at, retry_after_s) in [
+            (Some(i64::MAX), None),
+            (Some(4_102_444_800), None),
+            (None, Some(1e300)),
+            (None, Some(f64::INFINITY)),
+            (None, Some(f64::NAN)),
+            (None, Some(-5.0)),
+            (None, Some(f64::NEG_INFINITY)),
+            (Some(i64::MIN), None),
+        ] {
+            let mut f = rate_limit(resets_at);
+            f.retry_after_s = retry_after_s;
+            let until = unhealthy_until(&f, &c.providers, now).unwrap();
+            assert!(
+                until <= now + max,
+                "{resets_at:?} {retry_after_s:?}: {until}"
+            );
+            for used in [0, 3] {
+                match plan(
+                    &f,
+                    Some("codex"),
+                    &[link("codex")],
+                    &ProviderHealth::default(),
+                    used,
+                    &c.retry,
+                    &c.providers,
+                    now,
+                    0.999,
+                ) {
+                    BoardPlan::Park { due_at: Some(due) } => {
+                        assert!(due <= now + max + 15 + 30, "{resets_at:?}: {due}")
+                    }
+                    BoardPlan::Block { .. } => {}
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        // Even at the end of time.
+        let f = rate_limit(Some(i64::MAX));
+        assert_eq!(
+            unhealthy_until(&f, &c.providers, i64::MAX - 1),
+            Some(i64::MAX)
+        );
+        let _ = plan(
+            &f,
+            None,
+            &[],
+            &ProviderHealth::default(),
+            0,
+            &c.retry,
+            &c.providers,
+            i64::MAX - 1,
+            f64::NAN,
+        );
     }
 
     #[test]

@@ -386,7 +386,11 @@ fn replay_prints_what_would_have_happened_in_time_order_and_writes_nothing() {
 fn provider_health_and_its_gauge_survive_a_watchdog_restart() {
     let mut h = Harness::new();
     h.start();
-    h.write_record(&record(None, "grok", Some(auth_expired("xai-oauth"))));
+    // A worker outside any task that failed (exit 1): a worker outside
+    // Hermes that exits 0 judges no provider.
+    let mut rec = record(None, "grok", Some(auth_expired("xai-oauth")));
+    rec.exit.code = Some(1);
+    h.write_record(&rec);
     let labels = [("provider", "xai-oauth"), ("reason", "auth_expired")];
     wait_until("gauge set", T, || {
         (h.metric("kanban_watchdog_provider_unhealthy", &labels) == 1.0).then_some(())

@@ -321,8 +321,12 @@ fn dry_run_writes_nothing() {
 fn a_ready_task_whose_provider_is_unhealthy_is_held_then_released() {
     let mut h = Harness::new();
     h.start();
-    // A worker outside any task tells us the provider is limited for 3 s.
-    h.write_record(&record(None, "coder", Some(rate_limit(Some(now() + 3)))));
+    // A worker outside any task that failed tells us the provider is
+    // limited for 3 s (exit 1: a worker outside Hermes that exits 0 judges
+    // no provider).
+    let mut rec = record(None, "coder", Some(rate_limit(Some(now() + 3))));
+    rec.exit.code = Some(1);
+    h.write_record(&rec);
     wait_until("provider unhealthy", T, || {
         h.status()["providers"]
             .as_array()?
