@@ -24,7 +24,11 @@ fn board_with_running_task(db: &Path) -> i64 {
 /// Python that ends the current run of `$HERMES_KANBAN_TASK` the way
 /// Hermes' `complete_task` / `block_task` do (`outcome` = completed|blocked).
 fn end_run_py(outcome: &str) -> String {
-    let status = if outcome == "completed" { "done" } else { "blocked" };
+    let status = if outcome == "completed" {
+        "done"
+    } else {
+        "blocked"
+    };
     format!(
         r#"python3 - <<'PY'
 import os, sqlite3, time
