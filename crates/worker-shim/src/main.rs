@@ -24,7 +24,6 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use exit_record::{
     ExitInfo, ExitRecord, SCHEMA_NAME, SCHEMA_VERSION, StreamCapture, TaskContext, WriteOptions,
 };
@@ -34,7 +33,8 @@ use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 use nix::unistd::Pid;
 
 use crate::capture::HeadTail;
-use crate::cli::Options;
+use crate::cli::{Fsync, Options};
+use crate::pump::Activity;
 use crate::signals::{ChildState, Forwarder};
 
 fn main() {
@@ -58,23 +58,21 @@ fn run() -> i32 {
         );
     }
     let argv0 = args.first().cloned().unwrap_or_default();
+    // No option can keep the worker from running: a bad one is reported
+    // (one line each) and its default used, see cli.rs.
     let (opts, command) = match target::masquerade_name(&argv0) {
         Some(name) => {
             // Every argument is the worker's; options come from the environment only.
-            let opts = Options::try_parse_from([target::SHIM_NAME]).unwrap_or_else(|e| {
-                say(&format!(
-                    "ignoring invalid WORKER_SHIM_* setting: {}",
-                    e.to_string().lines().next().unwrap_or_default()
-                ));
-                Options::parse_from(
-                    std::iter::empty::<OsString>().chain([target::SHIM_NAME.into()]),
-                )
-            });
+            let (opts, warnings) = cli::from_environment();
+            warnings.iter().for_each(|w| say(w));
             let path_env = std::env::var_os("PATH");
             let target_env = std::env::var_os("WORKER_SHIM_TARGET");
             match target::resolve_target(&name, target_env.as_deref(), path_env.as_deref()) {
                 Ok(real) => {
-                    let mut command = vec![real.into_os_string()];
+                    if let Some(w) = &real.warning {
+                        say(w);
+                    }
+                    let mut command = vec![real.path.into_os_string()];
                     command.extend(args.iter().skip(1).cloned());
                     (opts, command)
                 }
@@ -85,8 +83,8 @@ fn run() -> i32 {
             }
         }
         None => {
-            let opts = Options::parse_from(&args);
-            let command = opts.command.clone();
+            let (opts, command, warnings) = cli::parse_command_line(&args);
+            warnings.iter().for_each(|w| say(w));
             (opts, command)
         }
     };
@@ -112,12 +110,19 @@ struct Outcome {
 impl Run {
     fn new(opts: Options, mut command: Vec<OsString>) -> Run {
         // Only a worker launched by the kanban dispatcher is steered.
+        // A health file that fails its checks means no steering and one
+        // line; the worker starts regardless.
         let steered = std::env::var_os("HERMES_KANBAN_TASK").and_then(|_| {
             let file = opts
                 .health_file
                 .clone()
                 .unwrap_or_else(steer::default_health_file);
-            steer::apply(&mut command, &file, std::env::var("HERMES_PROFILE").ok())
+            steer::apply(&mut command, &file, std::env::var("HERMES_PROFILE").ok()).unwrap_or_else(
+                |e| {
+                    say(&format!("not steering this worker: {e}"));
+                    None
+                },
+            )
         });
         Run {
             opts,
@@ -169,13 +174,21 @@ impl Run {
         }
 
         let (done_tx, done_rx) = mpsc::channel();
-        let mut pumps = 0;
+        let mut pumps: Vec<Arc<Activity>> = Vec::new();
         let mut start_pump =
             |name, fd: Option<OwnedFd>, to_fd, cap: &Option<Arc<Mutex<HeadTail>>>| {
                 if let (Some(fd), Some(cap)) = (fd, cap) {
                     pump::grow_pipe(&fd);
-                    match pump::spawn_pump(name, fd, to_fd, Arc::clone(cap), done_tx.clone()) {
-                        Ok(_) => pumps += 1,
+                    let activity = Activity::new();
+                    match pump::spawn_pump(
+                        name,
+                        fd,
+                        to_fd,
+                        Arc::clone(cap),
+                        Arc::clone(&activity),
+                        done_tx.clone(),
+                    ) {
+                        Ok(_) => pumps.push(activity),
                         Err(e) => say(&format!("cannot pass {name} through: {e}")),
                     }
                 }
@@ -210,14 +223,7 @@ impl Run {
         if let Some(f) = forwarder.as_ref() {
             f.stop();
         }
-        // Grandchildren may hold the pipes open: drain for a bounded time only.
-        let deadline = Instant::now() + Duration::from_millis(self.opts.drain_timeout_ms);
-        for _ in 0..pumps {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if done_rx.recv_timeout(left).is_err() {
-                break;
-            }
-        }
+        drain(&pumps, &done_rx, self.opts.drain_quiet, self.opts.drain_max);
         let (code, signal) = match status {
             Some(WaitStatus::Exited(_, code)) => (Some(code), None),
             Some(WaitStatus::Signaled(_, sig, _)) => (None, Some(sig as i32)),
@@ -272,10 +278,17 @@ impl Run {
                 report::reported_code(&outcome.exit, judged, self.opts.tempfail_exit);
         }
         let reported = outcome.exit.reported_code;
-        let fsync = match self.opts.fsync.as_str() {
-            "always" => true,
-            "never" => false,
-            _ => failure.is_some() || reported != 0,
+        // Without a translation, this is what the shim exits with (a spawn
+        // failure's 126/127 is never translated).
+        let own_code = if outcome.exit.spawn_error.is_some() {
+            reported
+        } else {
+            report::reported_code(&outcome.exit, None, self.opts.tempfail_exit)
+        };
+        let fsync = match self.opts.fsync {
+            Fsync::Always => true,
+            Fsync::Never => false,
+            Fsync::Failures => failure.is_some() || reported != 0,
         };
         let record = ExitRecord {
             schema: SCHEMA_NAME.into(),
@@ -307,12 +320,72 @@ impl Run {
             .record_dir
             .clone()
             .unwrap_or_else(exit_record::default_record_dir);
-        if let Err(e) = exit_record::write_atomic(&dir, &record, WriteOptions { fsync }) {
-            say(&format!(
-                "exit record not written ({e}); worker exit code passed through"
-            ));
+        let file = dir.join(exit_record::record_file_name(&record.id));
+        match exit_record::write_atomic(&dir, &record, WriteOptions { fsync }) {
+            Ok(_) => reported,
+            // Renamed into place, only the directory fsync failed: the
+            // record is there for the watchdog, so the code it carries
+            // stands.
+            Err(e) if std::fs::symlink_metadata(&file).is_ok_and(|m| m.is_file()) => {
+                say(&format!(
+                    "exit record written but not synced to disk ({e}); exit code {reported}"
+                ));
+                reported
+            }
+            // No record: nothing will reschedule the task with its reset
+            // time, so the shim does not pretend to have handled a
+            // transient failure. It passes the worker's own code through,
+            // as the README promises, and says so.
+            Err(e) => {
+                let translated = if own_code != reported {
+                    format!(" (not translated to {reported}: no record to act on)")
+                } else {
+                    String::new()
+                };
+                say(&format!(
+                    "exit record not written ({e}); worker exit code {own_code} passed through{translated}"
+                ));
+                own_code
+            }
         }
-        reported
+    }
+}
+
+/// After the worker exited, keeps passing through what is still in its pipes
+/// (held open by background children, or waiting for a slow reader) until
+/// every pump has finished, or every pump still running has been idle —
+/// waiting for input, not writing to our reader — for `quiet`, and in any
+/// case no longer than `max` in total. A reader still taking output is
+/// never cut off by the quiet period; a reader that takes nothing, or a
+/// background child that never stops writing, by `max`.
+fn drain(pumps: &[Arc<Activity>], done: &mpsc::Receiver<()>, quiet: Duration, max: Duration) {
+    let start = Instant::now();
+    let hard = start.checked_add(max);
+    let mut running = pumps.len();
+    while running > 0 {
+        let now = Instant::now();
+        let left = match hard {
+            Some(h) if now >= h => return,
+            Some(h) => h - now,
+            None => Duration::MAX,
+        };
+        let quiet_for = pumps
+            .iter()
+            .filter(|p| !p.is_done())
+            .map(|p| p.quiet_for(now))
+            .min()
+            // The quiet period starts at the worker's exit at the earliest:
+            // its last output may not have been read yet.
+            .map(|q| q.min(now - start));
+        let Some(quiet_for) = quiet_for else { return };
+        if quiet_for >= quiet {
+            return;
+        }
+        match done.recv_timeout((quiet - quiet_for).min(left)) {
+            Ok(()) => running -= 1,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
     }
 }
 

@@ -5,11 +5,87 @@
 //! `HERMES_KANBAN_TASK` set) the shim appends `--provider P -m M`: Hermes
 //! 0.19's argparse lets the last occurrence win, so the dispatcher's own
 //! argv is left untouched and no board column is rewritten.
+//!
+//! `health.json` is untrusted input read on every worker start, so it is
+//! checked the way OpenSSH's `StrictModes` checks `authorized_keys`: the
+//! file and its directory must be owned by this user (or root) and not
+//! writable by group or others; the file must be a regular file, not a
+//! symlink (`O_NOFOLLOW`), and is opened `O_NONBLOCK` after an `lstat` so
+//! neither a FIFO nor a device can block or feed the shim; at most
+//! [`MAX_HEALTH_BYTES`] are read; it is parsed into a typed struct; and a
+//! provider or model is used only when it matches a conservative charset
+//! (no leading `-`, which argparse would take for an option). Any problem
+//! means no steering and one warning line: the worker always starts.
 
 use std::ffi::OsString;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use exit_record::Steered;
+use nix::fcntl::{AtFlags, OFlag, openat};
+use nix::sys::stat::{Mode, SFlag, fstatat};
+use serde::Deserialize;
+
+/// The largest `health.json` read. The watchdog's file is a few KiB (one
+/// entry per provider and per steered profile); 256 KiB leaves room for
+/// long failure reasons and bounds the read to well under a millisecond.
+pub const MAX_HEALTH_BYTES: u64 = 256 * 1024;
+
+/// The part of `health.json` the shim uses; other fields are ignored.
+#[derive(Debug, Default, Deserialize)]
+struct HealthDoc {
+    #[serde(default)]
+    steer: std::collections::BTreeMap<String, SteerEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SteerEntry {
+    provider: String,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    from: Option<String>,
+}
+
+/// Why a health file was not used. Each is one line.
+#[derive(Debug, thiserror::Error)]
+pub enum HealthError {
+    #[error("cannot open {path:?}: {source}")]
+    Open { path: PathBuf, source: nix::Error },
+    #[error("{path:?} is a symlink, not followed")]
+    Symlink { path: PathBuf },
+    #[error("{path:?} is not a regular file")]
+    NotRegular { path: PathBuf },
+    #[error(
+        "{path:?} is owned by uid {uid}, not by this user (uid {me}) or root; only a file written by the watchdog's user is trusted"
+    )]
+    Owner { path: PathBuf, uid: u32, me: u32 },
+    #[error("{path:?} is writable by group or others (mode {mode:03o}); run chmod go-w on it")]
+    Writable { path: PathBuf, mode: u32 },
+    #[error("{path:?} is larger than {MAX_HEALTH_BYTES} bytes")]
+    TooLarge { path: PathBuf },
+    #[error("cannot read {path:?}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path:?} is not a valid health file: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error(
+        "{path:?} steers profile {profile:?} to an unsafe {field} {value:?} (allowed: letters, digits and ._:/@+- , not starting with - , at most 128)"
+    )]
+    Unsafe {
+        path: PathBuf,
+        profile: String,
+        field: &'static str,
+        value: String,
+    },
+}
 
 /// `$WORKER_SHIM_HEALTH_FILE`, else `health.json` beside the default record dir.
 pub fn default_health_file() -> PathBuf {
@@ -19,38 +95,185 @@ pub fn default_health_file() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("health.json"))
 }
 
-/// Appends the steering to `command` when it applies; returns what was done.
+/// Appends the steering to `command` when it applies; returns what was
+/// done. `Err` means the health file was refused: no steering, the caller
+/// says why in one line.
 pub fn apply(
     command: &mut Vec<OsString>,
     health_file: &Path,
     profile_env: Option<String>,
-) -> Option<Steered> {
+) -> Result<Option<Steered>, HealthError> {
     if !command.iter().skip(1).any(|a| a == "chat") {
-        return None;
+        return Ok(None);
     }
-    let profile = profile_env.or_else(|| profile_from_argv(command))?;
-    let text = std::fs::read(health_file).ok()?;
-    let doc: serde_json::Value = serde_json::from_slice(&text).ok()?;
-    let entry = doc.get("steer")?.get(&profile)?;
-    let provider = entry.get("provider")?.as_str()?.to_string();
-    let model = entry
-        .get("model")
-        .and_then(|m| m.as_str())
-        .map(str::to_string);
+    let Some(profile) = profile_env.or_else(|| profile_from_argv(command)) else {
+        return Ok(None);
+    };
+    let Some(mut doc) = read_health(health_file)? else {
+        return Ok(None);
+    };
+    let Some(entry) = doc.steer.remove(&profile) else {
+        return Ok(None);
+    };
+    let unsafe_value = |field, value: &str| HealthError::Unsafe {
+        path: health_file.to_path_buf(),
+        profile: profile.clone(),
+        field,
+        value: value.chars().take(64).collect(),
+    };
+    if !safe_name(&entry.provider) {
+        return Err(unsafe_value("provider", &entry.provider));
+    }
+    if let Some(m) = entry.model.as_deref().filter(|m| !safe_name(m)) {
+        return Err(unsafe_value("model", m));
+    }
     command.push("--provider".into());
-    command.push(provider.clone().into());
-    if let Some(m) = &model {
+    command.push(entry.provider.clone().into());
+    if let Some(m) = &entry.model {
         command.push("-m".into());
         command.push(m.into());
     }
-    Some(Steered {
-        provider,
-        model,
-        from: entry
-            .get("from")
-            .and_then(|f| f.as_str())
-            .map(str::to_string),
-    })
+    Ok(Some(Steered {
+        provider: entry.provider,
+        model: entry.model,
+        // Only informational (it goes into the record); dropped if odd.
+        from: entry.from.filter(|f| safe_name(f)),
+    }))
+}
+
+/// `^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$`: provider and model names as
+/// Hermes and the providers spell them (`openrouter`, `x-ai/grok-4`,
+/// `claude-sonnet-4@20250514`, `qwen2.5:7b`), and nothing argparse could
+/// take for an option or a shell for anything but a word.
+fn safe_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"._:/@+-".contains(c))
+}
+
+/// Reads the health file after the checks in the module comment. A file
+/// (or directory) that does not exist is `Ok(None)`: nothing is published.
+fn read_health(path: &Path) -> Result<Option<HealthDoc>, HealthError> {
+    let owned = |p: &Path| p.to_path_buf();
+    let Some(name) = path.file_name() else {
+        return Err(HealthError::NotRegular { path: owned(path) });
+    };
+    let dir_path = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    let dir = match File::open(dir_path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(HealthError::Read {
+                path: owned(dir_path),
+                source: e,
+            });
+        }
+    };
+    let dir_meta = dir.metadata().map_err(|e| HealthError::Read {
+        path: owned(dir_path),
+        source: e,
+    })?;
+    check_owner_and_mode(dir_path, dir_meta.uid(), dir_meta.mode(), me)?;
+    // lstat first: a FIFO, a device or a symlink is refused unopened.
+    let st = match fstatat(&dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(nix::Error::ENOENT) => return Ok(None),
+        Err(e) => {
+            return Err(HealthError::Open {
+                path: owned(path),
+                source: e,
+            });
+        }
+    };
+    check_type(
+        path,
+        SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()),
+    )?;
+    let flags = OFlag::O_RDONLY
+        | OFlag::O_NOFOLLOW
+        | OFlag::O_NONBLOCK
+        | OFlag::O_NOCTTY
+        | OFlag::O_CLOEXEC;
+    let fd = match openat(&dir, name, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(nix::Error::ENOENT) => return Ok(None),
+        Err(nix::Error::ELOOP) => return Err(HealthError::Symlink { path: owned(path) }),
+        Err(e) => {
+            return Err(HealthError::Open {
+                path: owned(path),
+                source: e,
+            });
+        }
+    };
+    let file = File::from(fd);
+    // Checked again on what was opened: it may have been swapped since.
+    let meta = file.metadata().map_err(|e| HealthError::Read {
+        path: owned(path),
+        source: e,
+    })?;
+    if !meta.file_type().is_file() {
+        return Err(HealthError::NotRegular { path: owned(path) });
+    }
+    check_owner_and_mode(path, meta.uid(), meta.mode(), me)?;
+    if meta.len() > MAX_HEALTH_BYTES {
+        return Err(HealthError::TooLarge { path: owned(path) });
+    }
+    let mut text = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_HEALTH_BYTES + 1)
+        .read_to_end(&mut text)
+        .map_err(|e| HealthError::Read {
+            path: owned(path),
+            source: e,
+        })?;
+    if text.len() as u64 > MAX_HEALTH_BYTES {
+        return Err(HealthError::TooLarge { path: owned(path) });
+    }
+    serde_json::from_slice(&text)
+        .map(Some)
+        .map_err(|e| HealthError::Parse {
+            path: owned(path),
+            source: e,
+        })
+}
+
+fn check_type(path: &Path, kind: SFlag) -> Result<(), HealthError> {
+    if kind == SFlag::S_IFLNK {
+        return Err(HealthError::Symlink {
+            path: path.to_path_buf(),
+        });
+    }
+    if kind != SFlag::S_IFREG {
+        return Err(HealthError::NotRegular {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+/// OpenSSH's rule (`secure_path`): owned by the user or root, and not
+/// writable by group or others.
+fn check_owner_and_mode(path: &Path, uid: u32, mode: u32, me: u32) -> Result<(), HealthError> {
+    if uid != me && uid != 0 {
+        return Err(HealthError::Owner {
+            path: path.to_path_buf(),
+            uid,
+            me,
+        });
+    }
+    if mode & 0o022 != 0 {
+        return Err(HealthError::Writable {
+            path: path.to_path_buf(),
+            mode: mode & 0o7777,
+        });
+    }
+    Ok(())
 }
 
 fn profile_from_argv(command: &[OsString]) -> Option<String> {
@@ -89,7 +312,7 @@ mod tests {
             "-q",
             "work kanban task t1",
         ]);
-        let s = apply(&mut cmd, &f, None).unwrap();
+        let s = apply(&mut cmd, &f, None).unwrap().unwrap();
         assert_eq!(s.provider, "openrouter");
         assert_eq!(s.from.as_deref(), Some("openai-codex"));
         assert_eq!(
@@ -116,13 +339,53 @@ mod tests {
         let f = dir.path().join("health.json");
         std::fs::write(&f, r#"{"steer":{"coder":{"provider":"openrouter"}}}"#).unwrap();
         let mut not_chat = argv(&["hermes", "-p", "coder", "kanban", "list"]);
-        assert!(apply(&mut not_chat, &f, None).is_none());
+        assert!(apply(&mut not_chat, &f, None).unwrap().is_none());
         let mut other_profile = argv(&["hermes", "-p", "writer", "chat"]);
-        assert!(apply(&mut other_profile, &f, None).is_none());
+        assert!(apply(&mut other_profile, &f, None).unwrap().is_none());
         let mut no_file = argv(&["hermes", "-p", "coder", "chat"]);
-        assert!(apply(&mut no_file, &dir.path().join("missing"), None).is_none());
+        assert!(
+            apply(&mut no_file, &dir.path().join("missing"), None)
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            apply(&mut no_file, &dir.path().join("nodir/health.json"), None)
+                .unwrap()
+                .is_none()
+        );
         std::fs::write(&f, "{broken").unwrap();
-        assert!(apply(&mut no_file, &f, None).is_none());
+        assert!(matches!(
+            apply(&mut no_file, &f, None),
+            Err(HealthError::Parse { .. })
+        ));
         assert_eq!(no_file.len(), 4);
+    }
+
+    #[test]
+    fn names_must_be_conservative() {
+        for ok in [
+            "openrouter",
+            "x-ai/grok-4",
+            "claude-sonnet-4@20250514",
+            "qwen2.5:7b",
+            "a+b",
+        ] {
+            assert!(safe_name(ok), "{ok}");
+        }
+        let long = "a".repeat(129);
+        for bad in [
+            "",
+            "-rf",
+            "--help",
+            ".hidden",
+            "a b",
+            "a;b",
+            "a$b",
+            "a\nb",
+            "é",
+            long.as_str(),
+        ] {
+            assert!(!safe_name(bad), "{bad:?}");
+        }
     }
 }

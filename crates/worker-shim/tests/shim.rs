@@ -240,9 +240,16 @@ fn an_unwritable_record_dir_still_passes_the_workers_exit_code() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("exit record not written"), "{err}");
 
-    // Also with a translated failure: the translated code is still reported.
+    // Also with a transient failure: without a record it is not translated
+    // to 75 (nothing would reschedule the task); the line says so.
     let out = run(shim(&blocker.join("records")).args(sh(&format!("echo '{CODEX_429}'"))));
-    assert_eq!(out.status.code(), Some(75));
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("worker exit code 0 passed through (not translated to 75"),
+        "{err}"
+    );
 }
 
 #[test]
