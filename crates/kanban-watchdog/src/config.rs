@@ -316,27 +316,10 @@ impl Default for DispatcherConfig {
 }
 
 impl Default for LogPatterns {
+    /// Anchored to the format, level and logger Hermes writes: see
+    /// [`crate::gateway::default_patterns`].
     fn default() -> Self {
-        let v = |xs: &[&str]| xs.iter().map(|s| s.to_string()).collect();
-        LogPatterns {
-            activity: v(&[
-                r"kanban dispatcher \[[^\]]*\]: spawned=",
-                r"kanban dispatcher: embedded in gateway",
-                r"kanban dispatcher: reaped \d+ zombie",
-            ]),
-            stuck: v(&[r"kanban dispatcher stuck"]),
-            tick_error: v(&[
-                r"kanban dispatcher: tick failed",
-                r"kanban dispatcher: unexpected watcher error",
-            ]),
-            shutdown: v(&[
-                r"(?i-u)gateway (is )?shutting down",
-                r"(?i-u)kanban dispatcher: (stopped|shutting down|cancelled)",
-            ]),
-            provider_failure: v(&[
-                r"(?i-u)(oauth|access_token|usage limit|rate limit|HTTP 429|quota)",
-            ]),
-        }
+        crate::gateway::default_patterns()
     }
 }
 

@@ -39,6 +39,15 @@ pub fn run(common: &Common, dry_run: bool) -> anyhow::Result<()> {
     let (cfg, config_path) = load_config(common)?;
     let paths = Paths::resolve(&cfg);
     let listen = cfg.http.listen.clone();
+    let loose = crate::gateway::unanchored(&cfg.dispatcher.patterns);
+    if !loose.is_empty() {
+        tracing::warn!(
+            "gateway-log patterns not anchored with ^ match a quote of their text in a line of \
+             any logger (a relayed chat message, for one): {}. Remove dispatcher.patterns to use \
+             the defaults, anchored to the format Hermes writes",
+            loose.join(", ")
+        );
+    }
     let daemon = Daemon::new(cfg, config_path, paths.clone(), dry_run)?;
     // Before anything is written, watched or served.
     let _lock = InstanceLock::acquire(&paths.state_dir)?;

@@ -418,3 +418,166 @@ fn a_second_daemon_on_the_same_state_dir_is_refused_with_the_pid_and_lock_file()
     start_daemon(&mut h, None);
     assert!(h.status()["pid"].is_number());
 }
+
+// ----- gateway-log lookalikes -------------------------------------------------
+
+fn append_log(h: &Harness, text: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(h.home.join("logs/gateway.log"))
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+fn stamp() -> String {
+    jiff::ZonedDateTime::now()
+        .strftime("%Y-%m-%d %H:%M:%S,%3f")
+        .to_string()
+}
+
+fn xai_state(h: &Harness) -> String {
+    h.status()["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "xai-oauth")
+        .map(|p| p["state"].as_str().unwrap_or("").to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+const XAI: &str =
+    "RuntimeError: xAI OAuth state is missing access_token. Re-authenticate with `hermes model`.";
+
+/// Issue 13 item 7: gateway-log patterns matched anywhere in a line. A
+/// chat message relayed into the gateway log that quotes the xAI OAuth
+/// error marked xai-oauth unhealthy until re-auth. Now only the lines
+/// Hermes itself writes count: a `gateway.run` WARNING "Primary provider
+/// auth failed: ..." or the exception line of a traceback in an ERROR
+/// record of `gateway.run`.
+#[test]
+fn a_chat_message_quoting_the_xai_oauth_error_marks_no_provider_and_the_real_traceback_does() {
+    let mut h = Harness::new();
+    h.write_config("");
+    start_daemon(&mut h, None);
+    wait_until("the log followed", T, || {
+        h.stderr().contains("kanban-watchdog started").then_some(())
+    });
+    let t = stamp();
+    append_log(
+        &h,
+        &format!(
+            // One line: a platform adapter relaying a user's message.
+            "{t} INFO gateway.platforms.telegram: inbound from @mallory: {XAI}\n\
+             {t} WARNING gateway.platforms.slack: relayed: Primary provider auth failed: {XAI}\n\
+             {t} INFO gateway.run: session 7 said: {XAI}\n\
+             {t} INFO gateway.platforms.telegram: inbound from @mallory (2 lines):\n\
+             {XAI}\n\
+             {t} ERROR gateway.platforms.discord: send failed for a message:\n\
+             Traceback (most recent call last):\n\
+             {XAI}\n\
+             {t} WARNING gateway.run: kanban dispatcher stuck: ready queue non-empty for 6 consecutive ticks but 0 workers spawned.\n"
+        ),
+    );
+    // The last line is real: once it was counted, everything above was read.
+    wait_until("the real stuck line counted", T, || {
+        (h.metric(
+            "kanban_watchdog_gateway_log_lines_total",
+            &[("event", "stuck")],
+        ) >= 1.0)
+            .then_some(())
+    });
+    assert_eq!(
+        h.metric(
+            "kanban_watchdog_gateway_log_lines_total",
+            &[("event", "provider_failure")]
+        ),
+        0.0,
+        "a quoted line was taken for a provider failure"
+    );
+    assert_ne!(xai_state(&h), "unhealthy");
+    assert!(!h.stderr().contains("marked unhealthy"), "{}", h.stderr());
+    // The real thing: logger.exception in gateway.run.
+    append_log(
+        &h,
+        &format!(
+            "{} ERROR gateway.run: kanban dispatcher: tick failed on board default\n\
+             Traceback (most recent call last):\n  \
+             File \"/opt/hermes/gateway/run.py\", line 2082, in _resolve_runtime_agent_kwargs\n\
+             {XAI}\n",
+            stamp()
+        ),
+    );
+    wait_until("xai-oauth unhealthy", T, || {
+        (xai_state(&h) == "unhealthy").then_some(())
+    });
+}
+
+/// Issue 13 item 7: a quoted `kanban dispatcher [default]: spawned=1`
+/// counted as dispatcher progress and could hide a stall. Here ready work
+/// waits with no dispatcher while another logger keeps quoting the
+/// dispatcher's progress line (and gateway.run itself quotes it at INFO
+/// inside another message): the stall is still detected. A real progress
+/// line then ends it.
+#[test]
+fn quoted_dispatcher_progress_does_not_hide_a_stall_and_the_real_line_still_counts() {
+    let mut h = Harness::new();
+    h.write_config("dispatcher: {interval: 200ms, stall_after: 2s, check_every: 100ms}\n");
+    let conn = h.conn();
+    hermes_board::testkit::add_task(&conn, "w", "coder", "ready").unwrap();
+    start_daemon(&mut h, None);
+    let progress = "kanban dispatcher [default]: spawned=1 reclaimed=0 crashed=0 timed_out=0 promoted=0 auto_blocked=0";
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let quoter = {
+        let log = h.home.join("logs/gateway.log");
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            // Paced quotes (every 200 ms, the dispatch interval) until told
+            // to stop; bounded by the test's own timeout.
+            let start = Instant::now();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && start.elapsed() < T {
+                let t = stamp();
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .unwrap();
+                writeln!(
+                    f,
+                    "{t} INFO gateway.platforms.telegram: message from @mallory: {t} INFO gateway.run: {progress}\n\
+                     {t} INFO gateway.run: session 7 said: {progress}\n\
+                     {progress}"
+                )
+                .unwrap();
+                drop(f);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    let stalled = within(T, || h.status()["dispatcher"]["stalled"] == true);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    quoter.join().unwrap();
+    assert!(
+        stalled.is_some(),
+        "quoted progress lines hid the stall: {}",
+        h.status()["dispatcher"]
+    );
+    assert_eq!(
+        h.metric(
+            "kanban_watchdog_gateway_log_lines_total",
+            &[("event", "activity")]
+        ),
+        0.0
+    );
+    append_log(&h, &format!("{} INFO gateway.run: {progress}\n", stamp()));
+    wait_until("progress resumed", T, || {
+        (h.status()["dispatcher"]["stalled"] == false).then_some(())
+    });
+    assert_eq!(
+        h.metric(
+            "kanban_watchdog_gateway_log_lines_total",
+            &[("event", "activity")]
+        ),
+        1.0
+    );
+}
