@@ -263,13 +263,19 @@ impl Daemon {
             self.shared
                 .alive
                 .store(wall(), std::sync::atomic::Ordering::Relaxed);
-            let first = match rx.recv_timeout(wait) {
+            // A log poll stopped at its bound (log_tailer's max_poll_bytes):
+            // read on at once, after whatever else is queued (signals too).
+            let more_log = self.tailer.has_more();
+            let first = match rx.recv_timeout(if more_log { Duration::ZERO } else { wait }) {
                 Ok(ev) => Some(ev),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             // A burst of file events costs one pass each, not one per event.
             let mut pending: Vec<Event> = first.into_iter().chain(rx.try_iter()).collect();
+            if more_log {
+                pending.push(Event::LogChanged);
+            }
             pending.sort_by_key(Event::order);
             pending.dedup_by_key(|e| e.order());
             let mut stop = false;

@@ -135,6 +135,11 @@ pub use tailer::Tailer;
 pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024;
 /// Default size of one `read` call.
 pub const DEFAULT_READ_CHUNK: usize = 64 * 1024;
+/// Default bound on the bytes one [`Tailer::poll`] reads: 4 MiB (Hermes
+/// rotates gateway.log at 5 MiB, so a normal burst is one or two polls).
+pub const DEFAULT_MAX_POLL_BYTES: usize = 4 * 1024 * 1024;
+/// Default bound on the lines one [`Tailer::poll`] returns.
+pub const DEFAULT_MAX_POLL_LINES: usize = 32 * 1024;
 /// How many leading bytes of a file the fingerprint covers.
 pub const FINGERPRINT_BYTES: usize = 256;
 
@@ -148,6 +153,15 @@ pub struct TailerOptions {
     pub read_chunk: usize,
     /// Where to start reading.
     pub start: StartAt,
+    /// A poll stops reading once it read this many bytes (counted per
+    /// read, so it may overshoot by less than one `read_chunk`) and
+    /// [`Tailer::has_more`] says so; the next poll goes on from there.
+    /// Values below 1 are treated as 1.
+    pub max_poll_bytes: usize,
+    /// A poll stops reading once it gathered this many lines (it may
+    /// overshoot by the lines of one `read_chunk`). Values below 1 are
+    /// treated as 1.
+    pub max_poll_lines: usize,
 }
 
 impl Default for TailerOptions {
@@ -156,6 +170,8 @@ impl Default for TailerOptions {
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             read_chunk: DEFAULT_READ_CHUNK,
             start: StartAt::End,
+            max_poll_bytes: DEFAULT_MAX_POLL_BYTES,
+            max_poll_lines: DEFAULT_MAX_POLL_LINES,
         }
     }
 }

@@ -142,10 +142,45 @@ struct Draining {
     until: Instant,
 }
 
+/// What one poll may still read ([`TailerOptions::max_poll_bytes`],
+/// [`TailerOptions::max_poll_lines`]).
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    bytes: usize,
+    lines: usize,
+    /// A read stopped because the budget was spent.
+    cut: bool,
+}
+
+impl Budget {
+    fn new(bytes: usize, lines: usize) -> Budget {
+        Budget {
+            bytes,
+            lines,
+            cut: false,
+        }
+    }
+
+    fn unlimited() -> Budget {
+        Budget::new(usize::MAX, usize::MAX)
+    }
+
+    /// Whether another read is allowed, with `gathered` events so far.
+    fn allows(&mut self, gathered: usize) -> bool {
+        if self.bytes == 0 || gathered >= self.lines {
+            self.cut = true;
+        }
+        !self.cut
+    }
+}
+
 #[derive(Debug)]
 pub struct Tailer {
     path: PathBuf,
     read_chunk: usize,
+    max_poll_bytes: usize,
+    max_poll_lines: usize,
+    budget: Budget,
     /// Until the first successful poll: how to start.
     start: Option<StartAt>,
     cur: Option<Current>,
@@ -167,6 +202,9 @@ impl Tailer {
         Tailer {
             path: path.into(),
             read_chunk: opts.read_chunk.max(1),
+            max_poll_bytes: opts.max_poll_bytes.max(1),
+            max_poll_lines: opts.max_poll_lines.max(1),
+            budget: Budget::unlimited(),
             start: Some(opts.start),
             cur: None,
             asm: Assembler::new(opts.max_line_bytes),
@@ -219,7 +257,15 @@ impl Tailer {
         }
     }
 
+    /// The last poll stopped at its bound ([`TailerOptions::max_poll_bytes`]
+    /// or [`TailerOptions::max_poll_lines`]) with more to read: poll again
+    /// (after handling what it returned) without waiting for a change.
+    pub fn has_more(&self) -> bool {
+        self.budget.cut
+    }
+
     fn poll_inner(&mut self, out: &mut Vec<TailEvent>) -> Result<(), TailError> {
+        self.budget = Budget::new(self.max_poll_bytes, self.max_poll_lines);
         if self.chunk.len() != self.read_chunk {
             self.chunk = vec![0; self.read_chunk];
         }
@@ -301,8 +347,12 @@ impl Tailer {
         // When leaving the file (path gone or replaced) read until EOF no
         // matter what the size said, so nothing written before the switch
         // is missed.
-        if size > cur.read_offset || !same {
-            read_to_eof(cur, &mut self.asm, &mut self.chunk, out)?;
+        if (size > cur.read_offset || !same)
+            && !read_to_eof(cur, &mut self.asm, &mut self.chunk, out, &mut self.budget)?
+        {
+            // The poll's bound was reached: the rest of this file (and any
+            // switch away from it) waits for the next poll.
+            return Ok(Step::Stay);
         }
         if same {
             return Ok(Step::Stay);
@@ -369,10 +419,16 @@ impl Tailer {
     fn drain_rotated(&mut self, out: &mut Vec<TailEvent>) {
         let now = Instant::now();
         let chunk = &mut self.chunk;
+        let budget = &mut self.budget;
         self.draining.retain_mut(|d| {
             let before = d.cur.read_offset;
-            if let Err(e) = read_to_eof(&mut d.cur, &mut d.asm, chunk, out) {
-                debug!(path = %d.cur.origin.display(), error = %e, "cannot read a rotated file");
+            match read_to_eof(&mut d.cur, &mut d.asm, chunk, out, budget) {
+                // Cut by the poll's bound: keep it, read on next poll.
+                Ok(false) => return true,
+                Ok(true) => {}
+                Err(e) => {
+                    debug!(path = %d.cur.origin.display(), error = %e, "cannot read a rotated file")
+                }
             }
             if d.cur.read_offset > before {
                 d.until = now + DRAIN_GRACE;
@@ -419,8 +475,10 @@ impl Tailer {
         let mut copy = Current::at_start(file, origin, meta);
         copy.read_offset = from;
         copy.line_start = from;
-        match read_to_eof(&mut copy, &mut self.asm, &mut self.chunk, out) {
-            Ok(()) => info!(
+        // Not bounded by the poll's budget: the copy is read once, now.
+        let mut whole = Budget::unlimited();
+        match read_to_eof(&mut copy, &mut self.asm, &mut self.chunk, out, &mut whole) {
+            Ok(_) => info!(
                 copy = %copy.origin.display(),
                 bytes = copy.read_offset - from,
                 "read the rest of the truncated content from its copy"
@@ -680,15 +738,21 @@ fn open_from_start(path: &Path) -> Result<Option<Current>, TailError> {
     Ok(Some(Current::at_start(file, path.to_path_buf(), &meta)))
 }
 
-/// Read `cur` from its offset until `read` returns 0, feeding the assembler.
-/// State is updated per chunk, so an error leaves it consistent.
+/// Read `cur` from its offset until `read` returns 0, feeding the assembler,
+/// or until `budget` is spent. `Ok(true)` at EOF, `Ok(false)` when cut by
+/// the budget. State is updated per chunk, so an error or a cut leaves it
+/// consistent.
 fn read_to_eof(
     cur: &mut Current,
     asm: &mut Assembler,
     chunk: &mut [u8],
     out: &mut Vec<TailEvent>,
-) -> Result<(), TailError> {
+    budget: &mut Budget,
+) -> Result<bool, TailError> {
     loop {
+        if !budget.allows(out.len()) {
+            return Ok(false);
+        }
         let n = match cur.file.read_at(chunk, cur.read_offset) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -700,8 +764,9 @@ fn read_to_eof(
             }
         };
         if n == 0 {
-            return Ok(());
+            return Ok(true);
         }
+        budget.bytes = budget.bytes.saturating_sub(n);
         let data = chunk.get(..n).unwrap_or_default();
         cur.observe(data);
         if let Some(next_line) = asm.feed(data, out) {

@@ -158,11 +158,13 @@ struct Model {
 }
 
 impl Model {
-    fn new(path: PathBuf, read_chunk: usize) -> Self {
+    fn new(path: PathBuf, read_chunk: usize, bound: (usize, usize)) -> Self {
         let opts = TailerOptions {
             max_line_bytes: CAP,
             read_chunk,
             start: StartAt::Beginning,
+            max_poll_bytes: bound.0,
+            max_poll_lines: bound.1,
         };
         Model {
             tailer: Tailer::new(&path, opts.clone()),
@@ -294,11 +296,20 @@ impl Model {
         false
     }
 
+    /// Polls until the tailer has nothing more to read now: with a small
+    /// per-poll bound, a caller's "read everything" is several polls,
+    /// each going on where the last one stopped.
     fn poll(&mut self) {
-        let events = self.tailer.poll().expect("poll");
-        for e in events {
-            if let TailEvent::Line(l) = e {
-                self.got.push(l);
+        for round in 0.. {
+            assert!(round < 10_000_000, "has_more() never became false");
+            let events = self.tailer.poll().expect("poll");
+            for e in events {
+                if let TailEvent::Line(l) = e {
+                    self.got.push(l);
+                }
+            }
+            if !self.tailer.has_more() {
+                break;
             }
         }
         self.since_poll.clear();
@@ -367,10 +378,15 @@ impl Model {
     }
 }
 
-fn run(initial: Option<Vec<Vec<u8>>>, ops: &[Op], read_chunk: usize) -> Model {
+fn run(
+    initial: Option<Vec<Vec<u8>>>,
+    ops: &[Op],
+    read_chunk: usize,
+    bound: (usize, usize),
+) -> Model {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("gateway.log");
-    let mut m = Model::new(path, read_chunk);
+    let mut m = Model::new(path, read_chunk, bound);
     if let Some(bodies) = initial {
         m.append_lines(&bodies);
     }
@@ -429,8 +445,14 @@ proptest! {
         initial in proptest::option::of(proptest::collection::vec(body(), 0..4)),
         ops in proptest::collection::vec(op(), 0..60),
         read_chunk in prop_oneof![1usize..16, 16usize..300, Just(64 * 1024)],
+        // The per-poll bound: none, a few bytes, a few lines.
+        bound in prop_oneof![
+            Just((usize::MAX, usize::MAX)),
+            (1usize..400).prop_map(|b| (b, usize::MAX)),
+            (1usize..4).prop_map(|l| (usize::MAX, l)),
+        ],
     ) {
-        let m = run(initial, &ops, read_chunk);
+        let m = run(initial, &ops, read_chunk, bound);
         check(&m)?;
     }
 }
@@ -484,8 +506,15 @@ fn scripted_sequence() {
         Op::Append(vec![b("end")]),
     ];
     for chunk in [1, 7, 64 * 1024] {
-        let m = run(Some(vec![b("initial")]), &ops, chunk);
-        check(&m).expect("scripted sequence");
-        assert!(m.expected.len() >= 14);
+        for bound in [
+            (usize::MAX, usize::MAX),
+            (1, usize::MAX),
+            (5, usize::MAX),
+            (usize::MAX, 1),
+        ] {
+            let m = run(Some(vec![b("initial")]), &ops, chunk, bound);
+            check(&m).expect("scripted sequence");
+            assert!(m.expected.len() >= 14);
+        }
     }
 }

@@ -45,6 +45,7 @@ fn start_at_end_with_overlong_last_line_drops_its_rest() {
         max_line_bytes: 10,
         read_chunk: 7,
         start: StartAt::End,
+        ..TailerOptions::default()
     };
     let mut t = Tailer::new(&path, o);
     assert!(poll(&mut t).is_empty());
@@ -360,6 +361,7 @@ fn long_lines_are_capped_and_flagged() {
         max_line_bytes: 16,
         read_chunk: 5,
         start: StartAt::Beginning,
+        ..TailerOptions::default()
     };
     let mut t = Tailer::new(&path, o);
     append(&path, b"0123456789abcdefXYZ\nshort\n");
@@ -438,4 +440,58 @@ fn late_lines_written_to_a_renamed_file_are_still_read() {
     append(&path, b"new 2\n");
     assert_eq!(texts(&poll(&mut t)), ["late 1", "late 2", "new 2"]);
     assert!(poll(&mut t).is_empty());
+}
+
+/// Issue 13 item 11: a poll is bounded. 100,000 lines (5.4 MB) appended at
+/// once come back in polls of at most `max_poll_lines` lines and about
+/// `max_poll_bytes` bytes each, `has_more()` says when to poll again, and
+/// every line arrives once, in order, across a rename rotation in the
+/// middle.
+#[test]
+fn a_poll_reads_at_most_its_bound_and_says_there_is_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.log");
+    let line = |i: usize| format!("2026-06-07 13:24:34,120 INFO gateway.run: line {i:08}\n");
+    let mut t = Tailer::new(
+        &path,
+        TailerOptions {
+            start: StartAt::Beginning,
+            max_poll_bytes: 256 * 1024,
+            max_poll_lines: 4096,
+            ..TailerOptions::default()
+        },
+    );
+    let first: String = (0..60_000).map(line).collect();
+    append(&path, first.as_bytes());
+    // The first poll opens the file and stops at its bound...
+    let mut got = texts(&t.poll().unwrap());
+    assert!(t.has_more() && got.len() <= 4096 + 64 * 1024 / 54);
+    // ...then the file is rotated away and a new one written.
+    std::fs::rename(&path, dir.path().join("gateway.log.1")).unwrap();
+    let second: String = (60_000..100_000).map(line).collect();
+    append(&path, second.as_bytes());
+    let (mut polls, mut most) = (1, got.len());
+    loop {
+        let events = t.poll().unwrap();
+        polls += 1;
+        let lines = texts(&events);
+        most = most.max(lines.len());
+        assert!(
+            lines.len() <= 4096 + 64 * 1024 / 54,
+            "poll {polls} returned {} lines",
+            lines.len()
+        );
+        got.extend(lines);
+        if !t.has_more() {
+            break;
+        }
+        assert!(polls < 1000);
+    }
+    assert!(polls >= 18, "only {polls} polls for 100,000 lines");
+    assert_eq!(got.len(), 100_000);
+    for (i, l) in got.iter().enumerate() {
+        assert_eq!(format!("{l}\n"), line(i));
+    }
+    assert!(t.poll().unwrap().is_empty() && !t.has_more());
+    eprintln!("100,000 lines in {polls} polls, at most {most} lines per poll");
 }

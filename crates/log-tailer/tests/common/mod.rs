@@ -108,6 +108,12 @@ pub fn l(s: &str) -> Ev {
     Ev::L(s.to_owned())
 }
 
+/// Everything available now: polls until [`Tailer::has_more`] is false
+/// (one poll reads at most `max_poll_bytes`).
 pub fn poll(t: &mut Tailer) -> Vec<TailEvent> {
-    t.poll().expect("poll")
+    let mut all = t.poll().expect("poll");
+    while t.has_more() {
+        all.extend(t.poll().expect("poll"));
+    }
+    all
 }
