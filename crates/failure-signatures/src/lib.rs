@@ -79,6 +79,7 @@ use serde::{Deserialize, Serialize};
 
 pub use catalogue::{Candidate, CandidateOutcome, Catalogue, Judgement, Signature};
 pub use error::CatalogueError;
+pub use provider::same_provider;
 pub use redact::redact;
 
 /// What kind of provider failure a worker ran into.

@@ -118,6 +118,34 @@ fn labels_in(hay: &str) -> Vec<(usize, String)> {
         .collect()
 }
 
+/// Families of provider names: the catalogue names a provider by the
+/// company or API the text comes from; Hermes names the ones it talks to by
+/// its own provider ids. Each row: the catalogue's name, then the Hermes
+/// ids it covers.
+const FAMILIES: &[&[&str]] = &[
+    &["xai", "xai-oauth"],
+    &["zhipu", "zai", "glm"],
+    &["moonshot", "kimi-coding", "kimi"],
+    &["dashscope", "alibaba", "qwen-oauth", "qwen"],
+    &["gemini", "google-gemini-cli", "gemini-cli"],
+    &["google-oauth", "gemini", "google-gemini-cli", "vertex"],
+    &["vertex", "vertex-ai"],
+    &["copilot", "copilot-acp"],
+    &["azure-openai", "azure"],
+    &["openai-codex", "codex"],
+    &["anthropic", "claude-code"],
+];
+
+/// Whether the provider a failure names (`named`, a catalogue label) is the
+/// Hermes provider `hermes_id` (exactly, or the same family: a `zhipu` text
+/// is Hermes' `zai`, an `xai` credits error is Hermes' `xai-oauth` too).
+pub fn same_provider(named: &str, hermes_id: &str) -> bool {
+    named == hermes_id
+        || FAMILIES
+            .iter()
+            .any(|f| f.first() == Some(&named) && f.contains(&hermes_id))
+}
+
 /// Infers the provider from the matched `line` (at byte `line_start` of `text`).
 pub(crate) fn infer(line: &str, text: &str, line_start: usize) -> Option<String> {
     if let Some((_, p)) = labels_in(line).into_iter().next() {
@@ -158,6 +186,17 @@ mod tests {
     fn errors_log_provider_kv() {
         let line = "2026-07-05 ERROR provider=xai model=grok-4 status=429 Too Many Requests";
         assert_eq!(infer(line, line, 0).as_deref(), Some("xai"));
+    }
+
+    #[test]
+    fn families_map_catalogue_names_to_hermes_ids() {
+        assert!(same_provider("openai", "openai"));
+        assert!(same_provider("zhipu", "zai"));
+        assert!(same_provider("xai", "xai-oauth"));
+        assert!(same_provider("google-oauth", "vertex"));
+        assert!(!same_provider("openai", "openai-codex"));
+        assert!(!same_provider("vertex", "gemini"));
+        assert!(!same_provider("anthropic", "bedrock"));
     }
 
     #[test]

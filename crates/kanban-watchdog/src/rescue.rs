@@ -74,7 +74,15 @@ pub fn blame(record: &ExitRecord, chain: &[ChainLink]) -> Blame {
     let known = !chain.is_empty();
     let in_chain = |p: &str| chain.iter().any(|l| l.provider == p);
     let label = hermes_provider_label(record).filter(|p| !known || in_chain(p));
-    let named = f.provider.as_deref();
+    // The failure names a provider by the catalogue's name (`zhipu`); the
+    // chain by Hermes' id (`zai`): blame the chain's id of that family.
+    let named_owned = f.provider.as_deref().map(|p| {
+        chain
+            .iter()
+            .find(|l| failure_signatures::same_provider(p, &l.provider))
+            .map_or_else(|| p.to_string(), |l| l.provider.clone())
+    });
+    let named = named_owned.as_deref();
     if needs_human(f) {
         return match named {
             Some(p) if known && in_chain(p) => {
@@ -605,6 +613,28 @@ mod tests {
         );
         let printed = record_with(auth(Some("xai-oauth")), "🔌 Provider: xai-oauth\n");
         assert_eq!(blamed_provider(&printed, &[]).as_deref(), Some("xai-oauth"));
+    }
+
+    #[test]
+    fn a_named_provider_matches_its_hermes_id_in_the_chain() {
+        let mut f = auth(Some("zhipu"));
+        f.class = FailureClass::Billing;
+        let rec = record_with(f, "");
+        assert_eq!(
+            blamed_provider(&rec, &[link("openai-codex"), link("zai")]).as_deref(),
+            Some("zai")
+        );
+        let rec = record_with(rate_limit_named("xai"), "");
+        assert_eq!(
+            blamed_provider(&rec, &[link("xai-oauth")]).as_deref(),
+            Some("xai-oauth")
+        );
+    }
+
+    fn rate_limit_named(p: &str) -> Classification {
+        let mut f = rate_limit(Some(1));
+        f.provider = Some(p.into());
+        f
     }
 
     #[test]
