@@ -178,25 +178,32 @@ pub fn unanchored(p: &LogPatterns) -> Vec<String> {
     out
 }
 
+/// Whether `line` starts with `YYYY-MM-DD HH:MM:SS,mmm ` (the start of a
+/// Hermes log record). Checked byte by byte at fixed offsets: this runs on
+/// every line of the log.
+fn starts_record(line: &[u8]) -> bool {
+    const SEPARATORS: [(usize, u8); 7] = [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b' '),
+        (13, b':'),
+        (16, b':'),
+        (19, b','),
+        (23, b' '),
+    ];
+    const DIGITS: [usize; 17] = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 22];
+    line.len() >= 24
+        && SEPARATORS.iter().all(|&(i, c)| line[i] == c)
+        && DIGITS.iter().all(|&i| line[i].is_ascii_digit())
+}
+
 /// The level and logger name of a line that starts a Hermes log record,
 /// `None` for a continuation line (a traceback, a multi-line message).
 pub fn record_head(line: &str) -> Option<(&str, &str)> {
-    const SHAPE: &[u8; 24] = b"0000-00-00 00:00:00,000 ";
-    let bytes = line.as_bytes();
-    if bytes.len() < SHAPE.len() {
+    if !starts_record(line.as_bytes()) {
         return None;
     }
-    for (b, s) in bytes.iter().zip(SHAPE) {
-        let ok = if *s == b'0' {
-            b.is_ascii_digit()
-        } else {
-            b == s
-        };
-        if !ok {
-            return None;
-        }
-    }
-    let rest = line.get(SHAPE.len()..)?;
+    let rest = line.get(24..)?;
     let level_end = rest.find([' ', '['])?;
     let level = &rest[..level_end];
     if level.is_empty() || !level.bytes().all(|b| b.is_ascii_uppercase()) {
@@ -212,6 +219,17 @@ pub fn record_head(line: &str) -> Option<(&str, &str)> {
         return None;
     }
     Some((level, logger))
+}
+
+/// For a line that starts a record: is it an ERROR or CRITICAL record of
+/// `gateway.run` (whose continuation lines are its traceback)? Only such
+/// lines are parsed further.
+fn gateway_error_record(line: &str) -> bool {
+    let rest = line.as_bytes().get(24..).unwrap_or_default();
+    if !(rest.starts_with(b"ERROR") || rest.starts_with(b"CRITICAL")) {
+        return false;
+    }
+    matches!(record_head(line), Some((level, "gateway.run")) if level == "ERROR" || level == "CRITICAL")
 }
 
 /// All patterns in one `RegexSet` (one pass per line; the default patterns
@@ -268,12 +286,10 @@ impl LineClassifier {
     /// `gateway.run`, which is how `logger.exception` writes a traceback:
     /// a second line of a relayed chat message cannot pose as one.
     pub fn classify(&self, line: &str) -> LineEvent {
-        match record_head(line) {
-            Some((level, logger)) => self
-                .in_gateway_error
-                .set(matches!(level, "ERROR" | "CRITICAL") && logger == "gateway.run"),
-            None if !self.in_gateway_error.get() => return LineEvent::Other,
-            None => {}
+        if starts_record(line.as_bytes()) {
+            self.in_gateway_error.set(gateway_error_record(line));
+        } else if !self.in_gateway_error.get() {
+            return LineEvent::Other;
         }
         let rank = |e: &LineEvent| {
             Self::GROUPS
