@@ -645,7 +645,6 @@ fn a_huge_gateway_log_append_is_read_in_bounded_batches() {
     // SIGTERM right after another 150 MB append.
     append_log(&h, &String::from_utf8(filler(1_500_000)).unwrap());
     let mut child = h.child.take().unwrap();
-    let t0 = Instant::now();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(daemon),
         nix::sys::signal::Signal::SIGTERM,
