@@ -338,7 +338,9 @@ impl Board {
                         (&outcome, &mut self.audit)
                         && !self.opts.dry_run
                     {
-                        audit.append(change)?;
+                        // Committed: a failed append is reported by the
+                        // audit log itself, never turned into an error.
+                        audit.append(change);
                     }
                     return Ok(outcome);
                 }
