@@ -14,8 +14,14 @@ mod read;
 mod schema;
 mod write;
 
-pub use paths::{default_record_dir, is_record_file_name, record_file_name};
-pub use read::{ReadLimits, RecordError, parse_record_bytes, read_record};
+pub use paths::{
+    DirProblem, UnsafeDir, check_private_dir, default_record_dir, ensure_private_dir,
+    is_record_file_name, record_file_name,
+};
+pub use read::{
+    MAX_RESET_HORIZON_S, PrivateFileError, ReadLimits, RecordError, parse_record_bytes,
+    read_private_file, read_record,
+};
 pub use schema::{
     ExitInfo, ExitRecord, RunAtExit, SCHEMA_NAME, SCHEMA_VERSION, Steered, StreamCapture,
     TaskContext, new_record_id,

@@ -5,6 +5,7 @@ use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::paths::{UnsafeDir, check_private_dir};
 use crate::schema::{ExitRecord, SCHEMA_NAME, SCHEMA_VERSION};
 
 /// Limits a reader enforces before trusting a file.
@@ -123,7 +124,7 @@ pub fn read_record(path: &Path, limits: &ReadLimits) -> Result<ExitRecord, Recor
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     (&mut file)
-        .take(limits.max_bytes + 1)
+        .take(limits.max_bytes.saturating_add(1))
         .read_to_end(&mut bytes)
         .map_err(|source| RecordError::Read { path: p(), source })?;
     if bytes.len() as u64 > limits.max_bytes {
@@ -171,10 +172,246 @@ pub(crate) fn parse_record(path: &Path, bytes: &[u8]) -> Result<ExitRecord, Reco
             found: version,
         });
     }
-    serde_json::from_str(text).map_err(json_err)
+    let mut record: ExitRecord = serde_json::from_str(text).map_err(json_err)?;
+    clamp_times(&mut record, jiff::Timestamp::now().as_second());
+    Ok(record)
+}
+
+/// How far past the end of its run a record's reset time may lie. No
+/// provider limit resets further out than a year (monthly quotas are the
+/// longest known); anything beyond is clamped to this, and the watchdog
+/// caps it again at `providers.max_cooldown`.
+pub const MAX_RESET_HORIZON_S: i64 = 400 * 24 * 3600;
+
+/// Range-checks the times a record carries, at the boundary, so no decision
+/// code ever sees an absurd one (a `retry_after_s` of 1e300, a `resets_at`
+/// near `i64::MAX`): `retry_after_s` is clamped to
+/// `0..=`[`MAX_RESET_HORIZON_S`], `resets_at` to `0..=` the record's end
+/// (or now, if that is earlier) plus [`MAX_RESET_HORIZON_S`]. A reset in
+/// the past stays in the past (it means "retry now"). Clamping twice
+/// changes nothing more, so a record still round-trips.
+fn clamp_times(record: &mut ExitRecord, now: i64) {
+    let base = record.ended_at.as_second().min(now);
+    let Some(f) = record.failure.as_mut() else {
+        return;
+    };
+    if let Some(s) = f.retry_after_s {
+        f.retry_after_s = if s.is_nan() {
+            None
+        } else if s < 0.0 {
+            Some(0.0)
+        } else {
+            Some(s.min(MAX_RESET_HORIZON_S as f64))
+        };
+    }
+    if let Some(t) = f.resets_at {
+        f.resets_at = Some(t.clamp(0, base.saturating_add(MAX_RESET_HORIZON_S).max(0)));
+    }
 }
 
 /// Parses a record from memory, for fuzzing and tests.
 pub fn parse_record_bytes(bytes: &[u8]) -> Result<ExitRecord, RecordError> {
     parse_record(Path::new("<memory>"), bytes)
+}
+
+/// Why a private file (the watchdog's state, the health file the shim
+/// steers by) was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum PrivateFileError {
+    #[error("{0}")]
+    UnsafeDir(#[from] UnsafeDir),
+    #[error("{path}: cannot open: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: is a symbolic link; refused")]
+    Symlink { path: PathBuf },
+    #[error("{path}: not a regular file; refused")]
+    NotRegular { path: PathBuf },
+    #[error("{path}: owned by uid {found}, not by this user (uid {expected}); refused")]
+    WrongOwner {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
+    },
+    #[error("{path}: writable by its group or by others (mode {mode:04o}); refused")]
+    Writable { path: PathBuf, mode: u32 },
+    #[error("{path}: larger than {limit} bytes; refused")]
+    TooLarge { path: PathBuf, limit: u64 },
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl PrivateFileError {
+    /// The file does not exist (an ordinary first start, no health yet).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, PrivateFileError::Open { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
+}
+
+/// Reads a file only this user could have written, as OpenSSH's
+/// `StrictModes` reads `authorized_keys`: its directory passes
+/// [`check_private_dir`]; the file is opened without following a link
+/// (`O_NOFOLLOW`) and without blocking on a FIFO (`O_NONBLOCK`), and must
+/// be a regular file owned by this user, not writable by group or others,
+/// and at most `max_bytes` long.
+pub fn read_private_file(path: &Path, max_bytes: u64) -> Result<Vec<u8>, PrivateFileError> {
+    let p = || path.to_path_buf();
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        check_private_dir(dir)?;
+    }
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|source| {
+            if source.raw_os_error() == Some(libc::ELOOP) {
+                PrivateFileError::Symlink { path: p() }
+            } else {
+                PrivateFileError::Open { path: p(), source }
+            }
+        })?;
+    let meta = file
+        .metadata()
+        .map_err(|source| PrivateFileError::Read { path: p(), source })?;
+    if !meta.file_type().is_file() {
+        return Err(PrivateFileError::NotRegular { path: p() });
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err(PrivateFileError::WrongOwner {
+            path: p(),
+            found: meta.uid(),
+            expected: me,
+        });
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(PrivateFileError::Writable {
+            path: p(),
+            mode: meta.mode() & 0o7777,
+        });
+    }
+    if meta.len() > max_bytes {
+        return Err(PrivateFileError::TooLarge {
+            path: p(),
+            limit: max_bytes,
+        });
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    (&mut file)
+        .take(max_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|source| PrivateFileError::Read { path: p(), source })?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(PrivateFileError::TooLarge {
+            path: p(),
+            limit: max_bytes,
+        });
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn with_failure(retry_after_s: &str, resets_at: &str, ended_at: &str) -> Vec<u8> {
+        format!(
+            r#"{{"schema": "{SCHEMA_NAME}", "schema_version": {SCHEMA_VERSION}, "id": "x",
+              "argv": [], "cwd": null, "pid": null, "shim_pid": 1,
+              "started_at": "{ended_at}", "ended_at": "{ended_at}", "duration_ms": 0,
+              "exit": {{"code": 0, "signal": null, "reported_code": 75, "spawn_error": null}},
+              "task": {{"id": null, "run_id": null, "board": null, "db": null, "profile": null, "claim_lock": null}},
+              "stdout": {{"captured": false, "bytes_total": 0, "head": "", "tail": "", "truncated": false}},
+              "stderr": {{"captured": false, "bytes_total": 0, "head": "", "tail": "", "truncated": false}},
+              "failure": {{"class": "rate_limit", "signature": "s", "provider": null, "transient": true,
+                          "matched_line": "429", "resets_at": {resets_at}, "retry_after_s": {retry_after_s}}}}}"#
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn absurd_reset_times_are_clamped_at_the_boundary() {
+        let ended = "2025-01-01T00:00:00Z";
+        let base = jiff::Timestamp::from_second(1_735_689_600)
+            .unwrap()
+            .as_second();
+        for (retry, resets, want_retry, want_resets) in [
+            (
+                "1e300",
+                "9223372036854775807",
+                MAX_RESET_HORIZON_S as f64,
+                base + MAX_RESET_HORIZON_S,
+            ),
+            ("-1e300", "-9223372036854775808", 0.0, 0),
+            ("30.5", "1735689700", 30.5, 1_735_689_700),
+        ] {
+            let r = parse_record_bytes(&with_failure(retry, resets, ended)).unwrap();
+            let f = r.failure.as_ref().unwrap();
+            assert_eq!(f.retry_after_s, Some(want_retry), "{retry}");
+            assert_eq!(f.resets_at, Some(want_resets), "{resets}");
+            // Clamping is idempotent: the record round-trips.
+            let again = parse_record_bytes(&serde_json::to_vec(&r).unwrap()).unwrap();
+            assert_eq!(again, r);
+        }
+        // Beyond what JSON numbers or the fields can hold: refused, no panic.
+        assert!(parse_record_bytes(&with_failure("1e400", "0", ended)).is_err());
+        assert!(parse_record_bytes(&with_failure("0", "1e300", ended)).is_err());
+        assert!(parse_record_bytes(&with_failure("0", "0", "99999-01-01T00:00:00Z")).is_err());
+    }
+
+    #[test]
+    fn a_huge_size_limit_does_not_overflow() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("r.json");
+        std::fs::write(&p, with_failure("1", "1", "2025-01-01T00:00:00Z")).unwrap();
+        let limits = ReadLimits {
+            max_bytes: u64::MAX,
+            ..ReadLimits::default()
+        };
+        read_record(&p, &limits).unwrap();
+    }
+
+    #[test]
+    fn private_files_refuse_links_fifos_and_loose_modes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = tmp.path().join("health.json");
+        std::fs::write(&f, b"{}").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_private_file(&f, 10).unwrap(), b"{}");
+        assert!(matches!(
+            read_private_file(&f, 1),
+            Err(PrivateFileError::TooLarge { .. })
+        ));
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(matches!(
+            read_private_file(&f, 10),
+            Err(PrivateFileError::Writable { .. })
+        ));
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&f, &link).unwrap();
+        assert!(matches!(
+            read_private_file(&link, 10),
+            Err(PrivateFileError::Symlink { .. })
+        ));
+        let fifo = tmp.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid path; mkfifo only creates the node.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(matches!(
+            read_private_file(&fifo, 10),
+            Err(PrivateFileError::NotRegular { .. })
+        ));
+        assert!(
+            read_private_file(&tmp.path().join("none"), 10)
+                .unwrap_err()
+                .is_not_found()
+        );
+    }
 }

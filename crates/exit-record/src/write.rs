@@ -1,21 +1,20 @@
 //! Atomic record writes: a reader polling the directory never parses a partial file.
 
-use std::fs::{DirBuilder, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::paths::record_file_name;
+use crate::paths::{UnsafeDir, ensure_private_dir, record_file_name};
 use crate::schema::ExitRecord;
 
 /// Why a record could not be written. The shim prints it and carries on.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
-    #[error("cannot create record directory {dir}: {source}")]
-    CreateDir {
-        dir: PathBuf,
-        source: std::io::Error,
-    },
+    /// The directory could not be created, or another user could write to
+    /// it (see [`crate::check_private_dir`]): nothing is written there.
+    #[error("{0}")]
+    UnsafeDir(#[from] UnsafeDir),
     #[error("cannot serialize exit record: {0}")]
     Serialize(#[from] serde_json::Error),
     #[error("cannot write {path}: {source}")]
@@ -41,43 +40,40 @@ impl Default for WriteOptions {
 
 /// Writes `record` as `<dir>/<id>.json` (mode 0600), creating `dir` (mode
 /// 0700) when missing. The bytes go to a hidden temp file in the same
-/// directory first and are renamed into place.
+/// directory first (created with `O_EXCL|O_NOFOLLOW`: never through a link
+/// or into a file someone else left there) and are renamed into place.
+///
+/// A directory another user owns or could write to is refused before
+/// anything is written (see [`crate::check_private_dir`]): a record there
+/// could be deleted or forged, and a planted link could redirect the write.
 pub fn write_atomic(
     dir: &Path,
     record: &ExitRecord,
     opts: WriteOptions,
 ) -> Result<PathBuf, WriteError> {
     let body = serde_json::to_vec_pretty(record)?;
-    if !dir.is_dir() {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|source| WriteError::CreateDir {
-                dir: dir.to_path_buf(),
-                source,
-            })?;
-    }
+    ensure_private_dir(dir)?;
     let final_path = dir.join(record_file_name(&record.id));
     let tmp_path = dir.join(format!(".{}.tmp", record_file_name(&record.id)));
     let io_err = |path: &Path| {
         let path = path.to_path_buf();
         move |source| WriteError::Io { path, source }
     };
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&tmp_path)
+        .map_err(io_err(&tmp_path))?;
+    // From here on the temp file is ours: remove it on any failure.
     let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&tmp_path)
-            .map_err(io_err(&tmp_path))?;
         file.write_all(&body).map_err(io_err(&tmp_path))?;
         file.write_all(b"\n").map_err(io_err(&tmp_path))?;
         if opts.fsync {
             file.sync_all().map_err(io_err(&tmp_path))?;
         }
-        drop(file);
+        // rename(2) replaces a link at the final name, never follows it.
         std::fs::rename(&tmp_path, &final_path).map_err(io_err(&final_path))?;
         if opts.fsync {
             File::open(dir)
@@ -86,8 +82,54 @@ pub fn write_atomic(
         }
         Ok(final_path.clone())
     })();
+    drop(file);
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp_path);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_directory_others_can_write_gets_no_record() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("records");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let now = jiff::Timestamp::now();
+        let rec = ExitRecord {
+            schema: crate::SCHEMA_NAME.into(),
+            schema_version: crate::SCHEMA_VERSION,
+            id: crate::new_record_id(),
+            argv: vec![],
+            cwd: None,
+            pid: None,
+            shim_pid: 1,
+            started_at: now,
+            ended_at: now,
+            duration_ms: 0,
+            exit: Default::default(),
+            task: Default::default(),
+            stdout: Default::default(),
+            stderr: Default::default(),
+            failure: None,
+            steered: None,
+            run_at_exit: None,
+        };
+        let err = write_atomic(&dir, &rec, WriteOptions { fsync: false }).unwrap_err();
+        assert!(matches!(err, WriteError::UnsafeDir(_)), "{err}");
+        assert!(std::fs::read_dir(&dir).unwrap().next().is_none());
+        // A link planted at the temp name is never written through.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let victim = tmp.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join(format!(".{}.json.tmp", rec.id))).unwrap();
+        assert!(write_atomic(&dir, &rec, WriteOptions { fsync: false }).is_err());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert!(std::fs::symlink_metadata(dir.join(format!(".{}.json.tmp", rec.id))).is_ok());
+    }
 }

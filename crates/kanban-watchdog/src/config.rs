@@ -32,7 +32,26 @@ pub enum ConfigError {
     },
 }
 
-/// A duration written as `300s`, `15m`, `1h 30m`, `24h` or a bare number of seconds.
+/// The longest duration any key accepts: 100 years (`36500d`). Longer ones
+/// (`1e300`, `18446744073709551615`) are refused where the file is parsed,
+/// naming the file, line and key, so that no later `now + d` (in seconds
+/// since the epoch, in `Instant`s, in doublings of a backoff) can overflow,
+/// wrap (to -1: a cooldown silently off) or panic. A value meant as "never"
+/// fits: 100 years is never enough.
+pub const MAX_DURATION: Duration = Duration::from_secs(36_500 * 24 * 3600);
+
+fn in_range(d: Duration, text: &dyn fmt::Display) -> Result<Dur, String> {
+    if d > MAX_DURATION {
+        Err(format!(
+            "duration {text} is out of range (at most 36500d, 100 years)"
+        ))
+    } else {
+        Ok(Dur(d))
+    }
+}
+
+/// A duration written as `300s`, `15m`, `1h 30m`, `24h` or a bare number of
+/// seconds, at most [`MAX_DURATION`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Dur(pub Duration);
 
@@ -48,7 +67,9 @@ impl Dur {
 impl fmt::Display for Dur {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.0.as_secs();
-        if self.0.subsec_millis() != 0 {
+        if self.0.subsec_nanos() % 1_000_000 != 0 {
+            write!(f, "{}ns", self.0.as_nanos())
+        } else if self.0.subsec_millis() != 0 {
             write!(f, "{}ms", self.0.as_millis())
         } else if s != 0 && s % 3600 == 0 {
             write!(f, "{}h", s / 3600)
@@ -75,14 +96,18 @@ impl<'de> Deserialize<'de> for Dur {
             Float(f64),
             Text(String),
         }
+        // Range-checked here, at the boundary: `Duration::from_secs_f64`
+        // panics on 1e300, and a u64 of seconds wraps when later made i64.
         match Raw::deserialize(d)? {
-            Raw::Secs(s) => Ok(Dur::secs(s)),
-            Raw::Float(f) if f >= 0.0 && f.is_finite() => Ok(Dur(Duration::from_secs_f64(f))),
-            Raw::Float(f) => Err(serde::de::Error::custom(format!(
-                "duration must be positive, got {f}"
-            ))),
-            Raw::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
+            Raw::Secs(s) => in_range(Duration::from_secs(s), &format_args!("{s}s")),
+            Raw::Float(f) if f.is_nan() => Err("duration must be a number, got NaN".into()),
+            Raw::Float(f) if f < 0.0 => Err(format!("duration must not be negative, got {f}")),
+            Raw::Float(f) => Duration::try_from_secs_f64(f)
+                .map_err(|_| format!("duration {f:e}s is out of range (at most 36500d, 100 years)"))
+                .and_then(|d| in_range(d, &format_args!("{f:e}s"))),
+            Raw::Text(t) => parse_duration(&t),
         }
+        .map_err(serde::de::Error::custom)
     }
 }
 
@@ -90,7 +115,7 @@ impl<'de> Deserialize<'de> for Dur {
 pub fn parse_duration(text: &str) -> Result<Dur, String> {
     let t = text.trim();
     if let Ok(secs) = t.parse::<u64>() {
-        return Ok(Dur::secs(secs));
+        return in_range(Duration::from_secs(secs), &format_args!("{text:?}"));
     }
     // Days and weeks count as 24 h and 7 x 24 h (no calendar involved).
     let parsed = t
@@ -103,8 +128,8 @@ pub fn parse_duration(text: &str) -> Result<Dur, String> {
         return Err(format!("duration must be positive, got {text:?}"));
     }
     Duration::try_from(parsed)
-        .map(Dur)
         .map_err(|e| format!("invalid duration {text:?}: {e}"))
+        .and_then(|d| in_range(d, &format_args!("{text:?}")))
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -248,6 +273,9 @@ pub struct HttpConfig {
     pub listen: String,
 }
 
+/// The largest `records.max_bytes` accepted (each record is read whole).
+pub const MAX_RECORD_BYTES: u64 = 64 * 1024 * 1024;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RecordsConfig {
@@ -375,10 +403,13 @@ impl Config {
         let config: Config = if text.trim().is_empty() {
             Config::default()
         } else {
-            serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
-                file: file.to_string(),
-                line: e.location().map(|l| l.line()),
-                message: e.to_string(),
+            serde_yaml::from_str(text).map_err(|e| {
+                let (line, message) = pinpoint(text, &e);
+                ConfigError::Parse {
+                    file: file.to_string(),
+                    line,
+                    message: redact_message(&message),
+                }
             })?
         };
         config
@@ -387,7 +418,7 @@ impl Config {
                 file: file.to_string(),
                 line: locate_key(text, &key),
                 key,
-                message,
+                message: redact_message(&message),
             })?;
         Ok(config)
     }
@@ -440,8 +471,48 @@ impl Config {
         if self.restart.burst == 0 {
             return fail("restart.burst", "must be at least 1".into());
         }
-        if self.dispatcher.check_every.0 < Duration::from_millis(50) {
-            return fail("dispatcher.check_every", "must be at least 50ms".into());
+        if self.dispatcher.check_every.0 < Duration::from_millis(50)
+            || self.dispatcher.check_every.0 > Duration::from_secs(3600)
+        {
+            return fail(
+                "dispatcher.check_every",
+                format!(
+                    "{} is out of range (50ms to 1h: releases and stall checks wait for it)",
+                    self.dispatcher.check_every
+                ),
+            );
+        }
+        if let Some(i) = self.dispatcher.interval
+            && (i.0.is_zero() || i.0 > crate::heartbeat::MAX_HERMES_INTERVAL)
+        {
+            return fail(
+                "dispatcher.interval",
+                format!("{i} is out of range (more than 0, at most 24h)"),
+            );
+        }
+        if !(1024..=MAX_RECORD_BYTES).contains(&self.records.max_bytes) {
+            return fail(
+                "records.max_bytes",
+                format!(
+                    "{} is out of range (1024 to {MAX_RECORD_BYTES}; a record is ~150 KiB at most)",
+                    self.records.max_bytes
+                ),
+            );
+        }
+        if let Some(w) = &self.alerts.webhook {
+            let key = "alerts.webhook";
+            if w.retries > 10 {
+                return fail(
+                    &format!("{key}.retries"),
+                    format!("{} is out of range (at most 10)", w.retries),
+                );
+            }
+            if w.timeout.0.is_zero() || w.timeout.0 > Duration::from_secs(600) {
+                return fail(
+                    &format!("{key}.timeout"),
+                    format!("{} is out of range (more than 0, at most 10m)", w.timeout),
+                );
+            }
         }
         for (name, list) in [
             ("activity", &self.dispatcher.patterns.activity),
@@ -494,6 +565,74 @@ impl Config {
     }
 }
 
+/// serde_yaml names only the mapping whose value was refused by a custom
+/// deserializer (a [`Dur`] out of range is reported as `providers: …` at
+/// the mapping's first line). Find the key: the one entry of that mapping
+/// that fails on its own, and report it with its own line.
+fn pinpoint(text: &str, e: &serde_yaml::Error) -> (Option<usize>, String) {
+    let line = e.location().map(|l| l.line());
+    let message = e.to_string();
+    let found = (|| {
+        let (path, rest) = message.split_once(": ")?;
+        if path.contains(' ') {
+            return None;
+        }
+        let doc: serde_yaml::Value = serde_yaml::from_str(text).ok()?;
+        let mut node = &doc;
+        for part in path.split('.') {
+            node = node.get(part)?;
+        }
+        let culprit = node.as_mapping()?.iter().find_map(|(k, v)| {
+            let key = k.as_str()?;
+            let mut one =
+                serde_yaml::Value::Mapping([(k.clone(), v.clone())].into_iter().collect());
+            for part in path.rsplit('.') {
+                one = serde_yaml::Value::Mapping(
+                    [(serde_yaml::Value::from(part), one)].into_iter().collect(),
+                );
+            }
+            serde_yaml::from_value::<Config>(one)
+                .is_err()
+                .then(|| key.to_string())
+        })?;
+        if !v_is_leaf(node.get(culprit.as_str())?) {
+            return None;
+        }
+        let dotted = format!("{path}.{culprit}");
+        // Drop serde_yaml's position of the mapping: ours is the key's.
+        let rest = match rest.rfind(" at line ") {
+            Some(i) => &rest[..i],
+            None => rest,
+        };
+        Some((
+            locate_key(text, &dotted).or(line),
+            format!("{dotted}: {rest}"),
+        ))
+    })();
+    found.unwrap_or((line, message))
+}
+
+fn v_is_leaf(v: &serde_yaml::Value) -> bool {
+    !(v.is_mapping() || v.is_sequence())
+}
+
+/// A config error may quote the value it refused (serde's `invalid type:
+/// string "https://user:pw@host/hook?token=…"` for a webhook written as a
+/// string): redact it as every other text we log. Every URL keeps only its
+/// scheme and host ([`crate::alerts::redact_url`]: user info, path and
+/// query of a webhook are its credentials), then the usual secret shapes
+/// go ([`failure_signatures::redact`]: keys, bearer tokens, `password=`).
+pub fn redact_message(message: &str) -> String {
+    static URL: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let url = URL.get_or_init(|| {
+        regex::Regex::new(r#"(?i)\b[a-z][a-z0-9+.-]*://[^\s"'`<>]+"#).expect("static regex")
+    });
+    let urls = url.replace_all(message, |c: &regex::Captures<'_>| {
+        crate::alerts::redact_url(&c[0])
+    });
+    failure_signatures::redact(&urls).into_owned()
+}
+
 /// Finds the line (1-based) of a dotted key in YAML text by indentation, for
 /// error messages about values that parsed but are not acceptable.
 pub fn locate_key(text: &str, dotted: &str) -> Option<usize> {
@@ -542,6 +681,57 @@ mod tests {
         );
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("-5s").is_err());
+    }
+
+    #[test]
+    fn durations_past_a_hundred_years_are_refused_not_wrapped_or_panicking() {
+        for text in [
+            "1e300",
+            "1e19",
+            "18446744073709551615",
+            "36501d",
+            ".inf",
+            ".nan",
+            "-5",
+            "'99999999999999999999h'",
+        ] {
+            let err = Config::from_yaml(&format!("providers:\n  max_cooldown: {text}\n"), "w.yaml")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with("w.yaml:2") && err.contains("providers.max_cooldown"),
+                "{text}: {err}"
+            );
+        }
+        let ok = Config::from_yaml("providers:\n  max_cooldown: 36500d\n", "w.yaml").unwrap();
+        assert_eq!(ok.providers.max_cooldown.0, MAX_DURATION);
+        // Sub-millisecond values render so that they parse back.
+        let c = Config::from_yaml("retry:\n  jitter: 1.0000001\n", "w.yaml").unwrap();
+        assert_eq!(Config::from_yaml(&c.to_yaml(), "x").unwrap(), c);
+    }
+
+    #[test]
+    fn config_errors_do_not_echo_credentials() {
+        let err = Config::from_yaml(
+            "alerts:\n  webhook: \"https://u:hunter2@hooks.slack.com/services/T0/B0/XyZsecret?token=abc\"\n",
+            "w.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("alerts.webhook") && err.contains("hooks.slack.com"),
+            "{err}"
+        );
+        for s in ["hunter2", "XyZsecret", "abc", "u:"] {
+            assert!(!err.contains(s), "{s}: {err}");
+        }
+        let err = Config::from_yaml(
+            "alerts:\n  webhook: sk-proj-AbCdEf0123456789AbCdEf01\n",
+            "w.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!err.contains("AbCdEf0123456789"), "{err}");
     }
 
     #[test]

@@ -138,9 +138,10 @@ impl Daemon {
             metrics: Arc::clone(&metrics),
             alive: Arc::new(std::sync::atomic::AtomicI64::new(wall())),
         };
-        std::fs::create_dir_all(&paths.state_dir).map_err(|e| {
-            anyhow::anyhow!("cannot create state dir {}: {e}", paths.state_dir.display())
-        })?;
+        // Created 0700; refused when another user owns it or could write to
+        // it (OpenSSH StrictModes; see exit_record::check_private_dir).
+        exit_record::ensure_private_dir(&paths.state_dir)
+            .map_err(|e| anyhow::anyhow!("state directory: {e}"))?;
         let records = RecordDir::new(&paths.record_dir, cfg.records.max_bytes);
         records.prepare().map_err(|e| {
             anyhow::anyhow!(

@@ -111,20 +111,91 @@ pub fn dispatcher_timing(cfg: &DispatcherConfig, hermes_home: &Path) -> (Duratio
     (interval, stall_after)
 }
 
-/// `kanban.dispatch_interval_seconds` from `<root>/config.yaml`.
+/// The longest dispatcher interval taken from Hermes' config. Hermes itself
+/// accepts any float, but with more than a day between ticks its
+/// dispatcher is as good as stopped; a larger value (1e300, `.inf`) is
+/// taken as this, with a warning, so that every later `now + 3 x interval`
+/// stays in range and a stall is still reported within days.
+pub const MAX_HERMES_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+
+/// `kanban.dispatch_interval_seconds` from `<root>/config.yaml`, read as
+/// Hermes 0.19 reads it (`gateway/kanban_watchers.py`:
+/// `max(float(v or 60), 1.0)`, 60 when `float()` fails), range-checked:
+/// never a panic, whatever the file holds.
 fn hermes_dispatch_interval(root: &Path) -> Option<Duration> {
-    let text = std::fs::read_to_string(root.join("config.yaml")).ok()?;
+    let file = root.join("config.yaml");
+    let text = std::fs::read_to_string(&file).ok()?;
     let v: serde_yaml::Value = serde_yaml::from_str(&text).ok()?;
-    let secs = v
-        .get("kanban")?
-        .get("dispatch_interval_seconds")?
-        .as_f64()?;
-    (secs.is_finite() && secs > 0.0).then(|| Duration::from_secs_f64(secs.max(1.0)))
+    let raw = v.get("kanban")?.get("dispatch_interval_seconds")?;
+    let secs = hermes_float(raw);
+    let warn = |what: &str, using: Duration| {
+        tracing::warn!(
+            file = %file.display(),
+            "kanban.dispatch_interval_seconds: {what}; using {}s",
+            using.as_secs_f64()
+        );
+    };
+    match secs {
+        // `v or 60`: absent, null, 0 and false all mean Hermes' default.
+        None => {
+            if !(raw.is_null()
+                || raw.as_f64() == Some(0.0)
+                || raw.as_bool() == Some(false)
+                || raw.as_str() == Some(""))
+            {
+                warn("not a number (Hermes uses 60s)", Duration::from_secs(60));
+            }
+            None
+        }
+        Some(s) if s.is_nan() => {
+            // Hermes' `max(nan, 1.0)` is nan: its loop then never sleeps.
+            warn(
+                "NaN (Hermes then ticks without pause)",
+                Duration::from_secs(1),
+            );
+            Some(Duration::from_secs(1))
+        }
+        Some(s) if s < 1.0 => Some(Duration::from_secs(1)),
+        Some(s) => match Duration::try_from_secs_f64(s) {
+            Ok(d) if d <= MAX_HERMES_INTERVAL => Some(d),
+            _ => {
+                warn(&format!("{s} is longer than a day"), MAX_HERMES_INTERVAL);
+                Some(MAX_HERMES_INTERVAL)
+            }
+        },
+    }
 }
 
-/// `stall_after`: configured, else 3 x the dispatcher interval, at least 90 s.
+/// Python's `float(v or 60)` on a YAML value: `None` where Hermes falls
+/// back to 60 (a falsy value, or one `float()` refuses).
+fn hermes_float(v: &serde_yaml::Value) -> Option<f64> {
+    use serde_yaml::Value;
+    match v {
+        Value::Number(n) => n.as_f64().filter(|f| *f != 0.0),
+        Value::Bool(true) => Some(1.0),
+        Value::String(s) if !s.is_empty() => {
+            let t = s.trim().to_ascii_lowercase();
+            match t.trim_start_matches(['+', '-']) {
+                "inf" | "infinity" => Some(if t.starts_with('-') {
+                    f64::NEG_INFINITY
+                } else {
+                    f64::INFINITY
+                }),
+                "nan" => Some(f64::NAN),
+                _ => t.replace('_', "").parse::<f64>().ok(),
+            }
+        }
+        _ => None,
+    }
+}
+
+/// `stall_after`: configured, else 3 x the dispatcher interval, at least
+/// 90 s. Saturating: no interval makes it panic.
 pub fn default_stall_after(interval: Duration) -> Duration {
-    (interval * 3).max(Duration::from_secs(90))
+    interval
+        .checked_mul(3)
+        .unwrap_or(Duration::MAX)
+        .max(Duration::from_secs(90))
 }
 
 #[cfg(test)]
@@ -185,7 +256,41 @@ mod tests {
     }
 
     #[test]
+    fn absurd_hermes_intervals_are_read_as_hermes_reads_them_within_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = DispatcherConfig::default();
+        let day = MAX_HERMES_INTERVAL;
+        for (text, want) in [
+            ("1e300", day),
+            ("1e19", day),
+            (".inf", day),
+            ("-.inf", S),
+            ("-5", S),
+            (".nan", S),
+            ("0.2", S),
+            ("0", 60 * S),
+            ("null", 60 * S),
+            ("abc", 60 * S),
+            ("'45'", 45 * S),
+            ("'1e300'", day),
+            ("[1, 2]", 60 * S),
+            ("18446744073709551615", day),
+            ("-9223372036854775808", S),
+        ] {
+            std::fs::write(
+                dir.path().join("config.yaml"),
+                format!("kanban:\n  dispatch_interval_seconds: {text}\n"),
+            )
+            .unwrap();
+            let (interval, stall) = dispatcher_timing(&cfg, dir.path());
+            assert_eq!(interval, want, "{text}");
+            assert_eq!(stall, default_stall_after(want), "{text}");
+        }
+    }
+
+    #[test]
     fn stall_after_defaults_to_three_intervals_at_least_90s() {
+        assert_eq!(default_stall_after(Duration::MAX), Duration::MAX);
         assert_eq!(
             default_stall_after(Duration::from_secs(60)),
             Duration::from_secs(180)

@@ -3,7 +3,7 @@
 //! cannot be trusted. Nothing is ever deleted except `done/` entries older
 //! than the configured retention.
 
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -29,15 +29,15 @@ impl RecordDir {
         }
     }
 
-    /// Creates the directories (0700) when missing.
-    pub fn prepare(&self) -> std::io::Result<()> {
+    /// Creates the directories (0700) when missing and refuses any that
+    /// another user owns or could write to, or that sits below one (see
+    /// [`exit_record::check_private_dir`]: OpenSSH's `StrictModes` rule).
+    /// The default `/tmp/kanban-watchdog-<uid>` is a predictable name that
+    /// another local user can create first, and whoever owns the directory
+    /// can delete or forge records and plant links.
+    pub fn prepare(&self) -> Result<(), exit_record::UnsafeDir> {
         for d in [&self.dir, &self.done, &self.quarantine] {
-            if !d.is_dir() {
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(d)?;
-            }
+            exit_record::ensure_private_dir(d)?;
         }
         Ok(())
     }
@@ -58,18 +58,35 @@ impl RecordDir {
     }
 
     /// Moves a bad record aside with its reason; returns the new path.
+    /// Neither the reason file nor the move ever goes through a link or
+    /// over an existing entry: the reason is created `O_EXCL|O_NOFOLLOW`
+    /// (0600) and the record moved with `RENAME_NOREPLACE`.
     pub fn quarantine(&self, path: &Path, reason: &str) -> std::io::Result<PathBuf> {
         let name = path.file_name().unwrap_or_default();
-        let target = unique(&self.quarantine.join(name));
+        let target = unique(&self.quarantine.join(name), &[".reason"]);
         // The reason first: a full disk may refuse it, and the record is
         // moved aside all the same (the caller logs the reason too).
         let mut reason_path = target.clone().into_os_string();
         reason_path.push(".reason");
-        if let Err(e) = std::fs::write(&reason_path, format!("{reason}\n")) {
-            let _ = std::fs::remove_file(&reason_path);
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&reason_path)
+            .map_err(|e| (e, false))
+            .and_then(|mut f| {
+                use std::io::Write;
+                f.write_all(format!("{reason}\n").as_bytes())
+                    .map_err(|e| (e, true))
+            });
+        if let Err((e, created)) = written {
+            if created {
+                let _ = std::fs::remove_file(&reason_path);
+            }
             tracing::warn!(file = %target.display(), "cannot write the quarantine reason file ({e}); the reason is only in this log");
         }
-        std::fs::rename(path, &target)?;
+        rename_noreplace(path, &target)?;
         Ok(target)
     }
 
@@ -79,8 +96,8 @@ impl RecordDir {
     /// written (a record handled after a long downtime is kept too).
     pub fn mark_done(&self, path: &Path) -> std::io::Result<()> {
         let name = path.file_name().unwrap_or_default();
-        let target = unique(&self.done.join(name));
-        std::fs::rename(path, &target)?;
+        let target = unique(&self.done.join(name), &[]);
+        rename_noreplace(path, &target)?;
         if let Err(e) = std::fs::OpenOptions::new()
             .write(true)
             .custom_flags(libc::O_NOFOLLOW)
@@ -114,18 +131,60 @@ impl RecordDir {
     }
 }
 
-/// Never overwrite an existing file in done/ or quarantine/.
-fn unique(path: &Path) -> PathBuf {
-    if !path.exists() {
+/// A name in done/ or quarantine/ that nothing uses yet, with nothing at
+/// `<name><suffix>` either for each of `companions`. A link counts as
+/// existing, dangling or not (`symlink_metadata`, never `exists()`).
+fn unique(path: &Path, companions: &[&str]) -> PathBuf {
+    let taken = |p: &Path| {
+        std::fs::symlink_metadata(p).is_ok()
+            || companions.iter().any(|c| {
+                let mut q = p.to_path_buf().into_os_string();
+                q.push(c);
+                std::fs::symlink_metadata(q).is_ok()
+            })
+    };
+    if !taken(path) {
         return path.to_path_buf();
     }
-    for i in 1.. {
+    for i in 1..10_000u32 {
         let mut p = path.to_path_buf().into_os_string();
         p.push(format!(".{i}"));
         let p = PathBuf::from(p);
-        if !p.exists() {
+        if !taken(&p) {
             return p;
         }
     }
-    path.to_path_buf()
+    let mut p = path.to_path_buf().into_os_string();
+    p.push(format!(".{}", exit_record::new_record_id()));
+    PathBuf::from(p)
+}
+
+/// rename(2) that never replaces an existing entry (`renameat2` with
+/// `RENAME_NOREPLACE`); where the filesystem does not support the flag, a
+/// plain rename after [`unique`] checked the name.
+fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+    };
+    let (a, b) = (c(from)?, c(to)?);
+    // SAFETY: both are valid NUL-terminated paths; renameat2 only reads them.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EINVAL) | Some(libc::ENOSYS) => std::fs::rename(from, to),
+        _ => Err(e),
+    }
 }

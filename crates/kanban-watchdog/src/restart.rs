@@ -122,7 +122,16 @@ pub fn spawn_detached(argv: &[String], log: &Path) -> std::io::Result<u32> {
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let out = OpenOptions::new().create(true).append(true).open(log)?;
+    // Never through a link planted at the log's name (O_NOFOLLOW), never
+    // blocking on a FIFO there (O_NONBLOCK); created 0600.
+    let out = std::os::unix::fs::OpenOptionsExt::custom_flags(
+        std::os::unix::fs::OpenOptionsExt::mode(
+            OpenOptions::new().create(true).append(true),
+            0o600,
+        ),
+        libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK,
+    )
+    .open(log)?;
     let err = out.try_clone()?;
     let mut cmd = Command::new(program);
     cmd.args(args)
