@@ -9,6 +9,7 @@
 mod capture;
 mod cli;
 mod guard;
+mod kanban;
 mod pump;
 mod report;
 mod run_check;
@@ -78,6 +79,9 @@ fn run() -> i32 {
                 }
                 Err(reason) => {
                     say(&reason);
+                    if kanban::is_kanban_worker() {
+                        kanban::write_exit_trailer(spawn::EXIT_NOT_FOUND);
+                    }
                     return spawn::EXIT_NOT_FOUND;
                 }
             }
@@ -135,8 +139,16 @@ impl Run {
     }
 
     fn execute(self) -> i32 {
+        let kanban = kanban::is_kanban_worker();
         let outcome = self.supervise();
-        self.finish(outcome)
+        let worker_code = outcome.exit.code;
+        let code = self.finish(outcome);
+        // The very last output: what a dispatcher that missed our exit
+        // status reads from the task's log (see kanban.rs).
+        if kanban::needs_trailer(kanban, worker_code, code) {
+            kanban::write_exit_trailer(code);
+        }
+        code
     }
 
     fn supervise(&self) -> Outcome {
