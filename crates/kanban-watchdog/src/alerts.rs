@@ -3,7 +3,8 @@
 //! (or ERROR) log line always; optional sinks — a webhook (JSON POST with a
 //! Slack/Discord-compatible `text`) and a command (argv, the alert as JSON
 //! on stdin) — are served by a delivery thread behind a bounded queue, so
-//! a slow receiver never blocks the watchdog.
+//! a slow receiver never blocks the watchdog. Alertmanager (its v2 API, see
+//! [`crate::alertmanager`]) has a thread and queue of its own.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -44,6 +45,10 @@ pub struct Alert {
     pub sent_at: i64,
     pub host: String,
     pub source: &'static str,
+    /// Not a new message: an open incident handed to a new Alertmanager
+    /// sink after a reload, so it keeps re-posting it.
+    #[serde(skip)]
+    pub refresh: bool,
 }
 
 struct Incident {
@@ -58,6 +63,7 @@ pub struct Alerts {
     open: BTreeMap<String, Incident>,
     repeat: Duration,
     queue: Option<SyncSender<Alert>>,
+    alertmanager: Option<SyncSender<Alert>>,
     metrics: Arc<Metrics>,
     host: String,
 }
@@ -68,22 +74,41 @@ impl Alerts {
             open: BTreeMap::new(),
             repeat: cfg.repeat_interval.0,
             queue: start_sinks(cfg, &metrics),
+            alertmanager: start_alertmanager(cfg, &metrics),
             metrics,
             host: hostname(),
         }
     }
 
     /// New sinks and repeat interval (a reload); open incidents stay open,
-    /// so their resolved message still goes out once.
+    /// so their resolved message still goes out once, and a (new)
+    /// Alertmanager sink is handed them to keep them firing there.
     pub fn reconfigure(&mut self, cfg: &AlertsConfig) {
         self.repeat = cfg.repeat_interval.0;
         self.queue = start_sinks(cfg, &self.metrics);
+        self.alertmanager = start_alertmanager(cfg, &self.metrics);
+        if let Some(am) = &self.alertmanager {
+            for (key, inc) in &self.open {
+                let mut alert = self.alert(
+                    key,
+                    "firing",
+                    true,
+                    inc.severity,
+                    &inc.summary,
+                    inc.started_at,
+                );
+                alert.refresh = true;
+                let _ = am.try_send(alert);
+            }
+        }
     }
 
     /// Opens (or keeps open) an incident. Returns true when an alert went out.
     pub fn fire(&mut self, key: &str, severity: Severity, summary: &str) -> bool {
         let now = Instant::now();
-        let (repeat, started_at) = match self.open.get_mut(key) {
+        // An incident keeps its highest severity: a reminder of a critical
+        // incident is critical even when the latest check said warning.
+        let (repeat, started_at, severity) = match self.open.get_mut(key) {
             // Within the repeat interval an open incident speaks again only
             // when it escalates; its summary is kept up to date either way.
             Some(inc) if now.duration_since(inc.last_sent) < self.repeat => {
@@ -93,13 +118,13 @@ impl Alerts {
                 }
                 inc.severity = severity;
                 inc.last_sent = now;
-                (true, inc.started_at)
+                (true, inc.started_at, severity)
             }
             Some(inc) => {
                 inc.last_sent = now;
                 inc.summary = summary.to_string();
                 inc.severity = inc.severity.max(severity);
-                (true, inc.started_at)
+                (true, inc.started_at, inc.severity)
             }
             None => {
                 let started_at = jiff::Timestamp::now().as_second();
@@ -112,7 +137,7 @@ impl Alerts {
                         last_sent: now,
                     },
                 );
-                (false, started_at)
+                (false, started_at, severity)
             }
         };
         match severity {
@@ -181,14 +206,40 @@ impl Alerts {
         summary: &str,
         started_at: i64,
     ) {
-        let Some(queue) = &self.queue else { return };
+        if self.queue.is_none() && self.alertmanager.is_none() {
+            return;
+        }
+        let alert = self.alert(key, status, repeat, severity, summary, started_at);
+        for queue in [&self.alertmanager, &self.queue].into_iter().flatten() {
+            match queue.try_send(alert.clone()) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    self.metrics.alerts_failed.inc();
+                    tracing::error!(alert = key, "alert queue full; alert dropped");
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    self.metrics.alerts_failed.inc();
+                }
+            }
+        }
+    }
+
+    fn alert(
+        &self,
+        key: &str,
+        status: &'static str,
+        repeat: bool,
+        severity: Severity,
+        summary: &str,
+        started_at: i64,
+    ) -> Alert {
         let label = match (status, repeat) {
             ("resolved", _) => "RESOLVED",
             (_, true) => "FIRING (reminder)",
             _ => "FIRING",
         };
         let text = format!("[{label}] kanban-watchdog on {}: {summary}", self.host);
-        let alert = Alert {
+        Alert {
             content: text.clone(),
             text,
             status,
@@ -200,16 +251,24 @@ impl Alerts {
             sent_at: jiff::Timestamp::now().as_second(),
             host: self.host.clone(),
             source: "kanban-watchdog",
-        };
-        match queue.try_send(alert) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                self.metrics.alerts_failed.inc();
-                tracing::error!(alert = key, "alert queue full; alert dropped");
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                self.metrics.alerts_failed.inc();
-            }
+            refresh: false,
+        }
+    }
+}
+
+/// The Alertmanager delivery thread and its queue, when configured.
+fn start_alertmanager(cfg: &AlertsConfig, metrics: &Arc<Metrics>) -> Option<SyncSender<Alert>> {
+    let am = cfg.alertmanager.as_ref()?;
+    let (tx, rx) = sync_channel(256);
+    let sink = crate::alertmanager::Sink::new(am, cfg.repeat_interval.0, Arc::clone(metrics));
+    match std::thread::Builder::new()
+        .name("alertmanager".into())
+        .spawn(move || sink.run(rx))
+    {
+        Ok(_) => Some(tx),
+        Err(e) => {
+            tracing::error!("cannot start alert delivery to Alertmanager: {e}");
+            None
         }
     }
 }
@@ -402,5 +461,48 @@ mod tests {
         assert!(a.resolve("dispatcher_stalled", "progress resumed"));
         assert!(!a.resolve("dispatcher_stalled", "again"));
         assert!(a.incidents().is_empty());
+    }
+
+    #[test]
+    fn a_reminder_of_an_escalated_incident_keeps_its_severity() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("alerts.json");
+        let cfg = AlertsConfig {
+            repeat_interval: crate::config::Dur(Duration::ZERO),
+            command: Some(vec![
+                "sh".into(),
+                "-c".into(),
+                format!("cat >> '{}'; echo >> '{}'", out.display(), out.display()),
+            ]),
+            ..AlertsConfig::default()
+        };
+        let mut a = Alerts::new(&cfg, Arc::new(Metrics::default()));
+        assert!(a.fire("dispatcher_stalled", Severity::Warning, "stalled"));
+        assert!(a.fire(
+            "dispatcher_stalled",
+            Severity::Critical,
+            "restart did not help"
+        ));
+        // The next check says warning again; the reminder stays critical.
+        assert!(a.fire("dispatcher_stalled", Severity::Warning, "stalled 30s"));
+        let start = Instant::now();
+        let sent: Vec<serde_json::Value> = loop {
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            let v: Vec<serde_json::Value> = text
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            if v.len() == 3 || start.elapsed() > Duration::from_secs(10) {
+                break v;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let severities: Vec<&str> = sent
+            .iter()
+            .map(|v| v["severity"].as_str().unwrap())
+            .collect();
+        assert_eq!(severities, ["warning", "critical", "critical"]);
+        assert_eq!(sent[2]["repeat"], true);
+        assert_eq!(sent[2]["summary"], "stalled 30s");
     }
 }

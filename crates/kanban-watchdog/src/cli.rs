@@ -4,10 +4,30 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// `--version`: the crate version, the build (`git describe` at build
+/// time, when built from a checkout) and the exit-record schema version it
+/// reads, e.g. `0.1.0 (build 3cc22eb4f1a2; exit-record schema 1)`.
+pub fn version() -> &'static str {
+    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VERSION.get_or_init(|| {
+        let build = env!("KANBAN_WATCHDOG_BUILD");
+        let build = if build.is_empty() {
+            String::new()
+        } else {
+            format!("build {build}; ")
+        };
+        format!(
+            "{} ({build}exit-record schema {})",
+            env!("CARGO_PKG_VERSION"),
+            exit_record::SCHEMA_VERSION
+        )
+    })
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "kanban-watchdog",
-    version,
+    version = version(),
     about = "Sidecar for the Hermes kanban dispatcher: rescues tasks from transient provider failures, \
 tracks provider health, restarts a stalled dispatcher, and alerts."
 )]
@@ -101,6 +121,12 @@ pub enum Command {
     /// A stand-in for the Hermes gateway's dispatcher (for tests and the demo).
     #[command(hide = true)]
     FakeGateway(crate::cli::FakeGatewayArgs),
+    /// Shell completions and man pages, generated from these definitions.
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        target: crate::generate::GenerateTarget,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -246,6 +246,9 @@ pub struct AlertsConfig {
     pub webhook: Option<WebhookConfig>,
     /// argv run with the alert as JSON on stdin.
     pub command: Option<Vec<String>>,
+    /// Alertmanager to post alerts to (its v2 API): `url` is its base URL,
+    /// e.g. `http://127.0.0.1:9093`; `timeout` and `retries` as for the webhook.
+    pub alertmanager: Option<WebhookConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -376,6 +379,7 @@ impl Default for AlertsConfig {
             repeat_interval: Dur::secs(3600),
             webhook: None,
             command: None,
+            alertmanager: None,
         }
     }
 }
@@ -499,8 +503,11 @@ impl Config {
                 ),
             );
         }
-        if let Some(w) = &self.alerts.webhook {
-            let key = "alerts.webhook";
+        for (key, sink) in [
+            ("alerts.webhook", &self.alerts.webhook),
+            ("alerts.alertmanager", &self.alerts.alertmanager),
+        ] {
+            let Some(w) = sink else { continue };
             if w.retries > 10 {
                 return fail(
                     &format!("{key}.retries"),
@@ -539,6 +546,14 @@ impl Config {
             return fail(
                 "alerts.webhook.url",
                 "must be an http:// or https:// URL".into(),
+            );
+        }
+        if let Some(am) = &self.alerts.alertmanager
+            && !(am.url.starts_with("http://") || am.url.starts_with("https://"))
+        {
+            return fail(
+                "alerts.alertmanager.url",
+                "must be an http:// or https:// URL (Alertmanager's base URL)".into(),
             );
         }
         if let Some(cmd) = &self.alerts.command

@@ -201,6 +201,7 @@ fn run_in(tmp: &Path) -> anyhow::Result<()> {
             retries: 1,
         }),
         command: None,
+        alertmanager: None,
     };
     let paths = Paths::resolve(&cfg);
     let daemon = Daemon::new(cfg.clone(), None, paths.clone(), false)?;

@@ -1,6 +1,7 @@
 //! kanban-watchdog: a sidecar beside the unmodified Hermes kanban
 //! dispatcher. See the README for what it does and how to run it.
 
+pub mod alertmanager;
 pub mod alerts;
 pub mod cli;
 pub mod config;
@@ -10,6 +11,7 @@ pub mod demo;
 pub mod explain;
 pub mod fake_gateway;
 pub mod gateway;
+pub mod generate;
 pub mod health;
 pub mod heartbeat;
 pub mod http;

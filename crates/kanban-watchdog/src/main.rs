@@ -85,5 +85,6 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             undo,
         }),
         Command::FakeGateway(args) => fake_gateway::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Generate { target } => generate::run(&target).map(|()| ExitCode::SUCCESS),
     }
 }
