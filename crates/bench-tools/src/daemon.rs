@@ -427,6 +427,7 @@ fn record_body(task: &str, run: i64) -> (String, Vec<u8>) {
         }),
         steered: None,
         run_at_exit: None,
+        skipped: None,
     };
     let mut body = serde_json::to_vec_pretty(&rec).expect("record serializes");
     body.push(b'\n');

@@ -23,7 +23,7 @@ pub use read::{
     read_private_file, read_record,
 };
 pub use schema::{
-    ExitInfo, ExitRecord, RunAtExit, SCHEMA_NAME, SCHEMA_VERSION, Steered, StreamCapture,
+    ExitInfo, ExitRecord, RunAtExit, SCHEMA_NAME, SCHEMA_VERSION, Skipped, Steered, StreamCapture,
     TaskContext, new_record_id,
 };
 pub use write::{WriteError, WriteOptions, write_atomic};

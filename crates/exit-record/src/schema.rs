@@ -42,6 +42,23 @@ pub struct ExitRecord {
     /// the board could not say (older records lack it too).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_at_exit: Option<RunAtExit>,
+    /// Set when the shim did not start the worker at all: the run's
+    /// provider was unhealthy with no healthy fallback (from the watchdog's
+    /// health file). `failure` then carries the provider's class and reset.
+    /// Optional: older records lack it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<Skipped>,
+}
+
+/// A run the shim skipped instead of starting the worker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skipped {
+    /// The unhealthy provider the run would have used.
+    pub provider: String,
+    /// When it is expected back (epoch s); `None`: until re-auth.
+    pub until: Option<i64>,
+    /// Why it is unhealthy, as the watchdog published it (redacted).
+    pub reason: String,
 }
 
 /// A kanban run's state on the board when the worker exited.

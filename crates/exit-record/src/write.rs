@@ -119,6 +119,7 @@ mod tests {
             failure: None,
             steered: None,
             run_at_exit: None,
+            skipped: None,
         };
         let err = write_atomic(&dir, &rec, WriteOptions { fsync: false }).unwrap_err();
         assert!(matches!(err, WriteError::UnsafeDir(_)), "{err}");

@@ -40,6 +40,7 @@ fn sample() -> ExitRecord {
         failure: None,
         steered: None,
         run_at_exit: None,
+        skipped: None,
     }
 }
 

@@ -335,6 +335,7 @@ mod tests {
             failure: f,
             steered: None,
             run_at_exit: None,
+            skipped: None,
         }
     }
 

@@ -526,6 +526,7 @@ mod tests {
             failure: Some(f),
             steered: None,
             run_at_exit: None,
+            skipped: None,
         };
         // A Codex-style text (naming openai-codex) from a profile whose
         // chain has no openai-codex is quoted text: nobody is blamed (this
@@ -570,6 +571,7 @@ mod tests {
             failure: Some(f),
             steered: None,
             run_at_exit: None,
+            skipped: None,
         }
     }
 

@@ -43,6 +43,31 @@ fn main() {
     std::process::exit(code);
 }
 
+/// The failure signature of a run the shim skipped (see `Run::skip_run`).
+const SKIP_SIGNATURE: &str = "worker-shim-skip-unhealthy-provider";
+
+/// A boolean variable: set and not empty, `0`, `false`, `no` or `off`.
+fn env_flag(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|v| {
+        let v = v.to_string_lossy();
+        let v = v.trim();
+        !(v.is_empty()
+            || ["0", "false", "no", "off"]
+                .iter()
+                .any(|f| v.eq_ignore_ascii_case(f)))
+    })
+}
+
+/// `re-auth` or an RFC 3339 time, as the watchdog words it.
+fn health_until(until: Option<i64>) -> String {
+    match until {
+        None => "re-auth".into(),
+        Some(t) => jiff::Timestamp::from_second(t)
+            .map(|ts| ts.to_string())
+            .unwrap_or_else(|_| t.to_string()),
+    }
+}
+
 /// One line on stderr, prefixed, never panicking on a closed stderr.
 fn say(msg: &str) {
     let _ = writeln!(std::io::stderr(), "worker-shim: {msg}");
@@ -99,6 +124,8 @@ struct Run {
     opts: Options,
     command: Vec<OsString>,
     steered: Option<exit_record::Steered>,
+    /// Set when the worker is not to be started (see `skip_run`).
+    skip: Option<steer::Skip>,
     id: String,
     started_at: jiff::Timestamp,
     clock: Instant,
@@ -113,33 +140,58 @@ struct Outcome {
 
 impl Run {
     fn new(opts: Options, mut command: Vec<OsString>) -> Run {
-        // Only a worker launched by the kanban dispatcher is steered.
-        // A health file that fails its checks means no steering and one
-        // line; the worker starts regardless.
+        // Only a worker launched by the kanban dispatcher is steered (or
+        // skipped). A health file that fails its checks means no steering,
+        // no skip and one line; the worker starts regardless.
+        let mut skip = None;
         let steered = std::env::var_os("HERMES_KANBAN_TASK").and_then(|_| {
             let file = opts
                 .health_file
                 .clone()
                 .unwrap_or_else(steer::default_health_file);
-            steer::apply(&mut command, &file, std::env::var("HERMES_PROFILE").ok()).unwrap_or_else(
-                |e| {
+            let may_skip = kanban::is_kanban_worker()
+                && !env_flag("WORKER_SHIM_NO_SKIP")
+                && opts.tempfail_exit != cli::Tempfail::Off;
+            let now = jiff::Timestamp::now().as_second();
+            match steer::consult(
+                &mut command,
+                &file,
+                std::env::var("HERMES_PROFILE").ok(),
+                may_skip,
+                now,
+            ) {
+                Ok(c) => {
+                    if let Some(note) = &c.note {
+                        say(note);
+                    }
+                    skip = c.skip;
+                    c.steered
+                }
+                Err(e) => {
                     say(&format!("not steering this worker: {e}"));
                     None
-                },
-            )
+                }
+            }
         });
         Run {
             opts,
             command,
             steered,
+            skip,
             id: exit_record::new_record_id(),
             started_at: jiff::Timestamp::now(),
             clock: Instant::now(),
         }
     }
 
-    fn execute(self) -> i32 {
+    fn execute(mut self) -> i32 {
         let kanban = kanban::is_kanban_worker();
+        if let Some(skip) = self.skip.take()
+            && let Some(code) = self.skip_run(&skip)
+        {
+            kanban::write_exit_trailer(code);
+            return code;
+        }
         let outcome = self.supervise();
         let worker_code = outcome.exit.code;
         let code = self.finish(outcome);
@@ -149,6 +201,89 @@ impl Run {
             kanban::write_exit_trailer(code);
         }
         code
+    }
+
+    /// Does not start the worker: its provider is unhealthy with no healthy
+    /// fallback. Writes the record the watchdog parks the task by (the
+    /// provider's class and reset as the failure) and returns the tempfail
+    /// code (75: Hermes requeues without counting a failure). `None` when
+    /// the record could not be written: nothing would park the task, so the
+    /// worker runs as if there were no skip.
+    fn skip_run(&self, skip: &steer::Skip) -> Option<i32> {
+        let cli::Tempfail::Code(code) = self.opts.tempfail_exit else {
+            return None;
+        };
+        let until = health_until(skip.until);
+        let line = format!(
+            "provider {} is unhealthy until {until} ({}: {}) and profile {} has no healthy fallback (health file {} s old)",
+            skip.provider, skip.class, skip.reason, skip.profile, skip.age_s
+        );
+        let ended_at = jiff::Timestamp::now();
+        let record = ExitRecord {
+            schema: SCHEMA_NAME.into(),
+            schema_version: SCHEMA_VERSION,
+            id: self.id.clone(),
+            argv: self
+                .command
+                .iter()
+                .map(|a| failure_signatures::redact(&a.to_string_lossy()).into_owned())
+                .collect(),
+            cwd: std::env::current_dir()
+                .ok()
+                .map(|p| p.to_string_lossy().into_owned()),
+            pid: None,
+            shim_pid: std::process::id(),
+            started_at: self.started_at,
+            ended_at,
+            duration_ms: self.clock.elapsed().as_millis() as u64,
+            exit: ExitInfo {
+                code: None,
+                signal: None,
+                reported_code: code,
+                spawn_error: None,
+            },
+            task: TaskContext::from_env(|k| std::env::var(k).ok()),
+            stdout: StreamCapture::default(),
+            stderr: StreamCapture::default(),
+            failure: Some(failure_signatures::Classification {
+                class: skip.class,
+                signature: SKIP_SIGNATURE.into(),
+                provider: Some(skip.provider.clone()),
+                transient: skip.class.default_transient(),
+                matched_line: line.clone(),
+                resets_at: skip.until,
+                retry_after_s: skip
+                    .until
+                    .map(|t| t.saturating_sub(ended_at.as_second()).max(0) as f64),
+            }),
+            steered: None,
+            run_at_exit: None,
+            skipped: Some(exit_record::Skipped {
+                provider: skip.provider.clone(),
+                until: skip.until,
+                reason: skip.reason.clone(),
+            }),
+        };
+        let dir = self
+            .opts
+            .record_dir
+            .clone()
+            .unwrap_or_else(exit_record::default_record_dir);
+        let file = dir.join(exit_record::record_file_name(&record.id));
+        match exit_record::write_atomic(&dir, &record, WriteOptions { fsync: true }) {
+            Ok(_) => {}
+            Err(_) if std::fs::symlink_metadata(&file).is_ok_and(|m| m.is_file()) => {}
+            Err(e) => {
+                say(&format!(
+                    "{line}, but the exit record was not written ({e}): starting the worker anyway"
+                ));
+                return None;
+            }
+        }
+        say(&format!(
+            "not starting this worker: {line}; exit {code} so Hermes requeues the task without counting a failure (WORKER_SHIM_NO_SKIP=1 runs it anyway)"
+        ));
+        Some(code)
     }
 
     fn supervise(&self) -> Outcome {
@@ -326,6 +461,7 @@ impl Run {
             failure,
             steered: self.steered,
             run_at_exit,
+            skipped: None,
         };
         let dir = self
             .opts

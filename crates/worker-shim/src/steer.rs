@@ -17,6 +17,7 @@
 //! (no leading `-`, which argparse would take for an option). Any problem
 //! means no steering and one warning line: the worker always starts.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::Read;
@@ -24,6 +25,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use exit_record::Steered;
+use failure_signatures::FailureClass;
 use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{Mode, SFlag, fstatat};
 use serde::Deserialize;
@@ -34,10 +36,81 @@ use serde::Deserialize;
 pub const MAX_HEALTH_BYTES: u64 = 256 * 1024;
 
 /// The part of `health.json` the shim uses; other fields are ignored.
+///
+/// `providers` and `hold` are read leniently: a part that does not parse
+/// means no skip, never a refused file (steering still applies).
 #[derive(Debug, Default, Deserialize)]
-struct HealthDoc {
+pub struct HealthDoc {
+    /// The document's version; only version 1 is understood for a skip.
+    #[serde(default, deserialize_with = "lenient")]
+    version: Option<u32>,
+    /// When the watchdog last wrote the file (epoch s). A skip needs it
+    /// recent ([`HOLD_FRESH_S`]): a file left by a stopped watchdog never
+    /// keeps work from running.
+    #[serde(default, deserialize_with = "lenient")]
+    generated_at: Option<i64>,
+    #[serde(default, deserialize_with = "lenient")]
+    providers: Option<BTreeMap<String, ProviderEntry>>,
     #[serde(default)]
-    steer: std::collections::BTreeMap<String, SteerEntry>,
+    steer: BTreeMap<String, SteerEntry>,
+    /// Profiles whose primary provider is unhealthy with no healthy
+    /// provider later in the chain: `{"<profile>": {"provider": P}}`.
+    #[serde(default, deserialize_with = "lenient")]
+    hold: Option<BTreeMap<String, HoldEntry>>,
+}
+
+/// A health file older than this (by its `generated_at`) never skips a run.
+pub const HOLD_FRESH_S: i64 = 600;
+/// A `generated_at` this far in the future is a wrong clock: no skip.
+const CLOCK_SKEW_S: i64 = 60;
+
+/// A provider's state as the watchdog publishes it (`ProviderState`).
+#[derive(Debug, Deserialize)]
+struct ProviderEntry {
+    state: String,
+    #[serde(default)]
+    until: Option<i64>,
+    #[serde(default)]
+    class: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct HoldEntry {
+    provider: String,
+}
+
+/// `None` for a value of the wrong shape instead of an error.
+fn lenient<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(serde_json::from_value(v).ok())
+}
+
+/// A run not to start: its provider is unhealthy with no healthy fallback.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Skip {
+    pub profile: String,
+    pub provider: String,
+    /// `None`: until re-auth.
+    pub until: Option<i64>,
+    pub class: FailureClass,
+    pub reason: String,
+    /// How old the health file is, in seconds.
+    pub age_s: i64,
+}
+
+/// What the health file says about this worker.
+#[derive(Debug, Default)]
+pub struct Consulted {
+    pub steered: Option<Steered>,
+    pub skip: Option<Skip>,
+    /// One line: a hold that was not acted on, and why.
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,22 +171,49 @@ pub fn default_health_file() -> PathBuf {
 /// Appends the steering to `command` when it applies; returns what was
 /// done. `Err` means the health file was refused: no steering, the caller
 /// says why in one line.
+#[cfg(test)]
 pub fn apply(
     command: &mut Vec<OsString>,
     health_file: &Path,
     profile_env: Option<String>,
 ) -> Result<Option<Steered>, HealthError> {
+    consult(command, health_file, profile_env, false, 0).map(|c| c.steered)
+}
+
+/// Reads the health file for a Hermes worker (`chat` in its argv) and
+/// applies what it says: steering is appended to `command`; a skip is
+/// returned for the caller to act on (only when `may_skip`). `now` is the
+/// wall clock in epoch seconds. `Err`: the file was refused (one line).
+pub fn consult(
+    command: &mut Vec<OsString>,
+    health_file: &Path,
+    profile_env: Option<String>,
+    may_skip: bool,
+    now: i64,
+) -> Result<Consulted, HealthError> {
     if !command.iter().skip(1).any(|a| a == "chat") {
-        return Ok(None);
+        return Ok(Consulted::default());
     }
     let Some(profile) = profile_env.or_else(|| profile_from_argv(command)) else {
-        return Ok(None);
+        return Ok(Consulted::default());
     };
     let Some(mut doc) = read_health(health_file)? else {
-        return Ok(None);
+        return Ok(Consulted::default());
     };
     let Some(entry) = doc.steer.remove(&profile) else {
-        return Ok(None);
+        if !may_skip {
+            return Ok(Consulted::default());
+        }
+        return Ok(match skip_decision(&doc, &profile, command, now) {
+            Ok(skip) => Consulted {
+                skip,
+                ..Consulted::default()
+            },
+            Err(note) => Consulted {
+                note: Some(note),
+                ..Consulted::default()
+            },
+        });
     };
     let unsafe_value = |field, value: &str| HealthError::Unsafe {
         path: health_file.to_path_buf(),
@@ -133,11 +233,90 @@ pub fn apply(
         command.push("-m".into());
         command.push(m.into());
     }
-    Ok(Some(Steered {
-        provider: entry.provider,
-        model: entry.model,
-        // Only informational (it goes into the record); dropped if odd.
-        from: entry.from.filter(|f| safe_name(f)),
+    Ok(Consulted {
+        steered: Some(Steered {
+            provider: entry.provider,
+            model: entry.model,
+            // Only informational (it goes into the record); dropped if odd.
+            from: entry.from.filter(|f| safe_name(f)),
+        }),
+        ..Consulted::default()
+    })
+}
+
+/// Whether `profile`'s run is to be skipped. `Ok(None)`: nothing holds it
+/// (silently). `Err(line)`: a hold was published for it but is not acted
+/// on, and why (the worker runs). Every guard keeps the worker running:
+/// a skip needs a version-1 file written within [`HOLD_FRESH_S`], a hold
+/// naming a safe provider name that the same file shows unhealthy now,
+/// with a known failure class, and no `--provider` in the worker's argv
+/// that names another provider (a task-level override runs elsewhere).
+pub fn skip_decision(
+    doc: &HealthDoc,
+    profile: &str,
+    command: &[OsString],
+    now: i64,
+) -> Result<Option<Skip>, String> {
+    let Some(hold) = doc.hold.as_ref().and_then(|h| h.get(profile)) else {
+        return Ok(None);
+    };
+    let provider = hold.provider.as_str();
+    if !safe_name(provider) {
+        return Err(format!(
+            "not skipping: the health file holds profile {profile:?} for an unsafe provider name"
+        ));
+    }
+    if provider_from_argv(command).is_some_and(|p| p != provider) {
+        // The dispatcher pinned this task to another provider.
+        return Ok(None);
+    }
+    if doc.version != Some(1) {
+        return Err(format!(
+            "not skipping although provider {provider} is held: unknown health file version {:?}",
+            doc.version
+        ));
+    }
+    let Some(generated_at) = doc.generated_at else {
+        return Err(format!(
+            "not skipping although provider {provider} is held: the health file has no generated_at"
+        ));
+    };
+    let age_s = now.saturating_sub(generated_at);
+    if !(-CLOCK_SKEW_S..=HOLD_FRESH_S).contains(&age_s) {
+        return Err(format!(
+            "not skipping although provider {provider} is held: the health file was written {age_s} s ago (a skip needs it under {HOLD_FRESH_S} s; is kanban-watchdog running?)"
+        ));
+    }
+    let Some(state) = doc.providers.as_ref().and_then(|p| p.get(provider)) else {
+        return Err(format!(
+            "not skipping: provider {provider} is held but has no state in the health file"
+        ));
+    };
+    if state.state != "unhealthy" {
+        return Ok(None);
+    }
+    if state.until.is_some_and(|t| t <= now) {
+        // Its cooldown is over: the watchdog probes with the next task.
+        return Ok(None);
+    }
+    let Some(class) = state.class.as_deref().and_then(|c| c.parse().ok()) else {
+        return Err(format!(
+            "not skipping: provider {provider} is held with an unknown failure class {:?}",
+            state.class
+        ));
+    };
+    let reason: String = failure_signatures::redact(state.reason.as_deref().unwrap_or(""))
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(300)
+        .collect();
+    Ok(Some(Skip {
+        profile: profile.to_string(),
+        provider: provider.to_string(),
+        until: state.until,
+        class,
+        reason,
+        age_s: age_s.max(0),
     }))
 }
 
@@ -274,6 +453,22 @@ fn check_owner_and_mode(path: &Path, uid: u32, mode: u32, me: u32) -> Result<(),
         });
     }
     Ok(())
+}
+
+/// The last `--provider P` (or `--provider=P`) in a worker's argv: the
+/// provider the run uses (argparse: the last one wins).
+fn provider_from_argv(command: &[OsString]) -> Option<String> {
+    let mut found = None;
+    let mut it = command.iter().skip(1);
+    while let Some(a) = it.next() {
+        let a = a.to_string_lossy();
+        if a == "--provider" {
+            found = it.next().map(|p| p.to_string_lossy().into_owned());
+        } else if let Some(p) = a.strip_prefix("--provider=") {
+            found = Some(p.to_string());
+        }
+    }
+    found
 }
 
 fn profile_from_argv(command: &[OsString]) -> Option<String> {

@@ -119,3 +119,240 @@ fn a_signal_death_or_a_worker_that_cannot_start_gets_a_trailer_too() {
     assert_eq!(out.status.code(), Some(127));
     assert_eq!(trailers(&String::from_utf8_lossy(&out.stderr)), vec![127]);
 }
+
+// ---- Runs skipped while their provider is unhealthy with no fallback ----
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// health.json as kanban-watchdog publishes it, plus `generated_at` and
+/// `hold` (the additions the skip reads).
+fn health_doc(generated_at: Option<i64>, until: Option<i64>, class: &str) -> serde_json::Value {
+    let mut doc = serde_json::json!({
+        "version": 1,
+        "providers": {
+            "xai-oauth": {"state": "unhealthy", "since": now() - 30, "until": until,
+                          "class": class, "reason": "xAI OAuth state is missing access_token"},
+            "openrouter": {"state": "healthy", "since": now() - 3000}
+        },
+        "steer": {},
+        "hold": {"coder": {"provider": "xai-oauth"}}
+    });
+    if let Some(t) = generated_at {
+        doc["generated_at"] = t.into();
+    }
+    doc
+}
+
+struct Setup {
+    tmp: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new(doc: &serde_json::Value) -> Setup {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("records")).unwrap();
+        std::fs::write(tmp.path().join("health.json"), doc.to_string()).unwrap();
+        Setup { tmp }
+    }
+    fn health(&self) -> std::path::PathBuf {
+        self.tmp.path().join("health.json")
+    }
+    fn marker(&self) -> std::path::PathBuf {
+        self.tmp.path().join("worker-ran")
+    }
+    /// A Hermes-like kanban worker of profile `coder` that leaves a marker.
+    fn cmd(&self, extra: &[&str]) -> Command {
+        let mut cmd = shim(&self.tmp.path().join("records"));
+        kanban(&mut cmd).env("WORKER_SHIM_HEALTH_FILE", self.health());
+        let script = format!("touch '{}'", self.marker().display());
+        cmd.args([
+            "--", "sh", "-c", &script, "-p", "coder", "--cli", "chat", "-q",
+        ])
+        .arg("work kanban task t_1")
+        .args(extra);
+        cmd
+    }
+    fn record(&self) -> serde_json::Value {
+        let dir = self.tmp.path().join("records");
+        let mut all: Vec<serde_json::Value> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                let n = p.file_name().unwrap().to_string_lossy();
+                !n.starts_with('.') && n.ends_with(".json")
+            })
+            .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+            .collect();
+        assert_eq!(all.len(), 1, "one record in {dir:?}");
+        all.remove(0)
+    }
+}
+
+#[test]
+fn a_kanban_run_of_an_unhealthy_provider_with_no_fallback_is_skipped() {
+    let s = Setup::new(&health_doc(Some(now() - 5), None, "auth_expired"));
+    let started = std::time::Instant::now();
+    let out = output(&mut s.cmd(&[]));
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(75));
+    assert!(!s.marker().exists(), "the worker must not have started");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len(), 2, "one line, then the trailer: {err:?}");
+    assert!(
+        lines[0].starts_with(
+            "worker-shim: not starting this worker: provider xai-oauth is unhealthy until re-auth"
+        ),
+        "{err}"
+    );
+    assert!(err.ends_with("\n[kanban-worker-exit] rc=75\n"), "{err:?}");
+    let rec = s.record();
+    assert_eq!(rec["skipped"]["provider"], "xai-oauth");
+    assert!(rec["skipped"]["until"].is_null());
+    assert_eq!(
+        rec["skipped"]["reason"],
+        "xAI OAuth state is missing access_token"
+    );
+    assert_eq!(rec["failure"]["class"], "auth_expired");
+    assert_eq!(rec["failure"]["provider"], "xai-oauth");
+    assert_eq!(rec["failure"]["transient"], false);
+    assert!(rec["failure"]["resets_at"].is_null());
+    assert_eq!(rec["exit"]["reported_code"], 75);
+    assert!(rec["pid"].is_null() && rec["exit"]["code"].is_null());
+    assert_eq!(rec["task"]["id"], "t_1");
+    // The record is one the watchdog reads.
+    let dir = s.tmp.path().join("records");
+    let path = std::fs::read_dir(&dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let typed = exit_record::read_record(&path, &exit_record::ReadLimits::default()).unwrap();
+    assert_eq!(typed.skipped.unwrap().provider, "xai-oauth");
+    eprintln!("skip took {took:?}");
+
+    // A rate limit: the reset time is the failure's.
+    let until = now() + 3600;
+    let s = Setup::new(&health_doc(Some(now()), Some(until), "rate_limit"));
+    let out = output(&mut s.cmd(&[]));
+    assert_eq!(out.status.code(), Some(75));
+    assert!(!s.marker().exists());
+    let rec = s.record();
+    assert_eq!(rec["failure"]["resets_at"], until);
+    assert_eq!(rec["failure"]["transient"], true);
+    assert_eq!(rec["skipped"]["until"], until);
+}
+
+/// What is varied, the files, the environment changes, extra argv.
+type Case = (
+    &'static str,
+    Setup,
+    Vec<(&'static str, Option<&'static str>)>,
+    Vec<&'static str>,
+);
+
+#[test]
+fn a_skip_never_happens_without_every_guard() {
+    let fresh = || health_doc(Some(now() - 5), None, "auth_expired");
+    let mut cases: Vec<Case> = vec![
+        (
+            "WORKER_SHIM_NO_SKIP=1",
+            Setup::new(&fresh()),
+            vec![("WORKER_SHIM_NO_SKIP", Some("1"))],
+            vec![],
+        ),
+        (
+            "not a kanban worker",
+            Setup::new(&fresh()),
+            vec![("HERMES_KANBAN_TASK", None)],
+            vec![],
+        ),
+        (
+            "tempfail off",
+            Setup::new(&fresh()),
+            vec![("WORKER_SHIM_TEMPFAIL_EXIT", Some("off"))],
+            vec![],
+        ),
+        (
+            "another profile",
+            Setup::new(&fresh()),
+            vec![("HERMES_PROFILE", Some("writer"))],
+            vec![],
+        ),
+        (
+            "the task pinned to another provider",
+            Setup::new(&fresh()),
+            vec![],
+            vec!["--provider", "openrouter"],
+        ),
+        (
+            "a stale file (11 min)",
+            Setup::new(&health_doc(Some(now() - 660), None, "auth_expired")),
+            vec![],
+            vec![],
+        ),
+        (
+            "no generated_at (today's watchdog)",
+            Setup::new(&health_doc(None, None, "auth_expired")),
+            vec![],
+            vec![],
+        ),
+        (
+            "a reset already past",
+            Setup::new(&health_doc(Some(now()), Some(now() - 1), "rate_limit")),
+            vec![],
+            vec![],
+        ),
+        (
+            "an unknown class",
+            Setup::new(&health_doc(Some(now()), None, "solar_flare")),
+            vec![],
+            vec![],
+        ),
+    ];
+    let mut doc = fresh();
+    doc["version"] = 2.into();
+    cases.push(("an unknown version", Setup::new(&doc), vec![], vec![]));
+    let mut doc = fresh();
+    doc["steer"] = serde_json::json!({"coder": {"provider": "openrouter", "model": "x/y", "from": "xai-oauth"}});
+    cases.push(("steered instead", Setup::new(&doc), vec![], vec![]));
+    let mut doc = fresh();
+    doc["providers"]["xai-oauth"]["state"] = "probing".into();
+    cases.push(("the provider probing", Setup::new(&doc), vec![], vec![]));
+    let group_writable = Setup::new(&fresh());
+    std::fs::set_permissions(
+        group_writable.health(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o620),
+    )
+    .unwrap();
+    cases.push((
+        "a group-writable health file",
+        group_writable,
+        vec![],
+        vec![],
+    ));
+    for (what, s, env, extra) in cases {
+        let mut cmd = s.cmd(&extra);
+        for (k, v) in env {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        let out = output(&mut cmd);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            s.marker().exists(),
+            "{what}: the worker must run; stderr: {err}"
+        );
+        assert_eq!(out.status.code(), Some(0), "{what}: {err}");
+        assert!(!err.contains("not starting"), "{what}: {err}");
+        assert!(trailers(&err).is_empty(), "{what}: {err}");
+    }
+}

@@ -355,6 +355,7 @@ pub fn record(
         failure,
         steered: None,
         run_at_exit: None,
+        skipped: None,
     }
 }
 
