@@ -476,12 +476,14 @@ impl Config {
             return fail("restart.burst", "must be at least 1".into());
         }
         if self.dispatcher.check_every.0 < Duration::from_millis(50)
-            || self.dispatcher.check_every.0 > Duration::from_secs(3600)
+            || self.dispatcher.check_every.0 > Duration::from_secs(60)
         {
+            // At most 1m: the systemd keep-alive stops when the check loop has
+            // not turned for 120 s, and releases and stall checks wait for it.
             return fail(
                 "dispatcher.check_every",
                 format!(
-                    "{} is out of range (50ms to 1h: releases and stall checks wait for it)",
+                    "{} is out of range (50ms to 1m: releases, stall checks and the systemd keep-alive wait for it)",
                     self.dispatcher.check_every
                 ),
             );

@@ -434,8 +434,9 @@ fn a_board_renamed_over_the_open_one_is_reopened_before_the_next_write() {
     let mut h = Harness::new();
     // No periodic tick during the test: only a record event can make the
     // watchdog touch the board, so the reopen must happen on that path too
-    // (with the default check_every of 5 s the window is the same, just racy).
-    h.write_config("dispatcher: {check_every: 1h}\n");
+    // (with the default check_every of 5 s the window is the same, just racy;
+    // 1m is the longest check_every the config accepts and outlasts the test).
+    h.write_config("dispatcher: {check_every: 1m}\n");
     // Task `swap` is run 1 on the old board and on the new one.
     let run_old = h.running_task("swap", "coder");
     h.start();
