@@ -37,7 +37,15 @@ pub const DISPATCHER_OUTCOMES: &[&str] = &[
 
 /// Run outcomes written by the worker's own terminal call
 /// (`kanban_complete` / `kanban_block`, or the same CLI commands).
-pub const WORKER_OUTCOMES: &[&str] = &["completed", "blocked"];
+/// `review_requested`, `changes_requested` and `dependency_wait` are the
+/// 0.22 review lane's and dependency hand-off's (`_RUN_OUTCOME_TERMINAL_STATUS`).
+pub const WORKER_OUTCOMES: &[&str] = &[
+    "completed",
+    "blocked",
+    "review_requested",
+    "changes_requested",
+    "dependency_wait",
+];
 
 /// Event kinds by which a worker or a person decided on a task, from
 /// Hermes 0.19.0's `kanban_db.py`. After a run ended, any of these means
@@ -58,6 +66,10 @@ pub const WORKER_OUTCOMES: &[&str] = &["completed", "blocked"];
 /// | `decomposed` | `decompose_triage_task` |
 /// | `edited` | `edit_completed_task_result` |
 /// | `commented` | `add_comment` (also written by `unblock --reason`) |
+/// | `review_requested` | 0.22: `request_review` (`kanban_request_review`) |
+/// | `changes_requested` | 0.22: a reviewer's `request_changes` |
+/// | `review_reopened` | 0.22: `reopen_review_task` |
+/// | `model_override_set` | 0.22: `set_model_override` (`hermes kanban set-model`) |
 ///
 /// Not in the list: dispatcher bookkeeping (`claimed`, `spawned`,
 /// `crashed`, `protocol_violation`, `rate_limited`, `timed_out`, `stale`,
@@ -77,6 +89,10 @@ pub const DECISION_KINDS: &[&str] = &[
     "decomposed",
     "edited",
     "commented",
+    "review_requested",
+    "changes_requested",
+    "review_reopened",
+    "model_override_set",
 ];
 
 /// Kinds a worker's own terminal call writes (a person running the same
@@ -86,6 +102,8 @@ const WORKER_DECISION_KINDS: &[&str] = &[
     "blocked",
     "block_loop_detected",
     "dependency_wait",
+    "review_requested",
+    "changes_requested",
 ];
 
 /// Who ended a run, as the board tells it.
@@ -171,6 +189,13 @@ pub struct RunFacts {
     pub decided_after: Option<TaskDecision>,
     /// A `gave_up` (the dispatcher's breaker) after the run ended.
     pub gave_up_after: bool,
+    /// The newest `gave_up` after the run is Hermes 0.22's exit-78 block
+    /// (a terminal provider error: `terminal_provider: true` in its
+    /// payload, `sticky`), not a failure count.
+    pub terminal_provider_block: bool,
+    /// Where the run was claimed from: `review` when its `claimed` event
+    /// says `source_status: review` (0.22's review lane), else `None`.
+    pub source_status: Option<String>,
     /// The task's status now (`None`: no such task).
     pub task_status: Option<String>,
 }
@@ -209,6 +234,8 @@ pub(crate) fn run_facts(
         verdict: RunVerdict::Unknown,
         decided_after: None,
         gave_up_after: false,
+        terminal_provider_block: false,
+        source_status: None,
         task_status: task_status.clone(),
     };
     let Some((run_task, outcome, ended_at)) = run else {
@@ -217,6 +244,7 @@ pub(crate) fn run_facts(
     if run_task != task_id {
         return Ok(unknown);
     }
+    let source_status = claimed_from(conn, task_id, run_id)?;
     let Some(ended_at) = ended_at else {
         let current = task
             .as_ref()
@@ -229,6 +257,8 @@ pub(crate) fn run_facts(
             },
             decided_after: None,
             gave_up_after: false,
+            terminal_provider_block: false,
+            source_status,
             task_status,
         });
     };
@@ -283,16 +313,41 @@ pub(crate) fn run_facts(
             })
         })
         .optional()?;
-    let gave_up_after: bool = conn
+    // The newest `gave_up` since the run: 0.22's exit-78 block carries
+    // `terminal_provider: true` (`_account_crashes`, `force_trip`).
+    let gave_up: Option<bool> = conn
         .prepare_cached(
-            "SELECT EXISTS(SELECT 1 FROM task_events WHERE task_id = ?1 AND id >= ?2 \
-             AND kind = 'gave_up')",
+            "SELECT COALESCE(json_valid(payload) AND \
+             json_extract(payload, '$.terminal_provider') = 1, 0) \
+             FROM task_events WHERE task_id = ?1 AND id >= ?2 AND kind = 'gave_up' \
+             ORDER BY id DESC LIMIT 1",
         )?
-        .query_row(params![task_id, anchor], |r| r.get(0))?;
+        .query_row(params![task_id, anchor], |r| r.get(0))
+        .optional()?;
     Ok(RunFacts {
         verdict,
         decided_after,
-        gave_up_after,
+        gave_up_after: gave_up.is_some(),
+        terminal_provider_block: gave_up == Some(true),
+        source_status,
         task_status,
     })
+}
+
+/// `source_status` of the run's `claimed` event (0.22 writes `review` for a
+/// claim from the review lane; 0.19 writes none).
+pub(crate) fn claimed_from(
+    conn: &Connection,
+    task_id: &str,
+    run_id: i64,
+) -> rusqlite::Result<Option<String>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT json_extract(payload, '$.source_status') FROM task_events \
+             WHERE task_id = ?1 AND run_id = ?2 AND kind = 'claimed' AND json_valid(payload) \
+             ORDER BY id DESC LIMIT 1",
+        )?
+        .query_row(params![task_id, run_id], |r| r.get::<_, Option<String>>(0))
+        .optional()?
+        .flatten())
 }

@@ -14,9 +14,14 @@
 //! * is appended to an audit log (JSON lines) after it commits.
 //!
 //! [`Board::open`] checks that every column relied on exists and refuses to
-//! open a board whose schema it does not know.
+//! open a board missing one (naming each); columns a newer Hermes added
+//! are fine. It also reads what the board supports ([`BoardInfo`]: the
+//! journal mode, the optional columns, the Hermes features) and writes
+//! accordingly: Hermes 0.19.0 (WAL) and the 0.22 fork (rollback journal,
+//! `review` lane, `provider_override`, `worker_started_at`) alike.
 
 mod audit;
+mod caps;
 mod error;
 mod facts;
 mod schema;
@@ -25,14 +30,15 @@ mod types;
 mod writes;
 
 pub use audit::AuditLog;
+pub use caps::{BoardInfo, HermesFeatures, OPTIONAL_COLUMNS};
 pub use error::BoardError;
 pub use facts::{
     DECISION_KINDS, DISPATCHER_OUTCOMES, RunFacts, RunVerdict, TaskDecision, WORKER_OUTCOMES,
 };
 pub use schema::{HERMES_0_19_SCHEMA, REQUIRED_COLUMNS};
 pub use types::{
-    BoardOptions, EVENT_PREFIX, Kind, ParkRequest, Parked, ProgressMark, ReadyTask, ReleaseRequest,
-    RunRow, TaskRow, WriteOutcome,
+    BoardOptions, ClearOverride, EVENT_PREFIX, Kind, ParkRequest, Parked, ProgressMark, ReadyTask,
+    ReleaseRequest, RunRow, Steered, TaskRow, WriteOutcome,
 };
 
 use std::path::{Path, PathBuf};
@@ -49,6 +55,7 @@ pub struct Board {
     busy_retries: u64,
     identity: Option<(u64, u64)>,
     read_only: bool,
+    info: BoardInfo,
 }
 
 impl Board {
@@ -70,7 +77,9 @@ impl Board {
                 path: path.to_path_buf(),
                 source,
             })?;
-        let board = Board {
+        schema::check(&conn, path)?;
+        let info = caps::detect(&conn)?;
+        Ok(Board {
             conn,
             path: path.to_path_buf(),
             opts,
@@ -78,9 +87,8 @@ impl Board {
             busy_retries: 0,
             identity: file_identity(path),
             read_only: false,
-        };
-        schema::check(&board.conn, path)?;
-        Ok(board)
+            info,
+        })
     }
 
     /// Opens a board read-only (never creating it; for a board we do not
@@ -99,7 +107,9 @@ impl Board {
                 source,
             })?;
         schema::check(&conn, path)?;
+        let info = caps::detect(&conn)?;
         Ok(Board {
+            info,
             conn,
             path: path.to_path_buf(),
             opts: BoardOptions {
@@ -122,9 +132,44 @@ impl Board {
         self.opts.dry_run
     }
 
+    /// What this board supports, read at open.
+    pub fn info(&self) -> &BoardInfo {
+        &self.info
+    }
+
+    /// Replaces the features inferred from the board's columns with what
+    /// the caller knows of the installed Hermes.
+    pub fn set_features(&mut self, features: HermesFeatures) {
+        self.info.features = features;
+    }
+
     /// How many times a write had to be retried because the board was locked.
     pub fn busy_retries(&self) -> u64 {
         self.busy_retries
+    }
+
+    /// Audit-log appends that failed on this connection's log (a committed
+    /// write whose line could not be written yet; see [`AuditLog`]). Zero
+    /// without an audit log.
+    pub fn audit_failed_appends(&self) -> u64 {
+        self.audit.as_ref().map_or(0, AuditLog::failed_appends)
+    }
+
+    /// The SQLite busy timeout now in force for every statement.
+    pub fn busy_timeout(&self) -> Duration {
+        self.opts.busy_timeout
+    }
+
+    /// Changes the busy timeout for the statements that follow (a caller
+    /// that knows the board is locked can make every access fail at once
+    /// instead of waiting, and restore the timeout for its next attempt).
+    pub fn set_busy_timeout(&mut self, timeout: Duration) -> Result<(), BoardError> {
+        if timeout == self.opts.busy_timeout {
+            return Ok(());
+        }
+        self.conn.busy_timeout(timeout)?;
+        self.opts.busy_timeout = timeout;
+        Ok(())
     }
 
     /// True when the file at `path` is no longer the one we opened (replaced
@@ -275,14 +320,32 @@ impl Board {
         Ok(out)
     }
 
-    /// Delayed retries (our park events) for a task since `since` (epoch s).
+    /// Delayed retries for a task since `since` (epoch s): our timed parks
+    /// (with a due time). A park waiting for a re-auth (no due time), a
+    /// hold, and a park its provider's manual heal ended early (released
+    /// with `healed`: an operator's `provider reset`, a re-auth) spend
+    /// nothing.
     pub fn delayed_retries_since(&self, task_id: &str, since: i64) -> Result<u32, BoardError> {
         Ok(self.conn.query_row(
-            "SELECT COUNT(*) FROM task_events WHERE task_id = ?1 AND kind = 'watchdog_parked' \
-             AND created_at >= ?2",
+            "SELECT COUNT(*) FROM task_events p WHERE p.task_id = ?1 \
+             AND p.kind = 'watchdog_parked' AND p.created_at >= ?2 \
+             AND NOT (json_valid(p.payload) AND json_extract(p.payload, '$.due_at') IS NULL) \
+             AND NOT EXISTS (SELECT 1 FROM task_events r WHERE r.task_id = p.task_id \
+               AND r.kind = 'watchdog_released' AND r.id > p.id AND json_valid(r.payload) \
+               AND json_extract(r.payload, '$.healed') = 1 \
+               AND json_extract(r.payload, '$.record_id') IS json_extract(p.payload, '$.record_id'))",
             params![task_id, since],
             |r| r.get::<_, i64>(0),
         )? as u32)
+    }
+
+    /// Tasks still holding the model/provider override we set to steer
+    /// them to a fallback (Hermes 0.22 boards).
+    pub fn steered(&self) -> Result<Vec<Steered>, BoardError> {
+        if !self.info.provider_override() {
+            return Ok(Vec::new());
+        }
+        Ok(writes::steered(&self.conn)?)
     }
 
     /// True when an event of ours for this record already exists on this
@@ -299,13 +362,28 @@ impl Board {
 
     /// Moves a task to `scheduled` (see [`ParkRequest`] for the guards).
     pub fn park(&mut self, req: &ParkRequest) -> Result<WriteOutcome, BoardError> {
-        self.write(|tx, now| writes::park(tx, req, now))
+        let info = self.info.clone();
+        self.write(|tx, now| writes::park(tx, req, &info, now))
     }
 
-    /// Moves a task we parked back to `ready` (or `todo` when a parent is
-    /// not done, as Hermes' own unblock does).
+    /// Moves a task we parked back to `ready` (`review` when its run was
+    /// claimed from the review lane; `todo` when a parent is not done, as
+    /// Hermes' own unblock does).
     pub fn release(&mut self, req: &ReleaseRequest) -> Result<WriteOutcome, BoardError> {
-        self.write(|tx, now| writes::release(tx, req, now))
+        let info = self.info.clone();
+        self.write(|tx, now| writes::release(tx, req, &info, now))
+    }
+
+    /// Clears the model/provider override we set (see [`Board::steered`]),
+    /// only while the task still holds exactly it.
+    pub fn clear_override(&mut self, req: &ClearOverride) -> Result<WriteOutcome, BoardError> {
+        if !self.info.provider_override() {
+            return Ok(WriteOutcome::Stale {
+                status: None,
+                why: "no tasks.provider_override on this board".into(),
+            });
+        }
+        self.write(|tx, now| writes::clear_override(tx, req, now))
     }
 
     /// Runs one guarded write transaction with busy retries, then audits it.

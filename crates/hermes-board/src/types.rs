@@ -156,13 +156,48 @@ pub struct ParkRequest {
     pub provider: Option<String>,
     /// For [`Kind::Requeued`]: where the retry is steered.
     pub fallback: Option<String>,
+    /// For [`Kind::Requeued`]: the fallback's model. On a board with
+    /// `tasks.provider_override` (Hermes 0.22) the task's
+    /// `model_override`/`provider_override` are set to the fallback, as
+    /// `hermes kanban set-model` does (Hermes refuses a provider without a
+    /// model, so no model means no native steering), unless the task has an
+    /// override of its own.
+    pub fallback_model: Option<String>,
     pub reason: String,
 }
 
-/// Return a task we parked to the dispatcher.
+/// Return a task we parked to the dispatcher: to `ready`, or to `review`
+/// when the parked run was claimed from the review lane; `todo` when a
+/// parent is not done (by the board's Hermes' rule).
 #[derive(Clone, Debug, Serialize)]
 pub struct ReleaseRequest {
     pub task_id: String,
+    pub reason: String,
+    /// Released early because its provider healed by hand (an operator's
+    /// `provider reset`, or a re-auth): the park it ends is not counted
+    /// against the delayed-retry budget.
+    pub healed: bool,
+}
+
+/// A task whose model/provider override we set to steer it to a fallback,
+/// still holding exactly what we set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Steered {
+    pub task_id: String,
+    /// The provider it was steered away from.
+    pub from: Option<String>,
+    pub provider: String,
+    pub model: String,
+}
+
+/// Clear the override we set on a task (its primary healed).
+#[derive(Clone, Debug, Serialize)]
+pub struct ClearOverride {
+    pub task_id: String,
+    /// The override we set, as [`Steered`] listed it: the write changes
+    /// nothing unless the task still holds exactly this.
+    pub provider: String,
+    pub model: String,
     pub reason: String,
 }
 

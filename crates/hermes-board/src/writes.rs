@@ -5,8 +5,12 @@
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::json;
 
+use crate::caps::BoardInfo;
 use crate::facts::RunVerdict;
-use crate::types::{Change, Kind, ParkRequest, ReleaseRequest, TaskRow, TaskState, WriteOutcome};
+use crate::types::{
+    Change, ClearOverride, Kind, ParkRequest, ReleaseRequest, Steered, TaskRow, TaskState,
+    WriteOutcome,
+};
 
 const ACTOR: &str = "kanban-watchdog";
 
@@ -64,32 +68,65 @@ fn newest_run_id(tx: &Transaction<'_>, task_id: &str) -> rusqlite::Result<Option
     )
 }
 
-/// Hermes' unblock rule: `todo` when a parent is not `done` (an archived
-/// parent counts as not done there too), else `ready`.
-fn unblocked_status(tx: &Transaction<'_>, task_id: &str) -> rusqlite::Result<&'static str> {
+/// Hermes' unblock rule: `todo` when a parent is not done, else `ready`.
+/// "Done" follows the board's Hermes: 0.19's `unblock_task` counts only
+/// `done` (an archived parent keeps the child in `todo`); 0.22's
+/// `_landing_status_after_parents` counts `done` and `archived`. A task
+/// whose run was claimed from `review` lands in `review` instead of
+/// `ready`, as 0.22's `unblock_task` resumes it.
+fn unblocked_status(
+    tx: &Transaction<'_>,
+    task_id: &str,
+    info: &BoardInfo,
+    resume_review: bool,
+) -> rusqlite::Result<&'static str> {
+    let done = if info.features.archived_parent_done {
+        "('done','archived')"
+    } else {
+        "('done')"
+    };
     let undone: Option<i64> = tx
         .query_row(
-            "SELECT 1 FROM task_links l JOIN tasks p ON p.id = l.parent_id \
-             WHERE l.child_id = ?1 AND p.status != 'done' LIMIT 1",
+            &format!(
+                "SELECT 1 FROM task_links l JOIN tasks p ON p.id = l.parent_id \
+                 WHERE l.child_id = ?1 AND p.status NOT IN {done} LIMIT 1"
+            ),
             [task_id],
             |r| r.get(0),
         )
         .optional()?;
-    Ok(if undone.is_some() { "todo" } else { "ready" })
+    Ok(match (undone.is_some(), resume_review) {
+        (true, _) => "todo",
+        (false, true) => "review",
+        (false, false) => "ready",
+    })
+}
+
+/// `, worker_started_at = NULL` where `table` has the column (0.22).
+fn clear_fingerprint(info: &BoardInfo, table: &str) -> &'static str {
+    if info.has(table, "worker_started_at") {
+        ", worker_started_at = NULL"
+    } else {
+        ""
+    }
 }
 
 /// Closes a run that is still open, as Hermes' `_end_run` does.
 fn end_run(
     tx: &Transaction<'_>,
+    info: &BoardInfo,
     run_id: i64,
     status: &str,
     summary: &str,
     now: i64,
 ) -> rusqlite::Result<usize> {
     tx.execute(
-        "UPDATE task_runs SET status = ?1, outcome = ?1, summary = ?2, ended_at = ?3, \
-         claim_lock = NULL, claim_expires = NULL, worker_pid = NULL \
-         WHERE id = ?4 AND ended_at IS NULL",
+        &format!(
+            "UPDATE task_runs SET status = ?1, outcome = ?1, summary = ?2, ended_at = ?3, \
+             claim_lock = NULL, claim_expires = NULL, worker_pid = NULL{} \
+             WHERE id = ?4 AND ended_at IS NULL",
+            clear_fingerprint(info, "task_runs")
+        ),
         params![status, summary, now, run_id],
     )
 }
@@ -123,10 +160,16 @@ fn synthesize_ended_run(
 
 /// A run still pointed at by a task that is not running is closed as
 /// `reclaimed`, as Hermes' unblock does.
-fn close_dangling_run(tx: &Transaction<'_>, task: &TaskRow, now: i64) -> rusqlite::Result<()> {
+fn close_dangling_run(
+    tx: &Transaction<'_>,
+    info: &BoardInfo,
+    task: &TaskRow,
+    now: i64,
+) -> rusqlite::Result<()> {
     if let Some(dangling) = task.current_run_id {
         end_run(
             tx,
+            info,
             dangling,
             "reclaimed",
             "invariant recovery by kanban-watchdog",
@@ -154,6 +197,7 @@ fn append_event(
 pub(crate) fn park(
     tx: &Transaction<'_>,
     req: &ParkRequest,
+    info: &BoardInfo,
     now: i64,
 ) -> rusqlite::Result<WriteOutcome> {
     if let Some(record_id) = &req.record_id
@@ -186,7 +230,8 @@ pub(crate) fn park(
                 ),
             ));
         }
-        (Some(run), "ready" | "blocked") => {
+        // 0.22 returns a failed review run to `review`.
+        (Some(run), "ready" | "review" | "blocked") => {
             let newest = newest_run_id(tx, &task.id)?;
             if newest != Some(run) {
                 return Ok(stale(
@@ -222,6 +267,20 @@ pub(crate) fn park(
                     format!("task is blocked, but not by the dispatcher's breaker after run {run}"),
                 ));
             }
+            // Hermes 0.22's exit-78 block (a terminal provider error) is
+            // taken over only to wait for the provider's re-auth (or to
+            // run on a healthy fallback), never for a timed retry.
+            let waits_for_heal =
+                (req.kind == Kind::Parked && req.due_at.is_none()) || req.kind == Kind::Requeued;
+            if status == "blocked" && facts.terminal_provider_block && !waits_for_heal {
+                return Ok(stale(
+                    Some(status),
+                    format!(
+                        "task is blocked by the dispatcher's terminal-provider (exit 78) block after run {run}; \
+                         only a wait for the provider's re-auth takes it over"
+                    ),
+                ));
+            }
             false
         }
         (None, "ready") if task.claim_lock.is_none() && req.kind == Kind::Held => false,
@@ -232,9 +291,15 @@ pub(crate) fn park(
             ));
         }
     };
+    // Where the run came from: a claim from 0.22's review lane goes back
+    // to `review` when released (`_retry_status_for_run`).
+    let resume_review = match req.run_id {
+        Some(run) => crate::facts::claimed_from(tx, &task.id, run)?.as_deref() == Some("review"),
+        None => status == "review",
+    };
     let target = match req.kind {
         Kind::Parked | Kind::Held => "scheduled",
-        Kind::Requeued => unblocked_status(tx, &task.id)?,
+        Kind::Requeued => unblocked_status(tx, &task.id, info, resume_review)?,
         Kind::Blocked => "blocked",
     };
     let before = state(&task);
@@ -246,23 +311,27 @@ pub(crate) fn park(
         };
         end_run(
             tx,
+            info,
             req.run_id.unwrap_or_default(),
             outcome,
             &req.reason,
             now,
         )?;
     } else {
-        close_dangling_run(tx, &task, now)?;
+        close_dangling_run(tx, info, &task, now)?;
     }
     let reset_failures = req.kind == Kind::Requeued;
     // A budget block says why in the field `hermes kanban show` prints.
     let block_reason = (req.kind == Kind::Blocked).then_some(req.reason.as_str());
     let changed = tx.execute(
-        "UPDATE tasks SET status = ?1, claim_lock = NULL, claim_expires = NULL, worker_pid = NULL, \
-         current_run_id = NULL, \
-         consecutive_failures = CASE WHEN ?2 THEN 0 ELSE consecutive_failures END, \
-         last_failure_error = CASE WHEN ?2 THEN NULL ELSE COALESCE(?6, last_failure_error) END \
-         WHERE id = ?3 AND status = ?4 AND current_run_id IS ?5",
+        &format!(
+            "UPDATE tasks SET status = ?1, claim_lock = NULL, claim_expires = NULL, worker_pid = NULL{}, \
+             current_run_id = NULL, \
+             consecutive_failures = CASE WHEN ?2 THEN 0 ELSE consecutive_failures END, \
+             last_failure_error = CASE WHEN ?2 THEN NULL ELSE COALESCE(?6, last_failure_error) END \
+             WHERE id = ?3 AND status = ?4 AND current_run_id IS ?5",
+            clear_fingerprint(info, "tasks")
+        ),
         params![
             target,
             reset_failures,
@@ -278,6 +347,11 @@ pub(crate) fn park(
     if !from_running && req.kind != Kind::Blocked {
         synthesize_ended_run(tx, &task, &req.reason, now)?;
     }
+    let steering = if req.kind == Kind::Requeued {
+        steer_natively(tx, &task, req, info)?
+    } else {
+        serde_json::Value::Null
+    };
     append_event(
         tx,
         &task.id,
@@ -291,6 +365,8 @@ pub(crate) fn park(
             "provider": req.provider,
             "fallback": req.fallback,
             "from_status": task.status,
+            "resume_status": if resume_review { "review" } else { "ready" },
+            "override": steering,
         }),
         now,
     )?;
@@ -318,6 +394,7 @@ pub(crate) fn park(
 pub(crate) fn release(
     tx: &Transaction<'_>,
     req: &ReleaseRequest,
+    info: &BoardInfo,
     now: i64,
 ) -> rusqlite::Result<WriteOutcome> {
     let Some(task) = load(tx, &req.task_id)? else {
@@ -337,11 +414,11 @@ pub(crate) fn release(
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
-    let record_id = match &latest {
+    let ours = match &latest {
         Some((kind, payload)) if kind == "watchdog_parked" || kind == "watchdog_held" => payload
             .as_deref()
             .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
-            .and_then(|v| v["record_id"].as_str().map(str::to_string)),
+            .unwrap_or_default(),
         _ => {
             return Ok(stale(
                 Some(&task.status),
@@ -349,9 +426,11 @@ pub(crate) fn release(
             ));
         }
     };
+    let record_id = ours["record_id"].as_str().map(str::to_string);
+    let resume_review = ours["resume_status"].as_str() == Some("review");
     let before = state(&task);
-    close_dangling_run(tx, &task, now)?;
-    let target = unblocked_status(tx, &task.id)?;
+    close_dangling_run(tx, info, &task, now)?;
+    let target = unblocked_status(tx, &task.id, info, resume_review)?;
     let changed = tx.execute(
         "UPDATE tasks SET status = ?1, current_run_id = NULL, consecutive_failures = 0, \
          last_failure_error = NULL WHERE id = ?2 AND status = 'scheduled'",
@@ -368,7 +447,13 @@ pub(crate) fn release(
         &task.id,
         None,
         "watchdog_released",
-        json!({"actor": ACTOR, "reason": req.reason, "status": target, "record_id": record_id}),
+        json!({
+            "actor": ACTOR,
+            "reason": req.reason,
+            "status": target,
+            "record_id": record_id,
+            "healed": req.healed,
+        }),
         now,
     )?;
     let after = load(tx, &task.id)?
@@ -383,6 +468,172 @@ pub(crate) fn release(
         before,
         after,
         event_kind: "watchdog_released",
+        dry_run: false,
+    }))
+}
+
+/// Native steering (Hermes 0.22): the task's `model_override` and
+/// `provider_override` set to the fallback, as `set_model_override(model,
+/// provider)` does, so the dispatcher itself passes `-m M --provider P`.
+/// Only on a board with the column, with a fallback model (Hermes refuses a
+/// provider without a model), and on a task with no override of its own
+/// (or the one we set before). Returns what goes into the event: the
+/// override set, or why none was.
+fn steer_natively(
+    tx: &Transaction<'_>,
+    task: &TaskRow,
+    req: &ParkRequest,
+    info: &BoardInfo,
+) -> rusqlite::Result<serde_json::Value> {
+    let Some(provider) = req.fallback.as_deref() else {
+        return Ok(serde_json::Value::Null);
+    };
+    if !info.provider_override() {
+        return Ok(json!({"set": false, "why": "no tasks.provider_override on this board"}));
+    }
+    let Some(model) = req.fallback_model.as_deref() else {
+        return Ok(json!({"set": false, "why": "the fallback has no model in the chain"}));
+    };
+    let (cur_model, cur_provider): (Option<String>, Option<String>) = tx.query_row(
+        "SELECT model_override, provider_override FROM tasks WHERE id = ?1",
+        [&task.id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let ours = steered_override(tx, &task.id)?;
+    let untouched = match (&cur_model, &cur_provider) {
+        (None, None) => true,
+        (Some(m), Some(p)) => ours.as_ref().is_some_and(|(om, op)| om == m && op == p),
+        _ => false,
+    };
+    if !untouched {
+        return Ok(json!({
+            "set": false,
+            "why": "the task has a model override of its own",
+        }));
+    }
+    tx.execute(
+        "UPDATE tasks SET model_override = ?1, provider_override = ?2 WHERE id = ?3",
+        params![model, provider, task.id],
+    )?;
+    Ok(json!({"set": true, "model": model, "provider": provider, "from": req.provider}))
+}
+
+/// The override our newest steering event set on a task, when no
+/// override event came after it (ours clearing it, or a person's
+/// `set-model`).
+fn steered_override(
+    conn: &Connection,
+    task_id: &str,
+) -> rusqlite::Result<Option<(String, String)>> {
+    let newest: Option<(String, Option<String>)> = conn
+        .query_row(
+            "SELECT kind, payload FROM task_events WHERE task_id = ?1 AND (kind IN \
+             ('model_override_set','watchdog_override_cleared') OR (kind = 'watchdog_requeued' \
+             AND json_valid(payload) AND json_extract(payload, '$.override.set') = 1)) \
+             ORDER BY id DESC LIMIT 1",
+            [task_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some(("watchdog_requeued", Some(payload))) =
+        newest.as_ref().map(|(k, p)| (k.as_str(), p.clone()))
+    else {
+        return Ok(None);
+    };
+    let v: serde_json::Value = serde_json::from_str(&payload).unwrap_or_default();
+    Ok(
+        match (
+            v["override"]["model"].as_str(),
+            v["override"]["provider"].as_str(),
+        ) {
+            (Some(m), Some(p)) => Some((m.to_string(), p.to_string())),
+            _ => None,
+        },
+    )
+}
+
+/// Tasks still holding exactly the override we set (see [`steer_natively`]).
+pub(crate) fn steered(conn: &Connection) -> rusqlite::Result<Vec<Steered>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT t.id, t.model_override, t.provider_override, \
+         (SELECT json_extract(e.payload, '$.override.from') FROM task_events e \
+          WHERE e.task_id = t.id AND e.kind = 'watchdog_requeued' AND json_valid(e.payload) \
+          AND json_extract(e.payload, '$.override.set') = 1 ORDER BY e.id DESC LIMIT 1) \
+         FROM tasks t WHERE t.provider_override IS NOT NULL AND t.model_override IS NOT NULL \
+         AND t.status != 'archived'",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, Option<String>>(3)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (task_id, model, provider, from) = row?;
+        if steered_override(conn, &task_id)?.as_ref() == Some(&(model.clone(), provider.clone())) {
+            out.push(Steered {
+                task_id,
+                from,
+                provider,
+                model,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Clears the override we set, only while the task still holds exactly
+/// it and nobody set another since.
+pub(crate) fn clear_override(
+    tx: &Transaction<'_>,
+    req: &ClearOverride,
+    now: i64,
+) -> rusqlite::Result<WriteOutcome> {
+    let Some(task) = load(tx, &req.task_id)? else {
+        return Ok(stale(None, "no such task on the board"));
+    };
+    if task.status == "archived" {
+        return Ok(stale(Some(&task.status), "task is archived"));
+    }
+    let want = (req.model.clone(), req.provider.clone());
+    if steered_override(tx, &task.id)?.as_ref() != Some(&want) {
+        return Ok(stale(
+            Some(&task.status),
+            "the override is no longer the one we set; left alone",
+        ));
+    }
+    let changed = tx.execute(
+        "UPDATE tasks SET model_override = NULL, provider_override = NULL \
+         WHERE id = ?1 AND model_override IS ?2 AND provider_override IS ?3",
+        params![task.id, req.model, req.provider],
+    )?;
+    if changed != 1 {
+        return Ok(stale(
+            Some(&task.status),
+            "the override is no longer the one we set; left alone",
+        ));
+    }
+    append_event(
+        tx,
+        &task.id,
+        None,
+        "watchdog_override_cleared",
+        json!({"actor": ACTOR, "reason": req.reason, "model": req.model, "provider": req.provider}),
+        now,
+    )?;
+    let st = state(&task);
+    Ok(WriteOutcome::Applied(Change {
+        at: now,
+        action: "unsteer",
+        task: task.id,
+        record_id: None,
+        reason: req.reason.clone(),
+        before: st.clone(),
+        after: st,
+        event_kind: "watchdog_override_cleared",
         dry_run: false,
     }))
 }

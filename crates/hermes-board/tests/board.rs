@@ -1,12 +1,15 @@
-//! Real SQLite boards with the Hermes 0.19.0 schema, in WAL mode, with a
-//! concurrent writer.
+//! Real SQLite boards, with a concurrent writer. Every test that builds a
+//! board runs on each [`Flavor`]: the Hermes 0.19.0 schema and the 0.22
+//! fork's, each in WAL and in rollback-journal (`DELETE`) mode.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use hermes_board::testkit::{self, add_link, add_task, claim, create_board, events, status};
+use hermes_board::testkit::{
+    self, Flavor, add_link, add_task, claim, create_board_as, events, status,
+};
 use hermes_board::{
     AuditLog, Board, BoardError, BoardOptions, Kind, ParkRequest, ReleaseRequest, RunVerdict,
     WriteOutcome,
@@ -26,6 +29,7 @@ fn park_req(task: &str, run: i64, record: &str) -> ParkRequest {
         due_at: Some(1_780_861_920),
         provider: Some("openai-codex".into()),
         fallback: None,
+        fallback_model: None,
         reason: "rate_limit on openai-codex until 1780861905".into(),
     }
 }
@@ -40,9 +44,13 @@ fn kinds(conn: &rusqlite::Connection, id: &str) -> Vec<String> {
 
 #[test]
 fn a_rate_limited_running_task_is_parked_once_and_released_to_ready() {
+    testkit::on_each_flavor(a_rate_limited_running_task_is_parked_once_and_released_to_ready_on);
+}
+
+fn a_rate_limited_running_task_is_parked_once_and_released_to_ready_on(flavor: Flavor) {
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("kanban.db");
-    let mut hermes = create_board(&db).unwrap();
+    let mut hermes = create_board_as(&db, flavor).unwrap();
     add_task(&hermes, "t1", "coder", "ready").unwrap();
     let run = claim(&mut hermes, "t1", 4242).unwrap();
     let mut b = board(&db);
@@ -93,6 +101,7 @@ fn a_rate_limited_running_task_is_parked_once_and_released_to_ready() {
         .release(&ReleaseRequest {
             task_id: "t1".into(),
             reason: "due".into(),
+            healed: false,
         })
         .unwrap();
     assert_eq!(out.applied().unwrap().after.status, "ready");
@@ -123,9 +132,13 @@ fn a_rate_limited_running_task_is_parked_once_and_released_to_ready() {
 
 #[test]
 fn a_stale_record_changes_nothing() {
+    testkit::on_each_flavor(a_stale_record_changes_nothing_on);
+}
+
+fn a_stale_record_changes_nothing_on(flavor: Flavor) {
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("kanban.db");
-    let mut hermes = create_board(&db).unwrap();
+    let mut hermes = create_board_as(&db, flavor).unwrap();
     add_task(&hermes, "done", "coder", "ready").unwrap();
     let run_done = claim(&mut hermes, "done", 1).unwrap();
     testkit::complete(&hermes, "done").unwrap();
@@ -163,9 +176,17 @@ fn a_stale_record_changes_nothing() {
 
 #[test]
 fn a_task_the_dispatcher_already_blocked_is_brought_back_with_its_failures_reset() {
+    testkit::on_each_flavor(
+        a_task_the_dispatcher_already_blocked_is_brought_back_with_its_failures_reset_on,
+    );
+}
+
+fn a_task_the_dispatcher_already_blocked_is_brought_back_with_its_failures_reset_on(
+    flavor: Flavor,
+) {
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("kanban.db");
-    let mut hermes = create_board(&db).unwrap();
+    let mut hermes = create_board_as(&db, flavor).unwrap();
     add_task(&hermes, "t", "coder", "ready").unwrap();
     let run = claim(&mut hermes, "t", 9).unwrap();
     testkit::hermes_gave_up(&hermes, "t").unwrap();
@@ -178,6 +199,7 @@ fn a_task_the_dispatcher_already_blocked_is_brought_back_with_its_failures_reset
     b.release(&ReleaseRequest {
         task_id: "t".into(),
         reason: "due".into(),
+        healed: false,
     })
     .unwrap();
     let (st, fails, err): (String, i64, Option<String>) = hermes
@@ -192,9 +214,13 @@ fn a_task_the_dispatcher_already_blocked_is_brought_back_with_its_failures_reset
 
 #[test]
 fn release_goes_to_todo_when_a_parent_is_not_done() {
+    testkit::on_each_flavor(release_goes_to_todo_when_a_parent_is_not_done_on);
+}
+
+fn release_goes_to_todo_when_a_parent_is_not_done_on(flavor: Flavor) {
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("kanban.db");
-    let mut hermes = create_board(&db).unwrap();
+    let mut hermes = create_board_as(&db, flavor).unwrap();
     add_task(&hermes, "parent", "coder", "ready").unwrap();
     add_task(&hermes, "child", "coder", "ready").unwrap();
     let run = claim(&mut hermes, "child", 5).unwrap();
@@ -207,6 +233,7 @@ fn release_goes_to_todo_when_a_parent_is_not_done() {
     b.release(&ReleaseRequest {
         task_id: "child".into(),
         reason: "due".into(),
+        healed: false,
     })
     .unwrap();
     assert_eq!(status(&hermes, "child").unwrap(), "todo");
@@ -214,9 +241,13 @@ fn release_goes_to_todo_when_a_parent_is_not_done() {
 
 #[test]
 fn a_task_rescheduled_by_an_operator_is_left_alone() {
+    testkit::on_each_flavor(a_task_rescheduled_by_an_operator_is_left_alone_on);
+}
+
+fn a_task_rescheduled_by_an_operator_is_left_alone_on(flavor: Flavor) {
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("kanban.db");
-    let mut hermes = create_board(&db).unwrap();
+    let mut hermes = create_board_as(&db, flavor).unwrap();
     add_task(&hermes, "t", "coder", "ready").unwrap();
     let run = claim(&mut hermes, "t", 5).unwrap();
     let mut b = board(&db);
@@ -232,6 +263,7 @@ fn a_task_rescheduled_by_an_operator_is_left_alone() {
         .release(&ReleaseRequest {
             task_id: "t".into(),
             reason: "due".into(),
+            healed: false,
         })
         .unwrap();
     assert!(matches!(out, WriteOutcome::Stale { .. }), "{out:?}");
@@ -240,9 +272,13 @@ fn a_task_rescheduled_by_an_operator_is_left_alone() {
 
 #[test]
 fn hold_only_moves_an_unclaimed_ready_task() {
+    testkit::on_each_flavor(hold_only_moves_an_unclaimed_ready_task_on);
+}
+
+fn hold_only_moves_an_unclaimed_ready_task_on(flavor: Flavor) {
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("kanban.db");
-    let mut hermes = create_board(&db).unwrap();
+    let mut hermes = create_board_as(&db, flavor).unwrap();
     add_task(&hermes, "a", "coder", "ready").unwrap();
     add_task(&hermes, "b", "coder", "ready").unwrap();
     claim(&mut hermes, "b", 7).unwrap();
@@ -255,6 +291,7 @@ fn hold_only_moves_an_unclaimed_ready_task() {
         due_at: None,
         provider: Some("xai-oauth".into()),
         fallback: None,
+        fallback_model: None,
         reason: "provider xai-oauth unhealthy until re-auth".into(),
     };
     assert!(b.park(&hold("a")).unwrap().applied().is_some());
@@ -272,9 +309,13 @@ fn hold_only_moves_an_unclaimed_ready_task() {
 
 #[test]
 fn requeue_sends_a_running_task_straight_back_to_ready() {
+    testkit::on_each_flavor(requeue_sends_a_running_task_straight_back_to_ready_on);
+}
+
+fn requeue_sends_a_running_task_straight_back_to_ready_on(flavor: Flavor) {
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("kanban.db");
-    let mut hermes = create_board(&db).unwrap();
+    let mut hermes = create_board_as(&db, flavor).unwrap();
     add_task(&hermes, "t", "coder", "ready").unwrap();
     let run = claim(&mut hermes, "t", 5).unwrap();
     let mut b = board(&db);
@@ -292,9 +333,13 @@ fn requeue_sends_a_running_task_straight_back_to_ready() {
 
 #[test]
 fn dry_run_writes_nothing() {
+    testkit::on_each_flavor(dry_run_writes_nothing_on);
+}
+
+fn dry_run_writes_nothing_on(flavor: Flavor) {
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("kanban.db");
-    let mut hermes = create_board(&db).unwrap();
+    let mut hermes = create_board_as(&db, flavor).unwrap();
     add_task(&hermes, "t", "coder", "ready").unwrap();
     let run = claim(&mut hermes, "t", 5).unwrap();
     let before = std::fs::read(&db).unwrap();
@@ -367,9 +412,13 @@ fn bursty_writer(db: &Path, stop: Arc<AtomicBool>, hold: Duration) -> std::threa
 
 #[test]
 fn writes_succeed_against_a_concurrent_writer_holding_locks_in_bursts() {
+    testkit::on_each_flavor(writes_succeed_against_a_concurrent_writer_holding_locks_in_bursts_on);
+}
+
+fn writes_succeed_against_a_concurrent_writer_holding_locks_in_bursts_on(flavor: Flavor) {
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("kanban.db");
-    let mut hermes = create_board(&db).unwrap();
+    let mut hermes = create_board_as(&db, flavor).unwrap();
     let mut runs = Vec::new();
     for i in 0..60 {
         let id = format!("t{i}");
@@ -390,6 +439,7 @@ fn writes_succeed_against_a_concurrent_writer_holding_locks_in_bursts() {
         b.release(&ReleaseRequest {
             task_id: id.clone(),
             reason: "due".into(),
+            healed: false,
         })
         .unwrap()
         .applied()
@@ -420,14 +470,24 @@ fn writes_succeed_against_a_concurrent_writer_holding_locks_in_bursts() {
     let mode: String = conn
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(mode, "wal", "we never change the journal mode");
+    assert_eq!(
+        mode,
+        flavor.journal.to_ascii_lowercase(),
+        "we never change the journal mode"
+    );
 }
 
 #[test]
 fn a_board_locked_past_the_busy_timeout_is_reported_busy_and_retried_later() {
+    testkit::on_each_flavor(
+        a_board_locked_past_the_busy_timeout_is_reported_busy_and_retried_later_on,
+    );
+}
+
+fn a_board_locked_past_the_busy_timeout_is_reported_busy_and_retried_later_on(flavor: Flavor) {
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("kanban.db");
-    let mut hermes = create_board(&db).unwrap();
+    let mut hermes = create_board_as(&db, flavor).unwrap();
     add_task(&hermes, "t", "coder", "ready").unwrap();
     let run = claim(&mut hermes, "t", 5).unwrap();
     let mut b = Board::open(
@@ -477,22 +537,30 @@ fn a_board_locked_past_the_busy_timeout_is_reported_busy_and_retried_later() {
 
 #[test]
 fn a_replaced_board_file_is_noticed() {
+    testkit::on_each_flavor(a_replaced_board_file_is_noticed_on);
+}
+
+fn a_replaced_board_file_is_noticed_on(flavor: Flavor) {
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("kanban.db");
-    drop(create_board(&db).unwrap());
+    drop(create_board_as(&db, flavor).unwrap());
     let b = board(&db);
     assert!(!b.file_replaced());
     let other = tmp.path().join("other.db");
-    drop(create_board(&other).unwrap());
+    drop(create_board_as(&other, flavor).unwrap());
     std::fs::rename(&other, &db).unwrap();
     assert!(b.file_replaced());
 }
 
 #[test]
 fn parking_after_hermes_recorded_rate_limited_ends_its_fixed_cooldown() {
+    testkit::on_each_flavor(parking_after_hermes_recorded_rate_limited_ends_its_fixed_cooldown_on);
+}
+
+fn parking_after_hermes_recorded_rate_limited_ends_its_fixed_cooldown_on(flavor: Flavor) {
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("kanban.db");
-    let mut hermes = create_board(&db).unwrap();
+    let mut hermes = create_board_as(&db, flavor).unwrap();
     add_task(&hermes, "t", "coder", "ready").unwrap();
     let run = claim(&mut hermes, "t", 5).unwrap();
     // The gateway saw rc 75 first: run rate_limited, task back to ready.
@@ -518,6 +586,7 @@ fn parking_after_hermes_recorded_rate_limited_ends_its_fixed_cooldown() {
     b.release(&ReleaseRequest {
         task_id: "t".into(),
         reason: "due".into(),
+        healed: false,
     })
     .unwrap();
     // Hermes' respawn guard reads the newest ended run: it must be ours now.
@@ -552,9 +621,13 @@ fn facts(b: &Board, task: &str, run: i64) -> hermes_board::RunFacts {
 
 #[test]
 fn run_facts_tell_who_ended_a_run_and_who_decided_on_the_task_since() {
+    testkit::on_each_flavor(run_facts_tell_who_ended_a_run_and_who_decided_on_the_task_since_on);
+}
+
+fn run_facts_tell_who_ended_a_run_and_who_decided_on_the_task_since_on(flavor: Flavor) {
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("kanban.db");
-    let mut hermes = create_board(&db).unwrap();
+    let mut hermes = create_board_as(&db, flavor).unwrap();
     drop(hermes);
     let stop = Arc::new(AtomicBool::new(false));
     let writer = bursty_writer(&db, stop.clone(), Duration::from_millis(10));
@@ -669,9 +742,13 @@ fn run_facts_tell_who_ended_a_run_and_who_decided_on_the_task_since() {
 
 #[test]
 fn park_never_moves_a_task_the_worker_reported_or_someone_decided_on() {
+    testkit::on_each_flavor(park_never_moves_a_task_the_worker_reported_or_someone_decided_on_on);
+}
+
+fn park_never_moves_a_task_the_worker_reported_or_someone_decided_on_on(flavor: Flavor) {
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("kanban.db");
-    drop(create_board(&db).unwrap());
+    drop(create_board_as(&db, flavor).unwrap());
     let stop = Arc::new(AtomicBool::new(false));
     let writer = bursty_writer(&db, stop.clone(), Duration::from_millis(10));
     let mut hermes = testkit::connect(&db).unwrap();

@@ -163,7 +163,11 @@ pub struct ProvidersConfig {
     pub default_cooldown: Dur,
     /// Never keep a provider unhealthy for longer than this on a reset time.
     pub max_cooldown: Dur,
-    /// The Hermes credential store watched for re-auth (default `<root>/auth.json`).
+    /// The Hermes root credential store watched for re-auth (default
+    /// `<root>/auth.json`); each profile's `<root>/profiles/<name>/auth.json`
+    /// is watched too. A re-auth of a provider is a new credential value
+    /// under that provider's own entry in any of them (see
+    /// `crate::credentials`), not any change of the file.
     pub auth_store: Option<PathBuf>,
     /// Per-profile overrides of the provider chain when the profile's
     /// `config.yaml` cannot be read: `profile: [primary, fallback...]`.

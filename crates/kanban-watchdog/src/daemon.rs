@@ -371,6 +371,7 @@ impl Daemon {
                     self.alerts
                         .resolve("board_unavailable", "board available again");
                 }
+                tracing::info!(board = %self.paths.board_db.display(), "board opened: {}", b.info().describe());
                 self.board = Some(b);
             }
             Err(e) => self.board_unavailable(e.to_string()),
@@ -572,6 +573,7 @@ impl Daemon {
             due_at: None,
             provider: d.blamed.clone(),
             fallback: None,
+            fallback_model: None,
             reason: reason.clone(),
         };
         match d.board {
@@ -587,6 +589,8 @@ impl Daemon {
             BoardPlan::Requeue { fallback } => {
                 req.kind = Kind::Requeued;
                 req.reason = format!("{reason}; retry now on fallback {}", fallback.provider);
+                // Hermes 0.22: also the task's own provider override.
+                req.fallback_model = fallback.model.clone();
                 req.fallback = Some(fallback.provider);
             }
             BoardPlan::Block { reason } => {
@@ -741,6 +745,8 @@ impl Daemon {
             let req = ReleaseRequest {
                 task_id: p.task_id.clone(),
                 reason: why,
+                // Ended early by a reset or re-auth: the park is refunded.
+                healed: healed && !due,
             };
             if let Err(e) = self.board_write(|b| b.release(&req)) {
                 tracing::warn!(task = %p.task_id, "release postponed: {e}");
@@ -748,6 +754,44 @@ impl Daemon {
             }
         }
         self.heal_now.clear();
+        self.unsteer_healed();
+    }
+
+    /// Tasks we steered through their own model/provider override (Hermes
+    /// 0.22) go back to their profile's provider once it is available
+    /// again: the override is cleared, only while it is still the one we
+    /// set.
+    fn unsteer_healed(&mut self) {
+        let Some(board) = self.board.as_ref() else {
+            return;
+        };
+        let steered = match board.steered() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("cannot list steered tasks: {e}");
+                return;
+            }
+        };
+        for s in steered {
+            let Some(from) = s.from.clone() else {
+                continue;
+            };
+            if !self.state.providers.is_available(&from) {
+                continue;
+            }
+            let req = hermes_board::ClearOverride {
+                task_id: s.task_id.clone(),
+                provider: s.provider,
+                model: s.model,
+                reason: format!(
+                    "provider {from} available again: the profile's own provider applies"
+                ),
+            };
+            if let Err(e) = self.board_write(|b| b.clear_override(&req)) {
+                tracing::warn!(task = %s.task_id, "clearing the override postponed: {e}");
+                return;
+            }
+        }
     }
 
     /// Ready tasks whose provider is unhealthy with no healthy fallback are
@@ -801,6 +845,7 @@ impl Daemon {
                 due_at: due,
                 provider: Some(primary.provider.clone()),
                 fallback: None,
+                fallback_model: None,
                 reason: format!(
                     "provider {} unhealthy until {}",
                     primary.provider,
@@ -1198,6 +1243,7 @@ impl Daemon {
     pub fn publish(&mut self) {
         self.last_publish = Instant::now();
         let now = wall();
+        board_info_metric(&self.shared.metrics, self.board.as_ref().map(|b| b.info()));
         let parked: Vec<ParkedStatus> = self
             .board
             .as_ref()
@@ -1243,6 +1289,8 @@ impl Daemon {
             pid: std::process::id(),
             dry_run: self.dry_run,
             board: self.paths.board_db.display().to_string(),
+            board_info: self.board.as_ref().map(|b| b.info().clone()),
+            board_problem: self.board_problem.clone(),
             record_dir: self.paths.record_dir.display().to_string(),
             dispatcher: DispatcherStatus {
                 state: state.into(),
@@ -1346,6 +1394,28 @@ fn provider_status(name: &str, s: &ProviderState) -> ProviderStatus {
             class: Some(class.clone()),
             reason: Some(reason.clone()),
         },
+    }
+}
+
+/// `kanban_watchdog_board_info{journal_mode,hermes_features,columns} 1`
+/// for the open board; no series while it is unavailable.
+fn board_info_metric(metrics: &Metrics, info: Option<&hermes_board::BoardInfo>) {
+    let Some(info) = info else {
+        metrics.board_info.clear();
+        return;
+    };
+    let labels = crate::metrics::BoardInfoLabels {
+        journal_mode: info.journal_mode.clone(),
+        hermes_features: info.features.label(),
+        columns: if info.columns.is_empty() {
+            "none".into()
+        } else {
+            info.columns.join(",")
+        },
+    };
+    if metrics.board_info.get(&labels).is_none() {
+        metrics.board_info.clear();
+        metrics.board_info.get_or_create(&labels).set(1);
     }
 }
 

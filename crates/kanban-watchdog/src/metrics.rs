@@ -31,6 +31,17 @@ pub struct EventLabels {
     pub event: String,
 }
 
+/// What the board and its Hermes support (`kanban_watchdog_board_info`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BoardInfoLabels {
+    /// `wal`, `delete`, ...
+    pub journal_mode: String,
+    /// `review_lane,exit_78,exit_trailer,archived_parent_done`, or `none`.
+    pub hermes_features: String,
+    /// The optional columns present (`tasks.provider_override,...`), or `none`.
+    pub columns: String,
+}
+
 type FGauge = Gauge<f64, AtomicU64>;
 
 #[derive(Default)]
@@ -53,6 +64,7 @@ pub struct Metrics {
     pub alerts_failed: Counter,
     pub log_lines: Family<EventLabels, Counter>,
     pub delayed_retries_exhausted: Counter,
+    pub board_info: Family<BoardInfoLabels, Gauge>,
 }
 
 impl Metrics {
@@ -138,6 +150,12 @@ impl Metrics {
             "gateway_log_lines",
             "Gateway log lines matched, by event",
             self.log_lines.clone(),
+        );
+        r.register(
+            "board_info",
+            "1 for what the board and its Hermes support: journal mode, Hermes features, optional \
+             columns (absent while the board is unavailable)",
+            self.board_info.clone(),
         );
         r.register(
             "delayed_retries_exhausted",

@@ -255,6 +255,11 @@ pub fn plan(
     {
         return BoardPlan::Requeue { fallback };
     }
+    // Waiting for a human (a re-auth, an operator's reset) is not a
+    // delayed retry: it neither spends the budget nor is refused by it.
+    if needs_human(f) {
+        return BoardPlan::Park { due_at: None };
+    }
     if retries_used >= retry.max_delayed_retries {
         return BoardPlan::Block {
             reason: format!(
@@ -264,9 +269,6 @@ pub fn plan(
                 reason_text(f, provider)
             ),
         };
-    }
-    if needs_human(f) {
-        return BoardPlan::Park { due_at: None };
     }
     let jitter01 = if jitter01.is_nan() { 0.0 } else { jitter01 };
     let jitter = (retry.jitter.as_secs_f64() * jitter01.clamp(0.0, 1.0)).round() as i64;
@@ -280,8 +282,20 @@ pub fn plan(
             let base = retry.default_delay.0.as_secs().max(1);
             let cap = retry.max_delay.0.as_secs();
             let delay = base.saturating_mul(1u64 << retries_used.min(20)).min(cap);
-            now.saturating_add(i64::try_from(delay).unwrap_or(i64::MAX))
-                .saturating_add(jitter)
+            let step = now.saturating_add(i64::try_from(delay).unwrap_or(i64::MAX));
+            // A backoff step never outlasts what the blamed provider's own
+            // cooldown calls for (this record's, or a longer one already
+            // known): a 5-minute network cooldown is not waited 20 minutes.
+            let cooldown = provider.and_then(|p| {
+                let known = health.unhealthy_until(p).flatten();
+                let this = unhealthy_until(f, providers, now);
+                known.max(this)
+            });
+            match cooldown {
+                Some(until) => step.min(until.max(now).saturating_add(margin)),
+                None => step,
+            }
+            .saturating_add(jitter)
         }
     };
     let ceiling = now
@@ -433,6 +447,58 @@ mod tests {
             ),
             BoardPlan::Park { .. }
         ));
+    }
+
+    #[test]
+    fn a_backoff_step_never_outlasts_the_providers_cooldown() {
+        let c = Config::default();
+        let mut f = rate_limit(None);
+        f.class = FailureClass::Network;
+        let due = |n, h: &ProviderHealth| match plan(
+            &f,
+            Some("xai"),
+            &[link("xai")],
+            h,
+            n,
+            &c.retry,
+            &c.providers,
+            1_000,
+            0.0,
+        ) {
+            BoardPlan::Park { due_at } => due_at.unwrap(),
+            other => panic!("{other:?}"),
+        };
+        // The provider's own cooldown is the default 5m: step 3 (20m) waits
+        // 5m + margin, like step 0.
+        let none = ProviderHealth::default();
+        assert_eq!(due(0, &none), 1_000 + 300);
+        assert_eq!(due(3, &none), 1_000 + 300 + 15);
+        // A longer cooldown already known for the provider lets the step grow.
+        let mut h = ProviderHealth::default();
+        h.mark_unhealthy("xai", Some(1_000 + 7_200), "rate_limit", "x", 1_000);
+        assert_eq!(due(3, &h), 1_000 + 2_400);
+    }
+
+    #[test]
+    fn waiting_for_a_reauth_is_never_refused_by_the_budget() {
+        let c = Config::default();
+        let mut f = rate_limit(None);
+        f.class = FailureClass::AuthExpired;
+        f.transient = false;
+        assert_eq!(
+            plan(
+                &f,
+                Some("xai-oauth"),
+                &[link("xai-oauth")],
+                &ProviderHealth::default(),
+                99,
+                &c.retry,
+                &c.providers,
+                0,
+                0.0
+            ),
+            BoardPlan::Park { due_at: None }
+        );
     }
 
     #[test]

@@ -13,6 +13,15 @@ pub struct Status {
     pub pid: u32,
     pub dry_run: bool,
     pub board: String,
+    /// What the board and its Hermes support (journal mode, optional
+    /// columns, Hermes features), read at open and after every reopen;
+    /// `None` while the board is unavailable.
+    #[serde(default)]
+    pub board_info: Option<hermes_board::BoardInfo>,
+    /// Why the board cannot be used (missing, unreadable, or missing a
+    /// column we rely on: each named), whole.
+    #[serde(default)]
+    pub board_problem: Option<String>,
     pub record_dir: String,
     pub dispatcher: DispatcherStatus,
     pub providers: Vec<ProviderStatus>,

@@ -88,7 +88,18 @@ pub fn status(common: &Common, json: bool) -> anyhow::Result<ExitCode> {
     } else {
         print!("{}", render(&status, &source, now));
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(exit_code(&status))
+}
+
+/// Exit status of `status`: 2 while a critical incident is open (the board
+/// unavailable, the restart limit hit, a stall a restart did not cure), so
+/// a script or a check can tell; else 0.
+pub fn exit_code(s: &Status) -> ExitCode {
+    if s.incidents.iter().any(|i| i.severity == "critical") {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 /// The daemon first, then the state file. The error names every path tried.
@@ -211,6 +222,13 @@ pub fn render(s: &Status, source: &Source, now: i64) -> String {
         }
     );
     let _ = writeln!(w, "board {}", s.board);
+    if let Some(problem) = &s.board_problem {
+        // Whole: a refusal names every missing column.
+        let _ = writeln!(w, "  UNAVAILABLE: {}", flat(problem));
+    }
+    if let Some(info) = &s.board_info {
+        let _ = writeln!(w, "  {}", flat(&info.describe()));
+    }
     let _ = writeln!(w, "records {}", s.record_dir);
 
     let d = &s.dispatcher;
@@ -318,7 +336,8 @@ pub fn render(s: &Status, source: &Source, now: i64) -> String {
                     i.severity.clone(),
                     fmt_ago(i.since, now),
                     i.key.clone(),
-                    cell(&i.summary),
+                    // Whole, never cut: the summary is what to do.
+                    flat(&i.summary),
                 ]
             })
             .collect();
@@ -444,12 +463,16 @@ pub fn fmt_time(t: i64) -> String {
     }
 }
 
+/// One line: control characters (newlines) flattened to spaces.
+fn flat(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
 /// One line of a cell: newlines flattened, long text cut with `…`.
 fn cell(text: &str) -> String {
-    let flat: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let flat = flat(text);
     if flat.chars().count() <= CELL_MAX {
         flat
     } else {
@@ -598,6 +621,8 @@ mod tests {
             pid: 42,
             dry_run: false,
             board: "/h/kanban.db".into(),
+            board_info: None,
+            board_problem: None,
             record_dir: "/r".into(),
             dispatcher: DispatcherStatus {
                 state: "stalled".into(),
@@ -664,6 +689,52 @@ mod tests {
         }
         assert!(!out.contains(" r1 "), "{out}");
         assert!(out.contains("r6"), "{out}");
+    }
+
+    #[test]
+    fn a_refused_board_is_explained_whole_and_a_critical_incident_exits_2() {
+        let now = 10_000;
+        let missing: Vec<String> = (0..12).map(|i| format!("tasks.column_{i}")).collect();
+        let why = format!(
+            "board /h/kanban.db has a schema this build does not know: missing {}",
+            missing.join(", ")
+        );
+        let mut s = Status {
+            board: "/h/kanban.db".into(),
+            board_problem: Some(why.clone()),
+            incidents: vec![IncidentStatus {
+                key: "board_unavailable".into(),
+                severity: "critical".into(),
+                since: now - 5,
+                summary: format!("cannot use the board; no task will be rescued: {why}"),
+            }],
+            ..Status::default()
+        };
+        let src = Source::Daemon {
+            url: "http://127.0.0.1:9464".into(),
+        };
+        let out = render(&s, &src, now);
+        assert!(out.contains(&format!("UNAVAILABLE: {why}")), "{out}");
+        assert!(
+            out.contains(&format!("no task will be rescued: {why}")),
+            "the incident is cut:\n{out}"
+        );
+        assert_eq!(exit_code(&s), ExitCode::from(2));
+        s.incidents[0].severity = "warning".into();
+        assert_eq!(exit_code(&s), ExitCode::SUCCESS);
+        s.board_problem = None;
+        s.board_info = Some(hermes_board::BoardInfo {
+            journal_mode: "delete".into(),
+            columns: vec!["tasks.provider_override".into()],
+            features: hermes_board::HermesFeatures::hermes_0_22(
+                "inferred from the board's columns",
+            ),
+        });
+        let out = render(&s, &src, now);
+        assert!(
+            out.contains("journal delete; optional columns tasks.provider_override; Hermes features review_lane,exit_78,exit_trailer,archived_parent_done"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -26,6 +26,8 @@ fn sample_status(pid: u32) -> Status {
         pid,
         dry_run: false,
         board: "/home/op/.hermes/kanban.db".into(),
+        board_info: None,
+        board_problem: None,
         record_dir: "/home/op/.local/state/kanban-watchdog/records".into(),
         dispatcher: DispatcherStatus {
             state: "ok".into(),
