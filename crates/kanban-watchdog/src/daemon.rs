@@ -6,7 +6,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -40,7 +41,28 @@ use crate::status::{
 const PROBE_GRACE_S: i64 = 600;
 
 /// Busy timeout when reading another board (read-only) to verify a run.
-const OTHER_BOARD_TIMEOUT: Duration = Duration::from_secs(1);
+const OTHER_BOARD_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// How long one board access may wait for another writer's lock. Short on
+/// purpose: a locked board ends the record pass at once and the loop
+/// retries (see [`BoardBusy`]), so the core is never held by one lock for
+/// longer than this: stall checks, `/status`, releases and SIGTERM go on.
+/// (Before: 5 s per attempt, 5 retries, per record: 90 s to exit on SIGTERM
+/// with 3 records pending.) Hermes' own write transactions take
+/// milliseconds; SQLite's busy handler polls within this time.
+const BOARD_BUSY_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// Retries of a locked board, driven by the loop: the first after this,
+/// doubling, at most [`BOARD_RETRY_MAX`] apart.
+const BOARD_RETRY_FIRST: Duration = Duration::from_millis(50);
+const BOARD_RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// Bound of the event channel. Every event is a "look again" hint (the
+/// handlers rescan their directory or file), so a full channel loses
+/// nothing: senders drop the event, and a batch as long as the bound is
+/// taken as an overflow and answered with a full pass, as an inotify queue
+/// overflow is answered with a rescan.
+pub const EVENT_CHANNEL_BOUND: usize = 1024;
 
 /// Between ticks, /status is refreshed at most this often.
 const PUBLISH_EVERY: Duration = Duration::from_millis(100);
@@ -82,6 +104,21 @@ pub struct Shared {
     /// Epoch seconds of the core loop's last sign of life (the systemd
     /// keep-alive thread stops pinging when it is too old).
     pub alive: Arc<std::sync::atomic::AtomicI64>,
+    /// Set by the signal thread on SIGTERM/SIGINT, before it queues
+    /// `Shutdown`: a long pass (a backlog of records) stops between two
+    /// records instead of finishing first.
+    pub stopping: Arc<AtomicBool>,
+}
+
+/// The board was found locked by another writer: until `next_try`, every
+/// access fails at once (busy timeout 0) instead of waiting, and the record
+/// pass is skipped; at `next_try` the loop runs the record pass again with
+/// the normal [`BOARD_BUSY_TIMEOUT`].
+#[derive(Clone, Copy, Debug)]
+struct BoardBusy {
+    since: Instant,
+    next_try: Instant,
+    attempts: u32,
 }
 
 pub struct Daemon {
@@ -114,7 +151,12 @@ pub struct Daemon {
     last_tick: Instant,
     last_publish: Instant,
     stalled_reason: Option<String>,
-    auth_fingerprint: Option<String>,
+    /// The credential stores' last reading (`None`: unknown, the next
+    /// reading is the baseline).
+    auth_fingerprint: Option<crate::credentials::Fingerprint>,
+    auth_stores: crate::credentials::Stores,
+    /// Set while another writer holds the board (see [`BoardBusy`]).
+    board_busy: Option<BoardBusy>,
     gateway: Option<(i32, bool)>,
     /// Providers healed by an operator reset or a re-auth: the tasks held
     /// or parked for them are released at the next check, not at their old
@@ -137,6 +179,7 @@ impl Daemon {
             registry: Arc::new(registry),
             metrics: Arc::clone(&metrics),
             alive: Arc::new(std::sync::atomic::AtomicI64::new(wall())),
+            stopping: Arc::new(AtomicBool::new(false)),
         };
         // Created 0700; refused when another user owns it or could write to
         // it (OpenSSH StrictModes; see exit_record::check_private_dir).
@@ -175,7 +218,12 @@ impl Daemon {
             profiles: Profiles::new(&cfg.providers.chains),
             alerts: Alerts::new(&cfg.alerts, Arc::clone(&metrics)),
             restarter: Restarter::with_history(state.restarts.clone()),
-            auth_fingerprint: state.auth_fingerprint.clone(),
+            auth_fingerprint: state
+                .auth_fingerprint
+                .as_deref()
+                .and_then(crate::credentials::Fingerprint::decode),
+            auth_stores: crate::credentials::Stores::default(),
+            board_busy: None,
             cfg,
             config_path,
             dry_run,
@@ -261,6 +309,9 @@ impl Daemon {
             if unpublished {
                 wait = wait.min(PUBLISH_EVERY.saturating_sub(self.last_publish.elapsed()));
             }
+            if let Some(busy) = self.board_busy {
+                wait = wait.min(busy.next_try.saturating_duration_since(Instant::now()));
+            }
             self.shared
                 .alive
                 .store(wall(), std::sync::atomic::Ordering::Relaxed);
@@ -274,8 +325,19 @@ impl Daemon {
             };
             // A burst of file events costs one pass each, not one per event.
             let mut pending: Vec<Event> = first.into_iter().chain(rx.try_iter()).collect();
+            if pending.len() >= EVENT_CHANNEL_BOUND {
+                // The channel was full: a sender may have dropped an event.
+                pending.push(Event::Tick);
+            }
             if more_log {
                 pending.push(Event::LogChanged);
+            }
+            // A locked board is retried by the loop, not by waiting on it.
+            if self
+                .board_busy
+                .is_some_and(|b| Instant::now() >= b.next_try)
+            {
+                pending.push(Event::Records);
             }
             pending.sort_by_key(Event::order);
             pending.dedup_by_key(|e| e.order());
@@ -360,8 +422,14 @@ impl Daemon {
                 return;
             }
         };
+        // One short wait per access and no retries inside the board: a
+        // locked board is retried by the loop (BOARD_BUSY_TIMEOUT). Options
+        // added later keep their defaults.
+        #[allow(clippy::needless_update)]
         let opts = BoardOptions {
             dry_run: self.dry_run,
+            busy_timeout: BOARD_BUSY_TIMEOUT,
+            busy_retries: 0,
             ..BoardOptions::default()
         };
         match Board::open(&self.paths.board_db, opts, audit) {
@@ -404,11 +472,24 @@ impl Daemon {
             });
         };
         let before = board.busy_retries();
+        let audit_before = board.audit_failed_appends();
         let result = op(board);
-        let retried = board.busy_retries() - before;
+        let retried = board.busy_retries().saturating_sub(before);
+        let audit_failed = board.audit_failed_appends().saturating_sub(audit_before);
         if retried > 0 {
             self.shared.metrics.board_busy_retries.inc_by(retried);
             self.counters.board_busy_retries += retried;
+        }
+        if audit_failed > 0 {
+            self.shared
+                .metrics
+                .audit_append_failures
+                .inc_by(audit_failed);
+        }
+        match &result {
+            Err(e) if e.is_transient() => self.note_board_busy(),
+            Ok(_) => self.note_board_free(),
+            Err(_) => {}
         }
         if let Ok(WriteOutcome::Applied(change)) = &result {
             let kind = change.action.to_string();
@@ -444,7 +525,17 @@ impl Daemon {
 
     // ----- records ------------------------------------------------------
 
+    /// One pass over the record directory, in order. A locked board ends
+    /// the pass at once (the records left wait in the directory and the
+    /// loop retries them, see [`BoardBusy`]); so does a shutdown.
     pub fn handle_records(&mut self) {
+        if let Some(busy) = self.board_busy {
+            if Instant::now() < busy.next_try {
+                return;
+            }
+            // This pass is the retry: wait the normal (short) time for the lock.
+            self.set_board_busy_timeout(BOARD_BUSY_TIMEOUT);
+        }
         // A board file replaced since the last tick must not receive writes
         // through the old connection (its -wal now belongs to the new file).
         self.ensure_board();
@@ -455,17 +546,87 @@ impl Daemon {
                 return;
             }
         };
-        for path in files {
-            self.handle_record_file(&path);
+        let total = files.len();
+        for (i, path) in files.iter().enumerate() {
+            if self.shared.stopping.load(Ordering::Relaxed) {
+                tracing::info!(
+                    "shutting down: {} record(s) left for the next start",
+                    total - i
+                );
+                return;
+            }
+            if self.handle_record_file(path) == RecordPass::Stop {
+                if let Some(busy) = self.board_busy {
+                    let left = total - i;
+                    if busy.attempts == 1 {
+                        tracing::warn!(
+                            board = %self.paths.board_db.display(),
+                            "board is locked; retrying the write from the loop (every {}s at most); \
+                             {left} record(s) wait in the record dir, none is skipped",
+                            BOARD_RETRY_MAX.as_secs()
+                        );
+                    } else {
+                        tracing::debug!(
+                            attempts = busy.attempts,
+                            "board still locked; {left} record(s) wait"
+                        );
+                    }
+                }
+                return;
+            }
         }
     }
 
-    fn handle_record_file(&mut self, path: &Path) {
+    /// Sets the busy timeout of our connection, if open.
+    fn set_board_busy_timeout(&mut self, timeout: Duration) {
+        if let Some(b) = self.board.as_mut()
+            && let Err(e) = b.set_busy_timeout(timeout)
+        {
+            tracing::warn!("cannot set the board's busy timeout: {e}");
+        }
+    }
+
+    /// Another writer holds the board: every access fails at once until the
+    /// next retry, which comes sooner the shorter the lock has lasted.
+    fn note_board_busy(&mut self) {
+        if self.board.is_none() {
+            return;
+        }
+        let now = Instant::now();
+        let (since, attempts) = match self.board_busy {
+            Some(b) => (b.since, b.attempts.saturating_add(1)),
+            None => (now, 1),
+        };
+        let backoff = BOARD_RETRY_FIRST
+            .saturating_mul(1u32 << attempts.saturating_sub(1).min(10))
+            .min(BOARD_RETRY_MAX);
+        self.board_busy = Some(BoardBusy {
+            since,
+            next_try: now + backoff,
+            attempts,
+        });
+        self.set_board_busy_timeout(Duration::ZERO);
+    }
+
+    /// A board access went through: the lock is gone.
+    fn note_board_free(&mut self) {
+        if let Some(busy) = self.board_busy.take() {
+            tracing::info!(
+                board = %self.paths.board_db.display(),
+                "board writable again after {:.1}s locked ({} attempts)",
+                busy.since.elapsed().as_secs_f64(),
+                busy.attempts
+            );
+            self.set_board_busy_timeout(BOARD_BUSY_TIMEOUT);
+        }
+    }
+
+    fn handle_record_file(&mut self, path: &Path) -> RecordPass {
         let record = match self.records.read(path) {
             Ok(r) => r,
             Err(e) if e.is_transient() || still_being_written(path, &e) => {
                 tracing::debug!("record not readable yet: {e}");
-                return;
+                return RecordPass::Continue;
             }
             Err(e) => {
                 let reason = e.to_string();
@@ -480,7 +641,7 @@ impl Daemon {
                 }
                 self.shared.metrics.records_quarantined.inc();
                 self.counters.records_quarantined += 1;
-                return;
+                return RecordPass::Continue;
             }
         };
         match self.apply_record(&record) {
@@ -490,14 +651,34 @@ impl Daemon {
                         "cannot move handled record {} to done/: {e}",
                         path.display()
                     );
-                    return;
+                    return RecordPass::Continue;
                 }
                 self.shared.metrics.records_handled.inc();
                 self.counters.records_handled += 1;
+                RecordPass::Continue
+            }
+            Err(e) if e.is_transient() => {
+                // Locked: left in place, retried by the loop, never skipped.
+                // The records after it wait too: trying them now would only
+                // wait on the same lock.
+                // (A failed write has noted it already; a read has not.)
+                let noted = self.board_busy.is_some_and(|b| b.next_try > Instant::now());
+                if self.board.is_none() {
+                    // No board at all: nothing to wait on. The other records
+                    // go on (a malformed one is still quarantined).
+                    tracing::warn!(record = %record.id, "record will be retried: {e}");
+                    return RecordPass::Continue;
+                }
+                if !noted {
+                    self.note_board_busy();
+                }
+                tracing::debug!(record = %record.id, "record will be retried: {e}");
+                RecordPass::Stop
             }
             Err(e) => {
                 // Left in place: retried on the next event or tick, never skipped.
                 tracing::warn!(record = %record.id, "record will be retried: {e}");
+                RecordPass::Continue
             }
         }
     }
@@ -944,22 +1125,46 @@ impl Daemon {
 
     // ----- re-auth and operator requests ---------------------------------
 
+    /// Reads every credential store (root and per-profile) and treats as a
+    /// re-auth of provider P only a new credential value under P's own
+    /// entry (see [`crate::credentials`]): not a change of another
+    /// provider's entry, nor Hermes' status bookkeeping.
     fn check_auth_store(&mut self) {
-        let fp = auth_fingerprint(&self.paths.auth_store);
-        if fp == self.auth_fingerprint {
+        let stores = self.paths.auth_stores();
+        let fp = self.auth_stores.read(&stores);
+        let Some(before) = self.auth_fingerprint.replace(fp.clone()) else {
+            // Unknown until now (first start, or a fingerprint of an older
+            // format): this reading is the baseline, not a re-auth.
+            self.state.auth_fingerprint = Some(fp.encode());
+            self.state_dirty = true;
+            return;
+        };
+        if before == fp {
             return;
         }
-        let first = self.auth_fingerprint.is_none() && self.state.auth_fingerprint.is_none();
-        self.auth_fingerprint = fp.clone();
-        self.state.auth_fingerprint = fp;
+        self.state.auth_fingerprint = Some(fp.encode());
         self.state_dirty = true;
-        if first {
+        let renewed = fp.renewed_since(&before);
+        if renewed.is_empty() {
             return;
         }
-        tracing::info!(file = %self.paths.auth_store.display(), "credential store changed");
-        for t in self.state.providers.reauthenticated(wall()) {
-            self.heal_now.insert(t.provider().to_string());
-            self.on_transition(&t);
+        tracing::info!(
+            "credential store: new credential for {}",
+            renewed.join(", ")
+        );
+        let waiting: Vec<String> = self
+            .state
+            .providers
+            .iter()
+            .filter(|(_, s)| matches!(s, ProviderState::Unhealthy { until: None, .. }))
+            .map(|(name, _)| name.clone())
+            .filter(|name| renewed.iter().any(|k| same_credential_owner(name, k)))
+            .collect();
+        for provider in waiting {
+            if let Some(t) = self.state.providers.reauthenticated_one(&provider, wall()) {
+                self.heal_now.insert(provider);
+                self.on_transition(&t);
+            }
         }
     }
 
@@ -1445,13 +1650,20 @@ fn still_being_written(path: &Path, e: &exit_record::RecordError) -> bool {
     truncated && fresh
 }
 
-/// Size, mtime and a hash of the auth store: changes when anyone re-auths.
-fn auth_fingerprint(path: &Path) -> Option<String> {
-    use std::hash::{Hash, Hasher};
-    let bytes = std::fs::read(path).ok()?;
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    bytes.hash(&mut h);
-    Some(format!("{}:{:x}", bytes.len(), h.finish()))
+/// Whether provider `name` (as the watchdog marked it: a Hermes id, or the
+/// catalogue's name for one) owns the credential stored under Hermes
+/// provider id `store_key`.
+fn same_credential_owner(name: &str, store_key: &str) -> bool {
+    name == store_key
+        || failure_signatures::same_provider(name, store_key)
+        || failure_signatures::same_provider(store_key, name)
+}
+
+/// Whether the record pass goes on to the next record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RecordPass {
+    Continue,
+    Stop,
 }
 
 /// With systemd's `WatchdogSec`, pings `WATCHDOG=1` at a third of the
@@ -1491,7 +1703,7 @@ fn notify_systemd(state: &[sd_notify::NotifyState<'_>]) {
 
 /// Starts the file watchers that feed the core. Missing directories are
 /// created (record dir, requests) or left to the periodic tick (log dir).
-pub fn start_watchers(paths: &Paths, tx: Sender<Event>) -> Vec<notify::RecommendedWatcher> {
+pub fn start_watchers(paths: &Paths, tx: SyncSender<Event>) -> Vec<notify::RecommendedWatcher> {
     use notify::{RecursiveMode, Watcher};
     let record_dir = paths.record_dir.clone();
     let log_dir = paths.gateway_log.parent().map(Path::to_path_buf);
@@ -1511,11 +1723,11 @@ pub fn start_watchers(paths: &Paths, tx: Sender<Event>) -> Vec<notify::Recommend
             (record_dir.clone(), requests.clone(), log_dir.clone());
         let handler = move |res: notify::Result<notify::Event>| {
             let Ok(ev) = res else {
-                let _ = tx.send(Event::Tick);
+                hint(&tx, Event::Tick);
                 return;
             };
             if ev.need_rescan() {
-                let _ = tx.send(Event::Tick);
+                hint(&tx, Event::Tick);
                 return;
             }
             // Only changes matter. Our own reads (IN_OPEN, IN_CLOSE_NOWRITE)
@@ -1549,7 +1761,7 @@ pub fn start_watchers(paths: &Paths, tx: Sender<Event>) -> Vec<notify::Recommend
                 } else {
                     continue;
                 };
-                let _ = tx.send(event);
+                hint(&tx, event);
             }
         };
         match notify::recommended_watcher(handler) {
@@ -1565,7 +1777,51 @@ pub fn start_watchers(paths: &Paths, tx: Sender<Event>) -> Vec<notify::Recommend
     watchers
 }
 
-/// Channel for the core.
-pub fn channel_pair() -> (Sender<Event>, Receiver<Event>) {
-    channel()
+/// Queues a "look again" event without ever blocking a watcher thread: on
+/// a full channel the event is dropped (the core answers a full batch with
+/// a full pass; see [`EVENT_CHANNEL_BOUND`]).
+fn hint(tx: &SyncSender<Event>, ev: Event) {
+    match tx.try_send(ev) {
+        Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+        Err(TrySendError::Full(ev)) => tracing::debug!("event channel full; dropped {ev:?}"),
+    }
+}
+
+/// Channel for the core, bounded (see [`EVENT_CHANNEL_BOUND`]).
+pub fn channel_pair() -> (SyncSender<Event>, Receiver<Event>) {
+    sync_channel(EVENT_CHANNEL_BOUND)
+}
+
+#[cfg(test)]
+mod channel_tests {
+    use super::*;
+
+    #[test]
+    fn a_full_event_channel_drops_hints_without_blocking_and_is_bounded() {
+        let (tx, rx) = channel_pair();
+        for _ in 0..EVENT_CHANNEL_BOUND + 500 {
+            // Never blocks, even with nobody reading.
+            hint(&tx, Event::Records);
+        }
+        let queued: Vec<Event> = rx.try_iter().collect();
+        assert_eq!(queued.len(), EVENT_CHANNEL_BOUND);
+        // A full batch is what the core takes as an overflow (a full pass).
+        assert!(queued.len() >= EVENT_CHANNEL_BOUND);
+        // A shutdown is sent blocking: it waits for room, never dropped.
+        let sender = std::thread::spawn(move || {
+            for _ in 0..EVENT_CHANNEL_BOUND {
+                hint(&tx, Event::LogChanged);
+            }
+            tx.send(Event::Shutdown).is_ok()
+        });
+        let mut got_shutdown = false;
+        while let Ok(ev) = rx.recv_timeout(Duration::from_secs(5)) {
+            if matches!(ev, Event::Shutdown) {
+                got_shutdown = true;
+                break;
+            }
+        }
+        assert!(sender.join().unwrap());
+        assert!(got_shutdown);
+    }
 }

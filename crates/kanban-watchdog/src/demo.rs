@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -238,7 +238,7 @@ fn story(
     alerts: &Arc<Mutex<Vec<serde_json::Value>>>,
     gateway_args: &dyn Fn(bool) -> Vec<String>,
     http: std::net::SocketAddr,
-    _tx: &Sender<Event>,
+    _tx: &SyncSender<Event>,
 ) -> anyhow::Result<()> {
     let status = || shared.status.read().map(|s| s.clone()).ok();
     n.act("Act 1: a worker hits a provider rate limit, exits 0, and the watchdog rescues its task");

@@ -230,6 +230,19 @@ impl ProviderHealth {
         out
     }
 
+    /// `provider`'s own credential changed (a re-auth): it probes if it was
+    /// waiting for one. Other providers are left alone.
+    pub fn reauthenticated_one(&mut self, provider: &str, now: i64) -> Option<Transition> {
+        let state = self.providers.get_mut(provider)?;
+        if !matches!(state, ProviderState::Unhealthy { until: None, .. }) {
+            return None;
+        }
+        *state = ProviderState::Probing { since: now };
+        Some(Transition::Probing {
+            provider: provider.to_string(),
+        })
+    }
+
     /// `kanban-watchdog provider reset NAME`.
     pub fn reset(&mut self, provider: &str, now: i64) -> Option<Transition> {
         let was = self

@@ -5,6 +5,7 @@ pub mod alertmanager;
 pub mod alerts;
 pub mod cli;
 pub mod config;
+pub mod credentials;
 pub mod daemon;
 pub mod decide;
 pub mod demo;

@@ -64,6 +64,7 @@ pub struct Metrics {
     pub alerts_failed: Counter,
     pub log_lines: Family<EventLabels, Counter>,
     pub delayed_retries_exhausted: Counter,
+    pub audit_append_failures: Counter,
     pub board_info: Family<BoardInfoLabels, Gauge>,
 }
 
@@ -161,6 +162,12 @@ impl Metrics {
             "delayed_retries_exhausted",
             "Tasks left blocked because their delayed-retry budget was spent",
             self.delayed_retries_exhausted.clone(),
+        );
+        r.register(
+            "audit_append_failures",
+            "Audit-log lines that could not be appended after a committed board write (the write \
+             counts; the line is kept and written before the next one)",
+            self.audit_append_failures.clone(),
         );
     }
 }

@@ -98,6 +98,31 @@ impl Paths {
     pub fn quarantine_dir(&self) -> PathBuf {
         self.record_dir.join("quarantine")
     }
+    /// Every credential store Hermes reads a provider's credentials from:
+    /// the root store (`providers.auth_store`, default `<root>/auth.json`),
+    /// then each profile's own `<root>/profiles/<name>/auth.json` (its
+    /// credential pool, which shadows the root one per provider), in name
+    /// order. Profiles are listed afresh on each call, so a new profile is
+    /// seen at the next check.
+    pub fn auth_stores(&self) -> Vec<PathBuf> {
+        /// A Hermes home with more profiles than this is not one we know.
+        const MAX_PROFILES: usize = 1024;
+        let mut profiles: Vec<PathBuf> = std::fs::read_dir(self.hermes_home.join("profiles"))
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path().join("auth.json"))
+                    .take(MAX_PROFILES)
+                    .collect()
+            })
+            .unwrap_or_default();
+        profiles.sort();
+        let mut stores = vec![self.auth_store.clone()];
+        stores.extend(profiles.into_iter().filter(|p| *p != self.auth_store));
+        stores
+    }
+
     /// `<root>/profiles/<name>/config.yaml`; the root `config.yaml` for `default`.
     pub fn profile_config(&self, profile: &str) -> PathBuf {
         if profile == "default" || profile.is_empty() {

@@ -53,7 +53,7 @@ pub fn run(common: &Common, dry_run: bool) -> anyhow::Result<()> {
     let _lock = InstanceLock::acquire(&paths.state_dir)?;
     let (tx, rx) = channel_pair();
     let _watchers = start_watchers(&paths, tx.clone());
-    let _signals = start_signal_thread(tx.clone())?;
+    let _signals = start_signal_thread(tx.clone(), daemon.shared().stopping)?;
     crate::daemon::start_systemd_keepalive(
         daemon.shared().alive,
         std::time::Duration::from_secs(120),
@@ -79,7 +79,13 @@ pub fn run(common: &Common, dry_run: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn start_signal_thread(tx: std::sync::mpsc::Sender<Event>) -> anyhow::Result<JoinHandle<()>> {
+/// SIGHUP queues a reload; SIGTERM/SIGINT set the stop flag (a long pass
+/// stops between two records) and queue `Shutdown`. The channel is bounded:
+/// a blocking send waits for the core to take a batch, and is never dropped.
+fn start_signal_thread(
+    tx: std::sync::mpsc::SyncSender<Event>,
+    stopping: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<JoinHandle<()>> {
     let mut signals =
         Signals::new([SIGHUP, SIGTERM, SIGINT]).context("cannot install signal handlers")?;
     Ok(std::thread::Builder::new()
@@ -91,6 +97,7 @@ fn start_signal_thread(tx: std::sync::mpsc::Sender<Event>) -> anyhow::Result<Joi
                     Event::Reload
                 } else {
                     tracing::info!("signal {sig}: shutting down");
+                    stopping.store(true, Ordering::Relaxed);
                     Event::Shutdown
                 };
                 let stop = matches!(ev, Event::Shutdown);

@@ -104,6 +104,21 @@ pub fn exit_code(s: &Status) -> ExitCode {
 
 /// The daemon first, then the state file. The error names every path tried.
 fn find_status(paths: &Paths) -> Result<(Source, Status), String> {
+    // `http.addr` says where to send the request and `state.json` what to
+    // show: from a directory another user could write, neither is ours (a
+    // planted address would have `status` query any local port and print
+    // its answer). The daemon's own check (OpenSSH StrictModes), read-only
+    // here: a missing directory is reported as missing files below.
+    if std::fs::symlink_metadata(&paths.state_dir).is_ok()
+        && let Err(e) = exit_record::check_private_dir(&paths.state_dir)
+    {
+        return Err(format!(
+            "  state directory: {e}\n\
+             Neither {} nor {} was read.",
+            paths.http_addr_file().display(),
+            paths.state_file().display()
+        ));
+    }
     let daemon_err = match fetch_from_daemon(&paths.http_addr_file()) {
         Ok((url, status)) => return Ok((Source::Daemon { url }, status)),
         Err(e) => e,

@@ -438,10 +438,10 @@ fn expired_auth_waits_for_reauth_or_an_operator_reset() {
     assert!(h.stderr().contains(
         "provider xai-oauth marked unhealthy: auth_expired on xai-oauth (xai-oauth-missing-token): RuntimeError: xAI OAuth state is missing access_token.; team will use fallback chain until re-auth"
     ));
-    // The operator re-authenticates: the credential store changes.
+    // The operator re-authenticates: a new token under xai-oauth's entry.
     std::fs::write(
         h.home.join("auth.json"),
-        b"{\"version\":1,\"providers\":{\"xai-oauth\":{}}}",
+        b"{\"version\":1,\"providers\":{\"xai-oauth\":{\"tokens\":{\"access_token\":\"new\"}}}}",
     )
     .unwrap();
     wait_until("released after re-auth", T, || {
