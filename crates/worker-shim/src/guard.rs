@@ -2,7 +2,8 @@
 //! group with it, not only the worker.
 //!
 //! `PR_SET_PDEATHSIG` reaches only the direct child. So for a worker still
-//! running after [`GUARD_DELAY`], the shim starts a tiny guard — itself,
+//! running after [`GUARD_DELAY`] (the main thread's wait loop times out),
+//! the shim starts a tiny guard — itself,
 //! re-executed with [`GUARD_ARG`] — whose parent-death signal is SIGTERM.
 //! When the shim dies without cleaning up (SIGKILL), the guard wakes and
 //! kills the worker's process group. When the shim finishes normally it
@@ -12,8 +13,6 @@
 
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub const GUARD_ARG: &str = "--internal-group-guard";
@@ -40,77 +39,54 @@ pub fn run_guard(pgid: &str) -> ! {
     std::process::exit(0)
 }
 
-/// Owns the guard thread; [`Guard::finish`] tells it the shim is done.
+/// The guard process, once started; [`Guard::finish`] stops it.
 pub struct Guard {
-    done: Sender<()>,
-    thread: Option<JoinHandle<()>>,
+    child: std::process::Child,
 }
 
 impl Guard {
-    /// Starts the thread that, after [`GUARD_DELAY`], spawns the guard for
-    /// group `pgid`. The thread lives until [`Guard::finish`]: the guard's
-    /// parent-death signal fires when the *thread* that spawned it ends.
+    /// Starts the guard for group `pgid`. Called from the main thread (the
+    /// guard's parent-death signal fires when the thread that spawned it
+    /// ends: the main thread lives as long as the shim).
     pub fn start(pgid: u32) -> Option<Guard> {
-        let (done, rx) = channel();
-        let thread = std::thread::Builder::new()
-            .name("group-guard".into())
-            .stack_size(64 * 1024)
-            .spawn(move || guard_thread(pgid, rx))
-            .ok()?;
-        Some(Guard {
-            done,
-            thread: Some(thread),
-        })
-    }
-
-    pub fn finish(mut self) {
-        let _ = self.done.send(());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        let parent = std::process::id() as libc::pid_t;
+        let mut cmd = Command::new("/proc/self/exe");
+        cmd.arg0("worker-shim-guard")
+            .arg(GUARD_ARG)
+            .arg(pgid.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            // Its own group: terminal signals and group signals meant for the
+            // worker never reach it.
+            .process_group(0);
+        // SAFETY: only async-signal-safe syscalls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                // Blocked across exec: see run_guard. Terminal signals never
+                // reach it either.
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT] {
+                    libc::sigaddset(&mut set, sig);
+                }
+                // Exactly these: not the shim's own blocked set.
+                libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::getppid() != parent {
+                    libc::_exit(0);
+                }
+                Ok(())
+            });
         }
+        cmd.spawn().ok().map(|child| Guard { child })
     }
-}
 
-fn guard_thread(pgid: u32, rx: Receiver<()>) {
-    match rx.recv_timeout(GUARD_DELAY) {
-        Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
-        Err(RecvTimeoutError::Timeout) => {}
+    /// The shim is done: the guard goes without touching the worker's group.
+    pub fn finish(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
-    let parent = std::process::id() as libc::pid_t;
-    let mut cmd = Command::new("/proc/self/exe");
-    cmd.arg0("worker-shim-guard")
-        .arg(GUARD_ARG)
-        .arg(pgid.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        // Its own group: terminal signals and group signals meant for the
-        // worker never reach it.
-        .process_group(0);
-    // SAFETY: only async-signal-safe syscalls between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            // Blocked across exec: see run_guard. Terminal signals never
-            // reach it either.
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT] {
-                libc::sigaddset(&mut set, sig);
-            }
-            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::getppid() != parent {
-                libc::_exit(0);
-            }
-            Ok(())
-        });
-    }
-    let Ok(mut guard) = cmd.spawn() else {
-        return;
-    };
-    let _ = rx.recv();
-    let _ = guard.kill();
-    let _ = guard.wait();
 }

@@ -20,7 +20,7 @@ mod target;
 
 use std::ffi::OsString;
 use std::io::Write;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -36,7 +36,7 @@ use nix::unistd::Pid;
 use crate::capture::HeadTail;
 use crate::cli::{Fsync, Options};
 use crate::pump::Activity;
-use crate::signals::{ChildState, Forwarder};
+use crate::signals::Forwarder;
 
 fn main() {
     let code = run();
@@ -288,7 +288,7 @@ impl Run {
 
     fn supervise(&self) -> Outcome {
         let capture_stdout = !self.opts.no_capture_stdout;
-        let mut forwarder = Forwarder::install()
+        let forwarder = Forwarder::install()
             .map_err(|e| say(&format!("signals will not be forwarded: {e}")))
             .ok();
         let mut child = match spawn::spawn_worker(&self.command, capture_stdout) {
@@ -309,37 +309,8 @@ impl Run {
             }
         };
         let pid = Pid::from_raw(child.id() as i32);
-        let state = Arc::new(Mutex::new(ChildState {
-            pid: Some(pid),
-            leads_group: true,
-            exited: false,
-        }));
-        if let Some(f) = forwarder.as_mut()
-            && let Err(e) = f.start(Arc::clone(&state))
-        {
-            say(&format!("signals will not be forwarded: {e}"));
-        }
 
         let (done_tx, done_rx) = mpsc::channel();
-        let mut pumps: Vec<Arc<Activity>> = Vec::new();
-        let mut start_pump =
-            |name, fd: Option<OwnedFd>, to_fd, cap: &Option<Arc<Mutex<HeadTail>>>| {
-                if let (Some(fd), Some(cap)) = (fd, cap) {
-                    pump::grow_pipe(&fd);
-                    let activity = Activity::new();
-                    match pump::spawn_pump(
-                        name,
-                        fd,
-                        to_fd,
-                        Arc::clone(cap),
-                        Arc::clone(&activity),
-                        done_tx.clone(),
-                    ) {
-                        Ok(_) => pumps.push(activity),
-                        Err(e) => say(&format!("cannot pass {name} through: {e}")),
-                    }
-                }
-            };
         let new_cap = || {
             Arc::new(Mutex::new(HeadTail::new(
                 self.opts.head_bytes,
@@ -348,28 +319,54 @@ impl Run {
         };
         let out_cap = capture_stdout.then(new_cap);
         let err_cap = Some(new_cap());
-        start_pump(
-            "stdout",
-            child.stdout.take().map(OwnedFd::from),
-            libc::STDOUT_FILENO,
-            &out_cap,
-        );
-        start_pump(
-            "stderr",
-            child.stderr.take().map(OwnedFd::from),
-            libc::STDERR_FILENO,
-            &err_cap,
-        );
-        drop(done_tx);
+        let mut pumps = Pumps {
+            started: Vec::new(),
+            done_tx,
+            waiting: Vec::new(),
+        };
+        for (name, fd, to_fd, cap) in [
+            (
+                "stdout",
+                child.stdout.take().map(OwnedFd::from),
+                libc::STDOUT_FILENO,
+                &out_cap,
+            ),
+            (
+                "stderr",
+                child.stderr.take().map(OwnedFd::from),
+                libc::STDERR_FILENO,
+                &err_cap,
+            ),
+        ] {
+            if let (Some(fd), Some(cap)) = (fd, cap) {
+                let pipe = WaitingPipe {
+                    name,
+                    fd,
+                    to_fd,
+                    cap: Arc::clone(cap),
+                };
+                // Without the main loop (no signalfd) nothing would watch a
+                // waiting pipe: start its pump now.
+                if forwarder.is_some() {
+                    pumps.waiting.push(pipe);
+                } else {
+                    pumps.start(pipe);
+                }
+            }
+        }
 
-        let group_guard = guard::Guard::start(pid.as_raw() as u32);
-        let status = wait_for_exit(pid, &state);
+        let (status, group_guard) = wait_for_exit(pid, forwarder.as_ref(), &mut pumps);
         if let Some(g) = group_guard {
             g.finish();
         }
-        if let Some(f) = forwarder.as_ref() {
-            f.stop();
-        }
+        // A pipe that never had output: closed (no pump needed) or held
+        // open by a background child (pumped from now on, for the drain).
+        pumps.settle_after_exit();
+        let Pumps {
+            started, done_tx, ..
+        } = pumps;
+        drop(done_tx);
+        let pumps = started;
         drain(&pumps, &done_rx, self.opts.drain_quiet, self.opts.drain_max);
         let (code, signal) = match status {
             Some(WaitStatus::Exited(_, code)) => (Some(code), None),
@@ -499,6 +496,86 @@ impl Run {
     }
 }
 
+/// A worker pipe no pump reads yet: pump threads start at its first byte,
+/// so a worker with no output on a stream (`-- true`) never pays for one.
+struct WaitingPipe {
+    name: &'static str,
+    fd: OwnedFd,
+    to_fd: libc::c_int,
+    cap: Arc<Mutex<HeadTail>>,
+}
+
+struct Pumps {
+    started: Vec<Arc<Activity>>,
+    done_tx: mpsc::Sender<()>,
+    waiting: Vec<WaitingPipe>,
+}
+
+impl Pumps {
+    fn start(&mut self, p: WaitingPipe) {
+        pump::grow_pipe(&p.fd);
+        let activity = Activity::new();
+        match pump::spawn_pump(
+            p.name,
+            p.fd,
+            p.to_fd,
+            p.cap,
+            Arc::clone(&activity),
+            self.done_tx.clone(),
+        ) {
+            Ok(_) => self.started.push(activity),
+            Err(e) => say(&format!("cannot pass {} through: {e}", p.name)),
+        }
+    }
+
+    fn start_all(&mut self) {
+        for p in std::mem::take(&mut self.waiting) {
+            self.start(p);
+        }
+    }
+
+    /// `revents[i]` for `waiting[i]`: output starts its pump; a hang-up
+    /// with nothing to read is the end of a stream that never had output.
+    fn on_poll(&mut self, revents: &[libc::c_short]) {
+        let waiting = std::mem::take(&mut self.waiting);
+        for (p, &ev) in waiting.into_iter().zip(revents) {
+            if ev & libc::POLLIN != 0 || ev & (libc::POLLERR | libc::POLLNVAL) != 0 {
+                self.start(p);
+            } else if ev & libc::POLLHUP != 0 {
+                drop(p);
+            } else {
+                self.waiting.push(p);
+            }
+        }
+    }
+
+    /// After the worker exited: one look at each waiting pipe.
+    fn settle_after_exit(&mut self) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let mut pfds: Vec<libc::pollfd> = self
+            .waiting
+            .iter()
+            .map(|p| libc::pollfd {
+                fd: p.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: valid pollfds, their count; no wait.
+        let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 0) };
+        if r < 0 {
+            self.start_all();
+            return;
+        }
+        let revents: Vec<libc::c_short> = pfds.iter().map(|p| p.revents).collect();
+        self.on_poll(&revents);
+        // Still open and silent: a background child holds it.
+        self.start_all();
+    }
+}
+
 /// After the worker exited, keeps passing through what is still in its pipes
 /// (held open by background children, or waiting for a slow reader) until
 /// every pump has finished, or every pump still running has been idle —
@@ -537,10 +614,66 @@ fn drain(pumps: &[Arc<Activity>], done: &mpsc::Receiver<()>, quiet: Duration, ma
     }
 }
 
-/// Waits until the child has exited *without* reaping it, marks it exited
-/// for the signal forwarder, then reaps it. In between, its pid cannot be
-/// reused, so no forwarded signal ever reaches another process.
-fn wait_for_exit(pid: Pid, state: &Mutex<ChildState>) -> Option<WaitStatus> {
+/// Waits for the worker on the main thread, forwarding signals meanwhile:
+/// one `poll` on the signalfd, with a timeout that starts the group guard
+/// for a worker still running after [`guard::GUARD_DELAY`]. The worker is
+/// seen exited *without* being reaped (`waitid` with `WNOWAIT`), forwarding
+/// stops, and only then is it reaped: its pid cannot be reused while a
+/// signal may still be sent to it.
+fn wait_for_exit(
+    pid: Pid,
+    forwarder: Option<&Forwarder>,
+    pumps: &mut Pumps,
+) -> (Option<WaitStatus>, Option<guard::Guard>) {
+    let mut group_guard = None;
+    let guard_at = Instant::now() + guard::GUARD_DELAY;
+    let mut guard_due = true;
+    match forwarder {
+        Some(f) => loop {
+            if exited(pid) {
+                break;
+            }
+            let timeout = if guard_due {
+                let left = guard_at.saturating_duration_since(Instant::now());
+                i32::try_from(left.as_millis()).unwrap_or(i32::MAX)
+            } else {
+                -1
+            };
+            if guard_due && timeout == 0 {
+                guard_due = false;
+                group_guard = guard::Guard::start(pid.as_raw() as u32);
+                continue;
+            }
+            let mut pfds = vec![libc::pollfd {
+                fd: f.fd().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            pfds.extend(pumps.waiting.iter().map(|p| libc::pollfd {
+                fd: p.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }));
+            // SAFETY: valid pollfds, their count.
+            let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout) };
+            if r < 0 && Errno::last() != Errno::EINTR {
+                // Cannot wait on the descriptors: pump every pipe and wait
+                // the plain way.
+                pumps.start_all();
+                break;
+            }
+            if r > 0 {
+                if pfds[0].revents != 0 {
+                    f.forward_pending(Some((pid, true)));
+                }
+                let revents: Vec<libc::c_short> = pfds[1..].iter().map(|p| p.revents).collect();
+                pumps.on_poll(&revents);
+            }
+        },
+        None => {
+            group_guard = guard::Guard::start(pid.as_raw() as u32);
+        }
+    }
     loop {
         match waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
             Ok(_) => break,
@@ -548,14 +681,22 @@ fn wait_for_exit(pid: Pid, state: &Mutex<ChildState>) -> Option<WaitStatus> {
             Err(_) => break,
         }
     }
-    if let Ok(mut st) = state.lock() {
-        st.exited = true;
-    }
     loop {
         match waitpid(pid, None) {
             Err(Errno::EINTR) => continue,
-            Ok(status) => return Some(status),
-            Err(_) => return None,
+            Ok(status) => return (Some(status), group_guard),
+            Err(_) => return (None, group_guard),
         }
     }
+}
+
+/// The worker has exited (not reaped: `WNOWAIT`).
+fn exited(pid: Pid) -> bool {
+    matches!(
+        waitid(
+            Id::Pid(pid),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
+        ),
+        Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..))
+    )
 }

@@ -1,8 +1,11 @@
-//! Signal forwarding. Handlers are installed before the child is spawned
-//! (signal-hook only sets a flag and wakes this thread); the thread forwards
-//! each signal to the child's process group. The `exited` flag is set, under
-//! the same lock, once the child has exited but *before* it is reaped, so a
-//! forwarded signal can never hit a recycled pid.
+//! Signal forwarding, on the main thread and without a handler: before the
+//! child (or any thread) is started, the forwarded signals and SIGCHLD are
+//! blocked and read from a `signalfd`, which the main thread polls while it
+//! waits for the worker (see `main.rs`, `wait_for_exit`). Each signal read
+//! is sent to the worker's process group. The worker is reaped only after
+//! the loop has stopped forwarding, so a forwarded signal can never hit a
+//! recycled pid. The worker starts with an empty signal mask (std resets
+//! it between fork and exec), so it sees every signal as without the shim.
 //!
 //! Which signals: the set tini forwards (tini blocks every signal, then
 //! unblocks SIGFPE, SIGILL, SIGSEGV, SIGBUS, SIGABRT, SIGTRAP, SIGSYS,
@@ -17,10 +20,9 @@
 //!
 //! SIGKILL and SIGSTOP cannot be caught.
 
-use std::sync::{Arc, Mutex};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use nix::unistd::Pid;
-use signal_hook::iterator::{Handle, Signals};
 
 /// Signals that are never forwarded (see the module comment).
 const KEPT: [libc::c_int; 13] = [
@@ -51,61 +53,86 @@ pub fn forwarded() -> Vec<libc::c_int> {
     standard.chain(realtime).collect()
 }
 
-#[derive(Debug, Default)]
-pub struct ChildState {
-    pub pid: Option<Pid>,
-    /// The child leads its own process group (the default).
-    pub leads_group: bool,
-    pub exited: bool,
+/// The blocked signals and the descriptor they are read from.
+pub struct Forwarder {
+    fd: OwnedFd,
 }
 
-pub struct Forwarder {
-    signals: Option<Signals>,
-    handle: Handle,
+/// What one read of the pending signals found.
+#[derive(Debug, Default)]
+pub struct Pending {
+    /// A child changed state: check whether the worker exited.
+    pub child: bool,
 }
 
 impl Forwarder {
-    /// Registers the handlers. Call before spawning the child.
+    /// Blocks the forwarded signals and SIGCHLD in the calling thread
+    /// (threads started later inherit the mask) and opens the signalfd.
+    /// Call on the main thread before spawning the child or any thread.
     pub fn install() -> std::io::Result<Forwarder> {
-        let signals = Signals::new(forwarded())?;
-        let handle = signals.handle();
-        Ok(Forwarder {
-            signals: Some(signals),
-            handle,
-        })
+        // SAFETY: plain libc calls on a local sigset_t.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for sig in forwarded().into_iter().chain([libc::SIGCHLD]) {
+                libc::sigaddset(&mut set, sig);
+            }
+            let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let fd = OwnedFd::from_raw_fd(fd);
+            let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            if rc != 0 {
+                return Err(std::io::Error::from_raw_os_error(rc));
+            }
+            Ok(Forwarder { fd })
+        }
     }
 
-    /// Starts forwarding to the child described by `state`.
-    pub fn start(&mut self, state: Arc<Mutex<ChildState>>) -> std::io::Result<()> {
-        let Some(mut signals) = self.signals.take() else {
-            return Ok(());
-        };
-        std::thread::Builder::new()
-            .name("signals".into())
-            .stack_size(64 * 1024)
-            .spawn(move || {
-                for sig in signals.forever() {
-                    let Ok(st) = state.lock() else { return };
-                    if st.exited {
-                        return;
-                    }
-                    if let Some(pid) = st.pid {
-                        deliver(pid, st.leads_group, sig);
-                    }
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Reads every pending signal; forwards each to `target` (the worker,
+    /// not yet reaped) unless it is SIGCHLD.
+    pub fn forward_pending(&self, target: Option<(Pid, bool)>) -> Pending {
+        let mut pending = Pending::default();
+        // SAFETY: signalfd_siginfo is plain data; read fills it or fails.
+        let mut info: [libc::signalfd_siginfo; 8] = unsafe { std::mem::zeroed() };
+        loop {
+            let n = unsafe {
+                libc::read(
+                    self.fd.as_raw_fd(),
+                    info.as_mut_ptr().cast(),
+                    std::mem::size_of_val(&info),
+                )
+            };
+            if n <= 0 {
+                if n < 0
+                    && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+                {
+                    continue;
                 }
-            })?;
-        Ok(())
-    }
-
-    pub fn stop(&self) {
-        self.handle.close();
+                return pending;
+            }
+            let count = n as usize / std::mem::size_of::<libc::signalfd_siginfo>();
+            for si in &info[..count] {
+                let sig = si.ssi_signo as libc::c_int;
+                if sig == libc::SIGCHLD {
+                    pending.child = true;
+                } else if let Some((pid, leads_group)) = target {
+                    deliver(pid, leads_group, sig);
+                }
+            }
+        }
     }
 }
 
 /// Real-time signals have no `nix::Signal`, hence libc.
 fn deliver(pid: Pid, leads_group: bool, sig: libc::c_int) {
     // SAFETY: plain syscalls on a pid that cannot have been recycled (the
-    // child is not reaped while `exited` is false).
+    // child is not reaped while signals are forwarded to it).
     unsafe {
         if leads_group && libc::killpg(pid.as_raw(), sig) == 0 {
             return;

@@ -44,6 +44,12 @@ pub fn spawn_worker(argv: &[OsString], capture_stdout: bool) -> Result<Child, Sp
     // SAFETY: only async-signal-safe syscalls run between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
+            // The shim blocks the signals it forwards (they are read from a
+            // signalfd, see signals.rs) and std does not reset the mask:
+            // the worker starts with none blocked, as without the shim.
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }

@@ -524,3 +524,20 @@ fn masquerade_mode_runs_the_real_program_of_the_same_name() {
     assert_eq!(out.status.code(), Some(127));
     assert!(String::from_utf8_lossy(&out.stderr).contains("WORKER_SHIM_TARGET"));
 }
+
+#[test]
+fn the_worker_starts_with_no_signal_blocked() {
+    // The shim reads the signals it forwards from a signalfd (they are
+    // blocked in the shim); the worker must not inherit that mask.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(shim(tmp.path()).args(["--", "cat", "/proc/self/status"]));
+    let status = String::from_utf8_lossy(&out.stdout);
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("SigBlk"))
+        .unwrap_or_else(|| panic!("SigBlk in {status}"));
+    assert!(
+        line.ends_with("0000000000000000"),
+        "the worker's blocked signals: {line}"
+    );
+}
