@@ -48,8 +48,10 @@ const OTHER_BOARD_TIMEOUT: Duration = Duration::from_millis(200);
 /// retries (see [`BoardBusy`]), so the core is never held by one lock for
 /// longer than this: stall checks, `/status`, releases and SIGTERM go on.
 /// (Before: 5 s per attempt, 5 retries, per record: 90 s to exit on SIGTERM
-/// with 3 records pending.) Hermes' own write transactions take
-/// milliseconds; SQLite's busy handler polls within this time.
+/// with 3 records pending, past systemd's default TimeoutStopSec of 90 s,
+/// after which it SIGKILLs; systemd and tini expect a prompt exit on
+/// SIGTERM.) Hermes' own write transactions take milliseconds; SQLite's
+/// busy handler polls within this time.
 const BOARD_BUSY_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// Retries of a locked board, driven by the loop: the first after this,
