@@ -90,15 +90,15 @@ impl Tmpfs {
         match out {
             Ok(o) if o.status.success() => Some(Tmpfs(dir.to_path_buf())),
             Ok(o) => {
-                eprintln!(
-                    "SKIPPED: cannot mount a tmpfs at {} (not root or no CAP_SYS_ADMIN?): {}",
+                prerequisite_missing(&format!(
+                    "cannot mount a tmpfs at {} (not root or no CAP_SYS_ADMIN?): {}",
                     dir.display(),
                     String::from_utf8_lossy(&o.stderr).trim()
-                );
+                ));
                 None
             }
             Err(e) => {
-                eprintln!("SKIPPED: cannot run mount: {e}");
+                prerequisite_missing(&format!("cannot run mount: {e}"));
                 None
             }
         }
@@ -913,9 +913,9 @@ fn a_due_time_is_wall_time_on_the_board_and_survives_a_restart() {
 #[test]
 fn a_wall_clock_jump_releases_what_is_due_but_does_not_fake_a_stall() {
     let Some(lib) = libfaketime() else {
-        eprintln!(
-            "SKIPPED: libfaketime not installed (apt-get install faketime); the restart variant \
-             a_due_time_is_wall_time_on_the_board_and_survives_a_restart still runs"
+        prerequisite_missing(
+            "libfaketime not installed (apt-get install faketime); the restart variant \
+             a_due_time_is_wall_time_on_the_board_and_survives_a_restart still runs",
         );
         return;
     };
@@ -1027,7 +1027,9 @@ fn symlinked_records_and_records_owned_by_another_user_are_quarantined_with_a_re
     // watchdog may already have moved it.
     let expected = match std::os::unix::fs::chown(&staged, Some(65534), Some(65534)) {
         Err(e) => {
-            eprintln!("SKIPPED (ownership half): cannot chown as this user: {e}");
+            prerequisite_missing(&format!(
+                "the ownership half: cannot chown as this user: {e}"
+            ));
             std::fs::remove_file(&staged).unwrap();
             1.0
         }
