@@ -1,0 +1,165 @@
+//! The decision path on arbitrary input (issue 13): bytes become worker
+//! output judged by the built-in catalogue, a record with a task or not, the
+//! board's facts, provider health, the clock and the jitter; `decide` must
+//! never panic, never judge a provider or move a task on a run someone
+//! reported or decided on, and never hold a provider or park a task past
+//! `providers.max_cooldown`. The same invariants run as a proptest in the
+//! test command (crates/kanban-watchdog/tests/decision_props.rs).
+#![no_main]
+
+use exit_record::{ExitInfo, ExitRecord, StreamCapture, TaskContext};
+use failure_signatures::{Catalogue, ClassifyContext};
+use hermes_board::{RunFacts, RunVerdict, TaskDecision};
+use kanban_watchdog::config::Config;
+use kanban_watchdog::decide::{BoardFacts, HealthChange, Inputs, decide};
+use kanban_watchdog::health::ProviderHealth;
+use kanban_watchdog::profiles::ChainLink;
+use kanban_watchdog::rescue::BoardPlan;
+use libfuzzer_sys::fuzz_target;
+
+const PROVIDERS: &[&str] = &["openai-codex", "anthropic", "xai-oauth", "zai", "custom"];
+
+fn word(data: &[u8], at: usize) -> i64 {
+    let mut b = [0u8; 8];
+    for (i, x) in b.iter_mut().enumerate() {
+        *x = data.get(at + i).copied().unwrap_or(0);
+    }
+    i64::from_le_bytes(b)
+}
+
+fuzz_target!(|data: &[u8]| {
+    if data.len() < 20 {
+        return;
+    }
+    let (head, text) = data.split_at(20);
+    let text = String::from_utf8_lossy(text);
+    let now = word(head, 4).rem_euclid(5_000_000_000);
+    let ctx = ClassifyContext::new(
+        jiff::Timestamp::from_second(now).unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+        jiff::tz::TimeZone::UTC,
+    );
+    let failure = Catalogue::builtin().classify(&text, &ctx);
+    let with_task = head[0] & 1 == 1;
+    let verdict = match head[1] % 5 {
+        0 => RunVerdict::Open,
+        1 => RunVerdict::EndedByDispatcher {
+            outcome: "crashed".into(),
+            protocol_violation: head[2] & 1 == 1,
+        },
+        2 => RunVerdict::ReportedByWorker {
+            outcome: if head[2] & 2 == 0 {
+                "completed"
+            } else {
+                "blocked"
+            }
+            .into(),
+        },
+        3 => RunVerdict::EndedOther { outcome: None },
+        _ => RunVerdict::Unknown,
+    };
+    let decided = (head[2] & 4 == 4).then(|| TaskDecision {
+        event_id: 1,
+        kind: "blocked".into(),
+        at: 0,
+    });
+    let already_applied = head[2] & 8 == 8;
+    let board = if with_task {
+        BoardFacts::Run {
+            facts: RunFacts {
+                verdict,
+                decided_after: decided,
+                gave_up_after: head[2] & 16 == 16,
+                terminal_provider_block: head[2] & 32 == 32,
+                source_status: None,
+                task_status: Some("running".into()),
+            },
+            already_applied,
+            ours: head[2] & 64 == 64,
+        }
+    } else {
+        BoardFacts::NoTask
+    };
+    let chain: Vec<ChainLink> = (0..(head[3] % 4) as usize)
+        .map(|i| ChainLink {
+            provider: PROVIDERS[(head[3] as usize + i) % PROVIDERS.len()].into(),
+            model: Some("m".into()),
+        })
+        .collect();
+    let code = Some(i32::from(head[12]) - 1);
+    let record = ExitRecord {
+        schema: exit_record::SCHEMA_NAME.into(),
+        schema_version: exit_record::SCHEMA_VERSION,
+        id: "fuzz".into(),
+        argv: vec![],
+        cwd: None,
+        pid: None,
+        shim_pid: 1,
+        started_at: jiff::Timestamp::UNIX_EPOCH,
+        ended_at: jiff::Timestamp::UNIX_EPOCH,
+        duration_ms: 0,
+        exit: ExitInfo {
+            code,
+            ..ExitInfo::default()
+        },
+        task: if with_task {
+            TaskContext {
+                id: Some("t".into()),
+                run_id: Some(1),
+                profile: Some("coder".into()),
+                ..TaskContext::default()
+            }
+        } else {
+            TaskContext::default()
+        },
+        stdout: StreamCapture {
+            head: text.into_owned(),
+            ..StreamCapture::default()
+        },
+        stderr: StreamCapture::default(),
+        failure,
+        steered: None,
+        run_at_exit: None,
+        skipped: None,
+    };
+    let cfg = Config::default();
+    let mut health = ProviderHealth::default();
+    if head[13] & 1 == 1 {
+        let _ = health.mark_unhealthy(
+            PROVIDERS[head[14] as usize % PROVIDERS.len()],
+            Some(word(head, 12)),
+            "rate_limit",
+            "x",
+            now,
+        );
+    }
+    let random01 = f64::from(head[15]) / 256.0;
+    let d = decide(&Inputs {
+        record: &record,
+        chain: &chain,
+        board: &board,
+        retries_used: u32::from(head[16]),
+        health: &health,
+        cfg: &cfg,
+        now,
+        random01,
+    });
+    let max = cfg.providers.max_cooldown.0.as_secs() as i64;
+    let slack = cfg.retry.margin.0.as_secs() as i64 + cfg.retry.jitter.0.as_secs() as i64 + 1;
+    if let BoardFacts::Run {
+        facts,
+        already_applied: false,
+        ..
+    } = &board
+        && (matches!(facts.verdict, RunVerdict::ReportedByWorker { .. })
+            || facts.decided_after.is_some())
+    {
+        assert_eq!(d.health, HealthChange::None, "{:?}", d.why);
+        assert!(matches!(d.board, BoardPlan::Nothing(_)), "{:?}", d.why);
+    }
+    if let HealthChange::Unhealthy { until: Some(t), .. } = d.health {
+        assert!(t <= now.saturating_add(max));
+    }
+    if let BoardPlan::Park { due_at: Some(t) } = d.board {
+        assert!(t <= now.saturating_add(max).saturating_add(slack));
+    }
+});
