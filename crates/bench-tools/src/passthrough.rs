@@ -17,7 +17,7 @@ use crate::report::{Row, fmt_ratio, median};
 use crate::sys::{self, Cmd};
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
-const RSS_LIMIT_KIB: u64 = 4 * 1024;
+const RSS_LIMIT_KIB: u64 = 3 * 1024;
 /// A line the built-in catalogue classifies as a transient rate limit.
 const LINE_429: &str =
     "openai.RateLimitError: HTTP 429: The usage limit has been reached. resets_at: 1780861905";
@@ -252,7 +252,7 @@ pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) -> anyhow::Result<()> {
                 .ours(format!("{:.2} MiB", mib(rss)))
                 .base(format!("{:.2} MiB (child alone)", mib(child_rss)))
                 .ratio(rss as f64 / child_rss.max(1) as f64)
-                .target("< 4 MiB")
+                .target("< 3 MiB")
                 .check(
                     rss < RSS_LIMIT_KIB,
                     format!(
