@@ -479,6 +479,40 @@ impl Config {
         if self.restart.burst == 0 {
             return fail("restart.burst", "must be at least 1".into());
         }
+        // Foot-guns a range check catches: a margin or jitter of days parks
+        // every task that long (they add to the reset time), a zero
+        // stall_after restarts the dispatcher at every check with ready work,
+        // a zero repeat_interval repeats an alert at every check.
+        for (key, d) in [
+            ("retry.margin", self.retry.margin),
+            ("retry.jitter", self.retry.jitter),
+        ] {
+            if d.0 > Duration::from_secs(3600) {
+                return fail(
+                    key,
+                    format!("{d} is out of range (at most 1h: it is added to every park)"),
+                );
+            }
+        }
+        if let Some(d) = self.dispatcher.stall_after
+            && d.0 < Duration::from_secs(1)
+        {
+            return fail(
+                "dispatcher.stall_after",
+                format!(
+                    "{d} is out of range (at least 1s: below, every check with ready work is a stall)"
+                ),
+            );
+        }
+        if self.alerts.repeat_interval.0 < Duration::from_secs(1) {
+            return fail(
+                "alerts.repeat_interval",
+                format!(
+                    "{} is out of range (at least 1s)",
+                    self.alerts.repeat_interval
+                ),
+            );
+        }
         if self.dispatcher.check_every.0 < Duration::from_millis(50)
             || self.dispatcher.check_every.0 > Duration::from_secs(60)
         {
@@ -702,6 +736,26 @@ mod tests {
         );
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("-5s").is_err());
+    }
+
+    #[test]
+    fn foot_guns_are_refused_naming_the_key() {
+        for (yaml, key) in [
+            ("retry:\n  margin: 36500d\n", "retry.margin"),
+            ("retry:\n  jitter: 2h\n", "retry.jitter"),
+            ("dispatcher:\n  stall_after: 0s\n", "dispatcher.stall_after"),
+            ("alerts:\n  repeat_interval: 0s\n", "alerts.repeat_interval"),
+            ("dispatcher:\n  check_every: 2m\n", "dispatcher.check_every"),
+        ] {
+            let err = Config::from_yaml(yaml, "w.yaml").unwrap_err().to_string();
+            assert!(
+                err.starts_with("w.yaml") && err.contains(key),
+                "{yaml}: {err}"
+            );
+        }
+        assert!(
+            Config::from_yaml("retry:\n  margin: 1h\n  max_delayed_retries: 0\n", "w.yaml").is_ok()
+        );
     }
 
     #[test]

@@ -146,9 +146,11 @@ pub fn blamed_provider(record: &ExitRecord, chain: &[ChainLink]) -> Option<Strin
 /// The last `🔌 Provider: X` line a Hermes worker printed, if any.
 pub fn hermes_provider_label(record: &ExitRecord) -> Option<String> {
     let text = record.captured_text();
+    // Only Hermes' own frame line (`   🔌 Provider: X  Model: Y`, at the
+    // start of a line), not a `Provider:` anywhere in what the agent printed.
     text.lines()
         .rev()
-        .find_map(|l| l.split_once("Provider:").map(|(_, rest)| rest))
+        .find_map(|l| l.trim_start().strip_prefix("🔌 Provider:"))
         .and_then(|rest| rest.split_whitespace().next())
         .map(|p| p.trim_matches(|c: char| !c.is_alphanumeric() && c != '-' && c != '_' && c != '.'))
         .filter(|p| !p.is_empty())
