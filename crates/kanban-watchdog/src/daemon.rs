@@ -69,6 +69,10 @@ pub const EVENT_CHANNEL_BOUND: usize = 1024;
 /// Between ticks, /status is refreshed at most this often.
 const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
+/// `health.json` is rewritten at least this often with a fresh
+/// `generated_at`: the shim acts on a hold only in a file under 10 minutes old.
+const HEALTH_REFRESH: Duration = Duration::from_secs(60);
+
 /// Things that wake the core.
 #[derive(Debug)]
 pub enum Event {
@@ -149,6 +153,9 @@ pub struct Daemon {
     rng: u64,
     known_profiles: BTreeSet<String>,
     last_health_doc: String,
+    /// When `health.json` was last written (it is rewritten at least every
+    /// [`HEALTH_REFRESH`], so a stale file means the watchdog is down).
+    last_health_write: Option<Instant>,
     last_prune: Instant,
     last_tick: Instant,
     last_publish: Instant,
@@ -247,6 +254,7 @@ impl Daemon {
             rng: seed(),
             known_profiles: BTreeSet::new(),
             last_health_doc: String::new(),
+            last_health_write: None,
             last_prune: now - Duration::from_secs(3600),
             last_tick: now - Duration::from_secs(3600),
             last_publish: now - Duration::from_secs(3600),
@@ -657,6 +665,12 @@ impl Daemon {
                 }
                 self.shared.metrics.records_handled.inc();
                 self.counters.records_handled += 1;
+                if let Some(skip) = &record.skipped {
+                    // The shim did not start a worker whose provider is held.
+                    tracing::info!(record = %record.id, provider = %skip.provider, "a worker run was skipped by the shim: {}", skip.reason);
+                    self.shared.metrics.providers_skipped.inc();
+                    self.counters.providers_skipped += 1;
+                }
                 RecordPass::Continue
             }
             Err(e) if e.is_transient() => {
@@ -1411,33 +1425,58 @@ impl Daemon {
     /// only when it changed.
     fn publish_health(&mut self) {
         let mut steer = BTreeMap::new();
+        // Profiles whose primary is unhealthy with no healthy fallback: the
+        // shim does not start their kanban workers (it exits 75 with a
+        // `skipped` record, and the task is parked like a failed run).
+        let mut hold = BTreeMap::new();
         let profiles: Vec<String> = self.known_profiles.iter().cloned().collect();
         for profile in profiles {
             let chain = self.chain_for(Some(&profile));
             let Some(primary) = chain.first() else {
                 continue;
             };
-            if self.state.providers.is_available(&primary.provider)
-                || !self.cfg.retry.steer_to_fallback
-            {
+            if self.state.providers.is_available(&primary.provider) {
                 continue;
             }
-            if let Some(fb) =
-                rescue::healthy_fallback(&chain, Some(&primary.provider), &self.state.providers)
-            {
-                steer.insert(
-                    profile,
-                    serde_json::json!({"provider": fb.provider, "model": fb.model, "from": primary.provider}),
-                );
+            let fallback = self
+                .cfg
+                .retry
+                .steer_to_fallback
+                .then(|| {
+                    rescue::healthy_fallback(&chain, Some(&primary.provider), &self.state.providers)
+                })
+                .flatten();
+            match fallback {
+                Some(fb) => {
+                    steer.insert(
+                        profile,
+                        serde_json::json!({"provider": fb.provider, "model": fb.model, "from": primary.provider}),
+                    );
+                }
+                None if self.cfg.retry.hold_ready_for_unhealthy
+                    && matches!(
+                        self.state.providers.get(&primary.provider),
+                        Some(ProviderState::Unhealthy { .. })
+                    ) =>
+                {
+                    hold.insert(profile, serde_json::json!({"provider": primary.provider}));
+                }
+                None => {}
             }
         }
         let providers: BTreeMap<&String, &ProviderState> = self.state.providers.iter().collect();
-        let doc = serde_json::json!({"version": 1, "providers": providers, "steer": steer});
+        let doc =
+            serde_json::json!({"version": 1, "providers": providers, "steer": steer, "hold": hold});
         let text = doc.to_string();
-        if text == self.last_health_doc {
+        let fresh = self
+            .last_health_write
+            .is_some_and(|t| t.elapsed() < HEALTH_REFRESH);
+        if text == self.last_health_doc && fresh {
             return;
         }
-        if let Err(e) = write_atomic(&self.paths.health_file(), text.as_bytes()) {
+        let mut stamped = doc;
+        stamped["generated_at"] = serde_json::json!(wall());
+        if let Err(e) = write_atomic(&self.paths.health_file(), stamped.to_string().as_bytes()) {
             tracing::error!(file = %self.paths.health_file().display(), "cannot publish provider health: {e}");
             return;
         }
@@ -1445,6 +1484,7 @@ impl Daemon {
             tracing::info!(profile = %profile, "steering new runs of profile {profile} to {}", to["provider"]);
         }
         self.last_health_doc = text;
+        self.last_health_write = Some(Instant::now());
     }
 
     pub fn publish(&mut self) {
