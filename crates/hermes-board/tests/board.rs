@@ -404,7 +404,10 @@ fn bursty_writer(db: &Path, stop: Arc<AtomicBool>, hold: Duration) -> std::threa
             std::thread::sleep(hold);
             tx.commit().unwrap();
             n += 1;
-            std::thread::yield_now();
+            // A gap as long as the burst: without it SQLite's busy handler
+            // (which sleeps between tries) can be starved for its whole
+            // timeout on a loaded machine.
+            std::thread::sleep(hold);
         }
         n
     })

@@ -78,6 +78,30 @@ fn concurrent_writer(db: &Path, stop: Arc<AtomicBool>) -> std::thread::JoinHandl
     })
 }
 
+/// Waits (bounded) until the concurrent writer has committed at least once,
+/// so a test never ends before the concurrency it claims has happened (a
+/// loaded machine may not have scheduled the writer's thread yet).
+fn wait_for_writer(conn: &rusqlite::Connection) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let n: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM task_events WHERE task_id = 'other' AND kind = 'heartbeat'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap_or(0);
+        if n > 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the concurrent writer never committed in 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn fingerprints(
     conn: &rusqlite::Connection,
     task: &str,
@@ -176,6 +200,7 @@ fn a_parked_review_run_is_released_back_to_review() {
         for task in ["a", "b", "c"] {
             b.release(&release(task, false)).unwrap().applied().unwrap();
         }
+        wait_for_writer(&hermes);
         stop.store(true, Ordering::Relaxed);
         assert!(writer.join().unwrap() > 0);
         assert_eq!(status(&hermes, "a").unwrap(), "review");
@@ -248,6 +273,7 @@ fn an_exit_78_block_is_parked_until_heal_and_only_that_block() {
         testkit::comment(&hermes, "pu", "looking at it").unwrap();
         let out = b.park(&park("pu", run, "rec-pu", None)).unwrap();
         assert!(matches!(out, WriteOutcome::Stale { .. }), "{out:?}");
+        wait_for_writer(&hermes);
         stop.store(true, Ordering::Relaxed);
         assert!(writer.join().unwrap() > 0);
     });
