@@ -1,16 +1,24 @@
 """Incident 1: a provider usage limit (Codex-style HTTP 429 with resets_at).
 
-Control (real Hermes 0.19.0 alone): the worker prints the 429 and exits 0, the
+Control, Hermes 0.19.0 alone: the worker prints the 429 and exits 0, the
 dispatcher counts it as a failed run, and the task ends `blocked` — and stays
 blocked after the provider has recovered.
 
-Rescued (worker-shim in masquerade mode + kanban-watchdog): the task is never
-`blocked`; it is parked (`scheduled`, a `watchdog_parked` event) until the
+Control, the 0.22 fork alone: the worker exits 75 itself (and ends its log with
+`[kanban-worker-exit] rc=75`, which the one-shot dispatcher reads back), the run
+ends `rate_limited` without a failure counted, and Hermes waits its fixed 300 s
+cooldown whatever the provider's reset time: past the reset the task still sits
+in `ready`, guarded (`respawn_guarded {"reason": "rate_limit_cooldown"}`).
+
+Rescued (worker-shim in masquerade mode + kanban-watchdog), on both: the task is
+never `blocked`; it is parked (`scheduled`, a `watchdog_parked` event) until the
 provider's reset time, returns to `ready` after it, and ends `done` once the
-provider answers again.
+provider answers again — minutes before Hermes' own 300 s cooldown would end.
 
 Workers are always launched by the real dispatcher: the gateway's embedded loop,
-or a cron-like loop of one-shot `hermes kanban dispatch` passes.
+or a cron-like loop of one-shot `hermes kanban dispatch` passes. The matrix runs
+every setup on 0.19.0 and two of them (gateway + real worker, one-shot +
+stand-in) on the 0.22 fork, which covers both dispatchers and both workers there.
 """
 
 from __future__ import annotations
@@ -19,26 +27,42 @@ import time
 
 import pytest
 
+from kwi import versions
 from kwi import watchdog_api as wd
 from kwi.hermes import BoardSampler
 from kwi.procs import wait_for
-from kwi.scenario import now
 
 INCIDENT = "1: usage limit (HTTP 429, resets_at)"
 
+
+def _setup(hver: str, dispatcher: str, worker: str):
+    marks = [pytest.mark.real_worker] if worker == "real" else []
+    return pytest.param(hver, dispatcher, worker, id=f"{versions.get(hver).test_id}-{dispatcher}-{worker}",
+                        marks=marks)
+
+
+# The matrix: every setup on 0.19.0; on the 0.22 fork the two that cover both
+# dispatchers and both workers (the 0.22 gateway and worker are ~2x slower to start).
 SETUPS = [
-    pytest.param("gateway", "standin", id="gateway-standin"),
-    pytest.param("oneshot", "standin", id="oneshot-standin"),
-    pytest.param("gateway", "real", id="gateway-real", marks=pytest.mark.real_worker),
-    pytest.param("oneshot", "real", id="oneshot-real", marks=pytest.mark.real_worker),
+    _setup("0.19.0", "gateway", "standin"),
+    _setup("0.19.0", "oneshot", "standin"),
+    _setup("0.19.0", "gateway", "real"),
+    _setup("0.19.0", "oneshot", "real"),
+    _setup("0.22", "gateway", "real"),
+    _setup("0.22", "oneshot", "standin"),
 ]
 
-# How long the provider stays limited, from task creation (seconds).
+# How long the provider stays limited, from the first call it limits (seconds).
 # Control runs with the real worker need a window that outlasts all of Hermes'
 # attempts (3-11 s each, depending on load), or a late attempt would simply
 # succeed; it costs nothing, as those runs end when the task is blocked.
 LIMIT = {("control", "standin"): 16, ("control", "real"): 90,
          ("rescued", "standin"): 12, ("rescued", "real"): 20}
+# The 0.22 worker exits 75 at its first 429 (one attempt), so its control needs no
+# long window: the limit only has to outlast that attempt and be seen to pass.
+LIMIT_022_CONTROL = {"standin": 8, "real": 8}
+# Rescued, a 0.22 worker exits within seconds of its 429: 12 s covers the park.
+LIMIT_022_RESCUED_REAL = 12
 
 # What 0.19.0 does (measured; see NOTES.md): attempts before the task is blocked.
 CONTROL_ATTEMPTS = {"gateway": 4, "oneshot": 2}
@@ -51,21 +75,28 @@ def setup_name(dispatcher: str, worker: str) -> str:
 
 
 @pytest.mark.control
-@pytest.mark.parametrize("dispatcher,worker", SETUPS)
-def test_usage_limit_control(dispatcher, worker, make_scenario, fake_provider, outcome):
+@pytest.mark.parametrize("hver,dispatcher,worker", SETUPS)
+def test_usage_limit_control(hver, dispatcher, worker, make_scenario, fake_provider, outcome):
     cell = outcome(INCIDENT, setup_name(dispatcher, worker), "control")
     s = make_scenario(dispatcher=dispatcher, worker=worker, rescued=False,
                       provider=fake_provider if worker == "real" else None)
+    if s.v.worker_rc_rate_limit == 75:
+        return _control_own_cooldown(s, worker, fake_provider, cell)
     h = s.hermes
     s.start_dispatcher()
     sampler = BoardSampler(h).start()
     limit = LIMIT[("control", worker)]
     t0 = time.time()
-    resets_at = now() + limit
-    s.usage_limit_until(resets_at)
+    s.usage_limit_for(limit)
     tid = h.create_task("incident 1 control: write the report")
+    resets_at = s.wait_limit_armed(60, on_timeout=lambda: h.describe(tid))
 
-    h.wait_status(tid, "blocked", timeout=limit + 20)
+    # Finally blocked: the gateway also blocks the task for a moment after 3 protocol
+    # violations (gave_up with failures 1) and promotes it back at once; the final
+    # block comes with the failure limit (2, `max-retries: 2 (default)`) reached.
+    wait_for(lambda: h.status(tid) == "blocked" and h.task(tid)["consecutive_failures"] >= 2,
+             resets_at - time.time() + 20, f"task {tid} blocked for good (failures >= 2)",
+             on_timeout=lambda: h.describe(tid))
     t_blocked = time.time() - t0
     attempts = h.attempts(tid)
     kinds = h.event_kinds(tid)
@@ -108,9 +139,56 @@ def test_usage_limit_control(dispatcher, worker, make_scenario, fake_provider, o
     assert "done" not in sampler.seen(tid)
 
 
+def _control_own_cooldown(s, worker, fake_provider, cell):
+    """The 0.22 fork alone: the worker exits 75, the run ends rate_limited (no
+    failure counted) and Hermes waits its fixed cooldown (HERMES_KANBAN_RATE_LIMIT_
+    COOLDOWN_SECONDS, 300 s): past the provider's reset the task still waits."""
+    h = s.hermes
+    s.start_dispatcher()
+    sampler = BoardSampler(h).start()
+    limit = LIMIT_022_CONTROL[worker]
+    t0 = time.time()
+    s.usage_limit_for(limit)
+    tid = h.create_task("incident 1 control: write the report")
+    resets_at = s.wait_limit_armed(60, on_timeout=lambda: h.describe(tid))
+
+    wait_for(lambda: "rate_limited" in h.event_kinds(tid), 30, "a rate_limited event (the worker's exit 75)",
+             on_timeout=lambda: h.describe(tid))
+    t_rl = time.time() - t0
+    run = [r for r in h.runs(tid) if r["outcome"] == "rate_limited"][0]
+    # The provider recovers at resets_at; Hermes does not look at it: its dispatcher
+    # still guards the task after the reset (one pass or tick after it suffices).
+    wait_for(lambda: [e for e in h.events(tid) if e["kind"] == "respawn_guarded" and e["created_at"] >= resets_at + 1],
+             resets_at - time.time() + 30, "a respawn_guarded event after the provider's reset", on_timeout=lambda: h.describe(tid))
+    sampler.stop()
+    kinds = h.event_kinds(tid)
+    task = h.task(tid)
+    cell.note(f"limit {limit}s; worker exit 75 -> rate_limited at {t_rl:.1f}s, failures {task['consecutive_failures']}")
+    assert "blocked" not in sampler.seen(tid), sampler.render(tid)
+    assert "gave_up" not in kinds and "protocol_violation" not in kinds, h.describe(tid)
+    rl = [e for e in h.events(tid) if e["kind"] == "rate_limited"]
+    assert rl[0]["payload"].get("exit_code") == 75, rl[0]
+    assert task["consecutive_failures"] == 0, h.describe(tid)
+    assert h.attempts(tid) == 1, h.describe(tid)
+    assert h.status(tid) == "ready", h.describe(tid)
+    guards = [e for e in h.events(tid) if e["kind"] == "respawn_guarded"]
+    assert guards and guards[-1]["payload"] == {"reason": "rate_limit_cooldown"}, h.describe(tid)
+    assert guards[-1]["created_at"] >= resets_at, "no respawn_guarded after the provider's reset"
+    log = h.worker_log(tid).read_text(errors="replace")
+    trailer = [ln for ln in log.splitlines() if ln.startswith(versions.EXIT_TRAILER)]
+    assert trailer and trailer[-1] == f"{versions.EXIT_TRAILER}75", f"worker log ends without rc=75: {log[-600:]}"
+    next_spawn = int(run["ended_at"]) + 300
+    cell.note(f"still `ready` {time.time() - resets_at:.0f}s after the provider's reset, guarded "
+              f"({kinds.count('respawn_guarded')} respawn_guarded rate_limit_cooldown); Hermes' next spawn would be "
+              f"{next_spawn - resets_at}s after the reset (fixed 300 s cooldown, resets_at ignored); "
+              f"log trailer `{trailer[-1]}`")
+    if worker == "real":
+        cell.note(f"{fake_provider.chat_answers().count('429')} chat call(s) got 429")
+
+
 @pytest.mark.rescued
-@pytest.mark.parametrize("dispatcher,worker", SETUPS)
-def test_usage_limit_rescued(dispatcher, worker, make_scenario, fake_provider, webhook, outcome):
+@pytest.mark.parametrize("hver,dispatcher,worker", SETUPS)
+def test_usage_limit_rescued(hver, dispatcher, worker, make_scenario, fake_provider, webhook, outcome):
     cell = outcome(INCIDENT, setup_name(dispatcher, worker), "rescued")
     s = make_scenario(dispatcher=dispatcher, worker=worker, rescued=True,
                       provider=fake_provider if worker == "real" else None)
@@ -120,13 +198,16 @@ def test_usage_limit_rescued(dispatcher, worker, make_scenario, fake_provider, w
     dispatcher_pid0 = s.dispatcher_pid()
     sampler = BoardSampler(h).start()
     limit = LIMIT[("rescued", worker)]
+    if worker == "real" and s.v.worker_rc_rate_limit == 75:
+        limit = LIMIT_022_RESCUED_REAL
     t0 = time.time()
-    resets_at = now() + limit
-    s.usage_limit_until(resets_at)
+    s.usage_limit_for(limit)
     tid = h.create_task("incident 1 rescued: write the report")
+    resets_at = s.wait_limit_armed(60, on_timeout=lambda: h.describe(tid))
 
     # 1. The watchdog parks the task (a watchdog_parked event), before the reset.
-    parked = wait_for(lambda: [e for e in h.events(tid) if wd.is_parked_event(e["kind"])], limit + 5,
+    parked = wait_for(lambda: [e for e in h.events(tid) if wd.is_parked_event(e["kind"])],
+                      max(10.0, resets_at - time.time() + 5),
                       f"a {wd.PARKED_KINDS} event on {tid}", on_timeout=lambda: h.describe(tid))[0]
     t_parked = time.time() - t0
     # 2. ... and it ends done once the provider answers again.
@@ -136,22 +217,43 @@ def test_usage_limit_rescued(dispatcher, worker, make_scenario, fake_provider, w
     seen = sampler.seen(tid)
     events = h.events(tid)
     kinds = [e["kind"] for e in events]
-    cell.note(f"limit {limit}s; parked at {t_parked:.1f}s, done at {t_done:.1f}s; "
+    cell.note(f"board journal_mode={h.journal_mode()}; limit {limit}s; parked at {t_parked:.1f}s, done at {t_done:.1f}s; "
               f"{h.attempts(tid)} attempts; statuses {sampler.render(tid)}")
 
     assert "blocked" not in seen, f"task was blocked: {sampler.render(tid)}\n{h.describe(tid)}"
     assert "gave_up" not in kinds, h.describe(tid)
     assert "scheduled" in seen, f"never parked in scheduled: {sampler.render(tid)}"
-    # Back to ready only after the provider's reset time (1 s sampling/rounding slack).
+    # The shim's exit record for the limited run: the reset time the watchdog acts on.
+    recs = [r for r in wd.read_records(s.record_dir) if wd.record_task(r) == tid]
+    limited = [r for r in recs if wd.is_rate_limit_class(wd.record_failure_class(r))]
+    assert limited, f"no rate-limit exit record for {tid}: {[(r.get('exit'), r.get('failure')) for r in recs]}"
+    r0 = limited[0]
+    assert wd.record_reported_code(r0) == 75, r0.get("exit")
+    stated = wd.record_resets_at(r0)
+    minute_precision = worker == "real" and s.v.worker_rc_rate_limit == 75
+    if minute_precision:
+        # The 0.22 worker prints no resets_at epoch, only `Limit resets at HH:MM (in Nm)`
+        # (agent/turn_failure_copy.py: limit_reset_copy): the reset to the minute, rounded down.
+        assert stated is not None and resets_at - 60 <= stated <= resets_at, (
+            f"record resets_at {stated} vs the provider's {resets_at}: {r0.get('failure')}")
+        if stated < resets_at:
+            cell.note(f"the 0.22 worker states the reset to the minute (`Limit resets at HH:MM`): the record says "
+                      f"{resets_at - stated}s before the provider's resets_at")
+    else:
+        assert stated == resets_at, r0.get("failure")
+    # Back to ready only after the stated reset time (1 s sampling/rounding slack).
     tl = sampler.timeline[tid]
     i_sched = next(i for i, (_, st) in enumerate(tl) if st == "scheduled")
     back = next(((t, st) for t, st in tl[i_sched + 1:] if st in ("ready", "running", "done")), None)
     assert back is not None, sampler.render(tid)
-    assert back[0] >= resets_at - 1, (
-        f"task left scheduled at {back[0] - t0:.1f}s, before the reset at {resets_at - t0:.1f}s: {sampler.render(tid)}")
+    assert back[0] >= stated - 1, (
+        f"task left scheduled at {back[0] - t0:.1f}s, before the reset at {stated - t0:.1f}s: {sampler.render(tid)}")
     # No worker was launched between the park and the reset.
-    early = [e for e in events if e["kind"] == "spawned" and parked["created_at"] < e["created_at"] < resets_at - 1]
+    early = [e for e in events if e["kind"] == "spawned" and parked["created_at"] < e["created_at"] < stated - 1]
     assert not early, f"workers launched while parked: {early}\n{h.describe(tid)}"
+    if back[0] < resets_at - 1:
+        cell.note(f"released {resets_at - back[0]:.0f}s before the provider's reset ({h.attempts(tid)} attempts in all)")
+    cell.note(f"done {t0 + t_done - resets_at:.0f}s after the provider's reset")
     released = [e for e in events if wd.is_released_event(e["kind"])]
     cell.note(f"watchdog events: {[k for k in kinds if wd.is_watchdog_event(k)]}")
     assert released, f"no {wd.RELEASED_KINDS} event: {kinds}"
@@ -164,13 +266,6 @@ def test_usage_limit_rescued(dispatcher, worker, make_scenario, fake_provider, w
     assert js["task"]["status"] == "done"
     assert any(wd.is_parked_event(e.get("kind", "")) for e in js["events"]), js["events"]
 
-    # The shim's exit record for the limited run.
-    recs = [r for r in wd.read_records(s.record_dir) if wd.record_task(r) == tid]
-    limited = [r for r in recs if wd.is_rate_limit_class(wd.record_failure_class(r))]
-    assert limited, f"no rate-limit exit record for {tid}: {[(r.get('exit'), r.get('failure')) for r in recs]}"
-    r0 = limited[0]
-    assert wd.record_reported_code(r0) == 75, r0.get("exit")
-    assert wd.record_resets_at(r0) == resets_at, r0.get("failure")
     if worker == "real":
         assert fake_provider.chat_answers().count("429") >= 1
         assert "tool_call" in fake_provider.chat_answers()
@@ -184,8 +279,8 @@ def test_usage_limit_rescued(dispatcher, worker, make_scenario, fake_provider, w
 
 
 @pytest.mark.rescued
-@pytest.mark.parametrize("dispatcher", [pytest.param("gateway", id="gateway-standin"),
-                                        pytest.param("oneshot", id="oneshot-standin")])
+@pytest.mark.parametrize("dispatcher", [pytest.param("gateway", id="h0.19-gateway-standin"),
+                                        pytest.param("oneshot", id="h0.19-oneshot-standin")])
 def test_usage_limit_shim_only(dispatcher, make_scenario, outcome):
     """worker-shim without the watchdog: what the shim alone changes in 0.19.0.
     Gateway: exit 75 -> `rate_limited`, no failure counted, but Hermes' own fixed
@@ -197,11 +292,13 @@ def test_usage_limit_shim_only(dispatcher, make_scenario, outcome):
     h = s.hermes
     s.start_dispatcher()
     sampler = BoardSampler(h).start()
-    limit = LIMIT[("rescued", "standin")]
+    # One-shot: the limit has to outlast both attempts (a pass every 3 s plus the
+    # pass's own time, which grows with the machine's load).
+    limit = LIMIT[("rescued", "standin")] if dispatcher == "gateway" else LIMIT[("control", "standin")]
     t0 = time.time()
-    resets_at = now() + limit
-    s.usage_limit_until(resets_at)
+    s.usage_limit_for(limit)
     tid = h.create_task("incident 1 shim only: write the report")
+    resets_at = s.wait_limit_armed(60, on_timeout=lambda: h.describe(tid))
 
     recs = wait_for(lambda: [r for r in wd.read_records(s.record_dir) if wd.record_task(r) == tid], 20,
                     "an exit record for the task", on_timeout=lambda: h.describe(tid))

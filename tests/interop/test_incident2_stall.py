@@ -3,8 +3,8 @@
 The dispatcher stops while its process stays alive (SIGSTOP: the gateway, or the
 cron-like loop of one-shot `hermes kanban dispatch` passes).  Ready tasks wait.
 
-Control (real Hermes 0.19.0 alone): nothing is claimed for the whole observation
-window, and nothing notices.
+Control (real Hermes alone, 0.19.0 and the 0.22 fork): nothing is claimed for the
+whole observation window, and nothing notices.
 
 Rescued (kanban-watchdog): the stall is reported within stall_after (+ a tick)
 with a webhook alert, the restart command runs (`hermes gateway run --replace`,
@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from kwi import versions
 from kwi import watchdog_api as wd
 from kwi.hermes import BoardSampler
 from kwi.procs import hold_for, pid_alive, pid_state, sigstop, children, cmdline, wait_for
@@ -27,7 +28,13 @@ CHECK_EVERY = 0.5     # dispatcher.check_every
 HOLD = 15.0           # control observation window (> stall_after + a few ticks)
 N_TASKS = 3
 
-SETUPS = [pytest.param("gateway", id="gateway"), pytest.param("oneshot", id="oneshot")]
+# Both dispatchers on 0.19.0; on the 0.22 fork the rescued gateway, whose restart is
+# Hermes' own `hermes gateway run --replace` (the one-shot loop's restart is ours). The
+# 0.22 control (a SIGSTOPped gateway claims nothing, logs nothing: measured, NOTES.md)
+# is left out of CI for time.
+CONTROL_SETUPS = [pytest.param(v, d, id=f"{versions.get(v).test_id}-{d}")
+                  for v, d in (("0.19.0", "gateway"), ("0.19.0", "oneshot"))]
+SETUPS = CONTROL_SETUPS + [pytest.param("0.22", "gateway", id="h0.22-gateway")]
 
 
 def setup_name(dispatcher: str) -> str:
@@ -59,8 +66,8 @@ def claims_since(h, event_id: int) -> list[dict]:
 
 
 @pytest.mark.control
-@pytest.mark.parametrize("dispatcher", SETUPS)
-def test_stall_control(dispatcher, make_scenario, outcome):
+@pytest.mark.parametrize("hver,dispatcher", CONTROL_SETUPS)
+def test_stall_control(hver, dispatcher, make_scenario, outcome):
     cell = outcome(INCIDENT, setup_name(dispatcher), "control")
     s = make_scenario(dispatcher=dispatcher, worker="standin", rescued=False)
     h = s.hermes
@@ -84,8 +91,8 @@ def test_stall_control(dispatcher, make_scenario, outcome):
 
 
 @pytest.mark.rescued
-@pytest.mark.parametrize("dispatcher", SETUPS)
-def test_stall_rescued(dispatcher, make_scenario, webhook, outcome):
+@pytest.mark.parametrize("hver,dispatcher", SETUPS)
+def test_stall_rescued(hver, dispatcher, make_scenario, webhook, outcome):
     cell = outcome(INCIDENT, setup_name(dispatcher), "rescued")
     s = make_scenario(dispatcher=dispatcher, worker="standin", rescued=True)
     h = s.hermes
@@ -116,7 +123,7 @@ def test_stall_rescued(dispatcher, make_scenario, webhook, outcome):
     cell.note(f"/status stalled={stalled}")
 
     # 2. The restart command ran: a new dispatcher replaced the stopped one.
-    new_pid = wait_for(lambda: (p := s.dispatcher_pid()) and p != pid0 and p, 40,
+    new_pid = wait_for(lambda: (p := s.dispatcher_pid()) and p != pid0 and p, 60,
                        "a new dispatcher pid (restart command ran)",
                        on_timeout=lambda: watchdog.log()[-3000:])
     wait_for(lambda: not pid_alive(pid0), 20, f"the stopped dispatcher {pid0} is gone")

@@ -1,7 +1,10 @@
 """A scriptable OpenAI-compatible provider on 127.0.0.1 for real Hermes workers.
 
 While "limited" (now < limited_until) every chat completion is answered with
-HTTP 429 and a Codex-style usage-limit body.  Afterwards a chat completion is
+HTTP 429 and a usage-limit body: Codex-style by default (``style="codex"``:
+"The usage limit has been reached", which names openai-codex), or vendor-neutral
+(``style="generic"``: "Rate limit reached for <model>. resets_at: N", the 429 of
+a custom OpenAI-compatible endpoint). Both carry ``resets_at`` in the body.  Afterwards a chat completion is
 answered with a tool call to ``kanban_complete`` (the worker's real kanban tool,
 tools/kanban_tools.py: ``KANBAN_COMPLETE_SCHEMA``), and once the conversation
 carries the tool's result, with a final assistant message.  So a real
@@ -22,10 +25,12 @@ MODEL = "test-model"
 
 
 class FakeProvider:
-    def __init__(self, model: str = MODEL, usage_limit_seconds: float = 0.0):
+    def __init__(self, model: str = MODEL, usage_limit_seconds: float = 0.0, style: str = "codex"):
         self.model = model
+        self.style = style
         self.lock = threading.Lock()
         self.limited_until = 0.0
+        self.pending_limit: float | None = None  # armed by limit_from_first_call
         self.requests: list[dict] = []  # {"t", "method", "path", "answer"}
         self.summary = "completed by the fake provider's kanban_complete tool call"
         self._server: ThreadingHTTPServer | None = None
@@ -45,7 +50,23 @@ class FakeProvider:
         return until
 
     def unlimit(self) -> None:
-        self.limit_until(0.0)
+        with self.lock:
+            self.pending_limit = None
+            self.limited_until = 0.0
+
+    def limit_from_first_call(self, seconds: float) -> None:
+        """The limit starts with the next chat completion and lasts ``seconds``:
+        however slowly a worker starts, its first call is limited, and the reset
+        is ``seconds`` after it (see ``limit_armed``)."""
+        with self.lock:
+            self.pending_limit = float(seconds)
+            self.limited_until = 0.0
+
+    @property
+    def limit_armed(self) -> int | None:
+        """resets_at once a limit is running (or over), None while it waits for its first call."""
+        with self.lock:
+            return int(self.limited_until + 0.999) if self.limited_until else None
 
     @property
     def resets_at(self) -> int:
@@ -105,18 +126,22 @@ class FakeProvider:
                     return
                 now = time.time()
                 with provider.lock:
+                    if provider.pending_limit is not None:
+                        provider.limited_until = now + provider.pending_limit
+                        provider.pending_limit = None
                     limited_until = provider.limited_until
                 if now < limited_until:
                     self._note("429", bool(req.get("stream")))
                     resets_at = int(limited_until + 0.999)
                     secs = max(1, resets_at - int(now))
-                    self._json(429, {"error": {
-                        "type": "usage_limit_reached",
-                        "message": "The usage limit has been reached",
-                        "plan_type": "team",
-                        "resets_at": resets_at,
-                        "resets_in_seconds": secs,
-                    }})
+                    if provider.style == "generic":
+                        body = {"error": {"type": "rate_limit_exceeded", "code": "rate_limit_exceeded",
+                                          "message": f"Rate limit reached for {provider.model}. resets_at: {resets_at}",
+                                          "resets_at": resets_at}}
+                    else:
+                        body = {"error": {"type": "usage_limit_reached", "message": "The usage limit has been reached",
+                                          "plan_type": "team", "resets_at": resets_at, "resets_in_seconds": secs}}
+                    self._json(429, body)
                     return
                 messages = req.get("messages") or []
                 done_tool = any(m.get("role") == "tool" for m in messages if isinstance(m, dict))

@@ -1,5 +1,6 @@
-"""The real Hermes Agent 0.19.0, driven through its own CLI and read through
-its own board (sqlite3, read-only).  This is the suite's primary oracle."""
+"""The real Hermes Agent (0.19.0, or the 0.22 fork: kwi/versions.py), driven
+through its own CLI and read through its own board (sqlite3, read-only).  This
+is the suite's primary oracle."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ TERMINAL = ("done", "blocked", "archived")
 class Hermes:
     """One throwaway Hermes root (``HERMES_HOME``) with its board."""
 
-    def __init__(self, root: Path, venv: Path, procs: Procs):
+    def __init__(self, root: Path, venv: Path, procs: Procs, version: str = "0.19.0"):
+        self.version = version
         self.root = root
         self.home = root / "hermes"
         self.home.mkdir(parents=True, exist_ok=True)
@@ -75,18 +77,59 @@ class Hermes:
             raise AssertionError(f"hermes {' '.join(args)} exited {r.returncode}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}")
         return r
 
-    def create_task(self, title: str, assignee: str = "coder", *extra: str) -> str:
-        r = self.cli("kanban", "create", title, "--assignee", assignee, "--json", *extra)
+    def create_task(self, title: str, assignee: str = "coder", *extra: str, board: str | None = None) -> str:
+        board = board or getattr(self, "board", None)
+        r = self.cli("kanban", *self._board_args(board), "create", title, "--assignee", assignee, "--json", *extra)
         return json.loads(r.stdout)["id"]
 
+    @staticmethod
+    def _board_args(board: str | None) -> list[str]:
+        return [] if board in (None, "default") else ["--board", board]
+
+    def create_board(self, slug: str) -> Path:
+        """`hermes kanban boards create SLUG`: <home>/kanban/boards/<slug>/kanban.db."""
+        self.cli("kanban", "boards", "create", slug)
+        return self.board_db(slug)
+
+    def board_db(self, board: str | None = None) -> Path:
+        if board in (None, "default"):
+            return self.db_path
+        return self.home / "kanban" / "boards" / board / "kanban.db"
+
+    def on_board(self, board: str) -> "Hermes":
+        """The same Hermes root, read and driven on another board of it."""
+        other = object.__new__(Hermes)
+        other.__dict__.update(self.__dict__)
+        other.db_path = self.board_db(board)
+        other.board = board
+        return other
+
+    def worker_log(self, task_id: str, board: str | None = None) -> Path:
+        board = board or getattr(self, "board", None)
+        if board in (None, "default"):
+            return self.home / "kanban" / "logs" / f"{task_id}.log"
+        return self.home / "kanban" / "boards" / board / "logs" / f"{task_id}.log"
+
+    def journal_mode(self) -> str:
+        """The board's journal mode as it is on disk (WAL or a rollback journal)."""
+        conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=10)
+        try:
+            return str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+        finally:
+            conn.close()
+
+    def columns(self, table: str) -> list[str]:
+        return [r["name"] for r in self._q(f"SELECT name FROM pragma_table_info('{table}')")]
+
     def show_json(self, task_id: str) -> dict:
-        return json.loads(self.cli("kanban", "show", task_id, "--json").stdout)
+        b = self._board_args(getattr(self, "board", None))
+        return json.loads(self.cli("kanban", *b, "show", task_id, "--json").stdout)
 
     def show_text(self, task_id: str) -> str:
-        return self.cli("kanban", "show", task_id).stdout
+        return self.cli("kanban", *self._board_args(getattr(self, "board", None)), "show", task_id).stdout
 
     def dispatch_once(self, env: dict[str, str] | None = None) -> dict:
-        r = self.cli("kanban", "dispatch", "--json", env=env)
+        r = self.cli("kanban", *self._board_args(getattr(self, "board", None)), "dispatch", "--json", env=env)
         try:
             return json.loads(r.stdout)
         except ValueError:
@@ -176,7 +219,7 @@ class Hermes:
         p = self.procs.spawn(name, argv, env)
         return p
 
-    def wait_dispatcher_up(self, timeout: float = 30) -> None:
+    def wait_dispatcher_up(self, timeout: float = 45) -> None:
         """The embedded dispatcher logs this once, after its 5 s start-up delay."""
         wait_for(lambda: self.gateway_log.exists() and "kanban dispatcher: embedded in gateway" in
                  self.gateway_log.read_text(errors="replace"), timeout, "gateway's embedded kanban dispatcher up",

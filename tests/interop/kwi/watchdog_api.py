@@ -326,3 +326,12 @@ def status_cli_json(watchdog: "Watchdog") -> dict:
     if r.returncode != 0:
         raise AssertionError(f"kanban-watchdog status --json exited {r.returncode}\n{r.stderr}")
     return json.loads(r.stdout)
+
+
+# -- added for the version matrix (issue 16) -------------------------------------------
+
+def released_to(event: dict) -> str | None:
+    """A watchdog_released event: the status the watchdog put the task back in
+    (payload `status`: `ready`, `todo`, or on 0.22 `review` for a review run)."""
+    p = event.get("payload")
+    return p.get("status") if isinstance(p, dict) else None
