@@ -211,7 +211,8 @@ fn check_chain(leaf: &Path, me: u32) -> Result<(), DirProblem> {
                     expected: me,
                 });
             }
-            let sticky_root = uid == 0 && mode & libc::S_ISVTX != 0;
+            // `MetadataExt::mode` is a u32; `libc::S_ISVTX` is a mode_t (u16 on macOS).
+            let sticky_root = uid == 0 && mode & 0o1000 != 0;
             if group_or_other_writable && !sticky_root {
                 return Err(DirProblem::Writable {
                     path: path.to_path_buf(),
