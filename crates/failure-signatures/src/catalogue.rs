@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::error::CatalogueError;
 use crate::evidence::{self, Rejection};
+use crate::prefilter::Prefilter;
 use crate::{Classification, ClassifyContext, FailureClass, provider, redact, reset};
 
 /// Longest part of a line that is considered for matching (bytes).
@@ -113,14 +114,33 @@ fn compile_one(pattern: &str) -> Result<Regex, regex::Error> {
 /// State built on the first non-trivial [`Catalogue::classify`] call.
 #[derive(Debug)]
 struct Compiled {
-    /// All patterns at once; `None` if the combined set is too big, in which
-    /// case every signature is tried individually.
+    /// The built-in catalogue's literal prefilter (see [`crate::prefilter`]):
+    /// names the candidate signatures without compiling any regex. When
+    /// present, `set` is not built.
+    prefilter: Option<Prefilter>,
+    /// All patterns at once; `None` if the combined set is too big (or a
+    /// prefilter stands in for it), in which case the prefilter's
+    /// candidates, else every signature, are tried individually.
     set: Option<RegexSet>,
     /// `rank[i]` = position of signature `i` in specificity order (0 = most specific).
     rank: Vec<usize>,
 }
 
 impl Compiled {
+    /// For the built-in catalogue: the prefilter computed at build time,
+    /// else (its table does not describe `sigs`) the full set.
+    fn builtin(sigs: &[Arc<Signature>]) -> Compiled {
+        match Prefilter::builtin(sigs) {
+            Some(prefilter) => Compiled {
+                prefilter: Some(prefilter),
+                set: None,
+                rank: rank(sigs),
+            },
+            None => Compiled::build(sigs),
+        }
+    }
+
+    /// For any catalogue (user signatures included): the full set.
     fn build(sigs: &[Arc<Signature>]) -> Compiled {
         let set = RegexSetBuilder::new(sigs.iter().map(|s| s.pattern.as_str()))
             .multi_line(true)
@@ -129,14 +149,23 @@ impl Compiled {
             .dfa_size_limit(DFA_SIZE_LIMIT * 4)
             .build()
             .ok();
-        let mut order: Vec<usize> = (0..sigs.len()).collect();
-        order.sort_by_key(|&i| specificity_key(&sigs[i], i));
-        let mut rank = vec![0; sigs.len()];
-        for (pos, &i) in order.iter().enumerate() {
-            rank[i] = pos;
+        Compiled {
+            prefilter: None,
+            set,
+            rank: rank(sigs),
         }
-        Compiled { set, rank }
     }
+}
+
+/// `rank[i]` = position of signature `i` in specificity order.
+fn rank(sigs: &[Arc<Signature>]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..sigs.len()).collect();
+    order.sort_by_key(|&i| specificity_key(&sigs[i], i));
+    let mut rank = vec![0; sigs.len()];
+    for (pos, &i) in order.iter().enumerate() {
+        rank[i] = pos;
+    }
+    rank
 }
 
 /// Sort key: smaller = more specific = wins.
@@ -177,7 +206,7 @@ enum Signatures {
 }
 
 /// The parsed built-in signatures (once per process).
-fn builtin_signatures() -> &'static [Arc<Signature>] {
+pub(crate) fn builtin_signatures() -> &'static [Arc<Signature>] {
     static BUILTIN: OnceLock<Vec<Arc<Signature>>> = OnceLock::new();
     BUILTIN.get_or_init(|| {
         let mut all = Vec::new();
@@ -340,7 +369,10 @@ impl Catalogue {
         if sigs.is_empty() || streams.iter().all(|t| t.trim().is_empty()) {
             return judgement;
         }
-        let compiled = self.compiled.get_or_init(|| Compiled::build(sigs));
+        let compiled = self.compiled.get_or_init(|| match self.signatures {
+            Signatures::Builtin => Compiled::builtin(sigs),
+            Signatures::Owned(_) => Compiled::build(sigs),
+        });
         // (rank, stream, signature index, line start) of every accepted candidate.
         let mut accepted: Vec<(usize, usize, usize, usize)> = Vec::new();
         for (stream, text) in streams.iter().enumerate() {
@@ -351,9 +383,10 @@ impl Catalogue {
             // Only the end of a stream can hold evidence; the whole stream is
             // searched only to report earlier mentions.
             let searched = if mentions { text } else { &text[zone..] };
-            let candidates: Vec<usize> = match &compiled.set {
-                Some(set) => set.matches(searched).into_iter().collect(),
-                None => (0..sigs.len()).collect(),
+            let candidates: Vec<usize> = match (&compiled.prefilter, &compiled.set) {
+                (Some(prefilter), _) => prefilter.candidates(searched),
+                (None, Some(set)) => set.matches(searched).into_iter().collect(),
+                (None, None) => (0..sigs.len()).collect(),
             };
             if candidates.is_empty() {
                 continue;
@@ -878,6 +911,54 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    /// Every text of the corpus and every example, alone and as the end of
+    /// a long clean log: the built-in catalogue (literal prefilter) judges
+    /// exactly as the same signatures with the full `RegexSet`, mentions
+    /// included.
+    #[test]
+    fn the_prefilter_judges_exactly_as_the_full_set() {
+        let builtin = Catalogue::builtin();
+        let full = Catalogue::from_signatures(builtin_signatures().to_vec());
+        let ctx = ClassifyContext::new(
+            jiff::Timestamp::from_second(1_780_858_305).expect("valid"),
+            jiff::tz::TimeZone::UTC,
+        );
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
+        let mut texts: Vec<String> = Vec::new();
+        for entry in std::fs::read_dir(&dir).expect("tests/corpus exists") {
+            let path = entry.expect("readable dir").path();
+            if path.extension().is_none_or(|e| e != "yaml") {
+                continue;
+            }
+            let doc: serde_yaml::Value =
+                serde_yaml::from_str(&std::fs::read_to_string(&path).expect("readable"))
+                    .expect("corpus file parses");
+            for case in doc["cases"].as_sequence().expect("cases") {
+                texts.push(case["text"].as_str().expect("text").to_owned());
+            }
+        }
+        assert!(texts.len() > 700, "corpus has {} texts", texts.len());
+        texts.extend(builtin.signatures().flat_map(|s| s.examples().to_vec()));
+        let clean: String = (0..200)
+            .map(|i| format!("step {i}: ran cargo test; 12 passed\n"))
+            .collect();
+        let mut differ = Vec::new();
+        for text in &texts {
+            let long = format!("{clean}{text}");
+            for t in [text.as_str(), long.as_str()] {
+                if builtin.judge(&[t, ""], &ctx) != full.judge(&[t, ""], &ctx)
+                    || builtin.judge_with_mentions(&["", t], &ctx)
+                        != full.judge_with_mentions(&["", t], &ctx)
+                {
+                    differ.push(t.chars().take(120).collect::<String>());
+                }
+            }
+        }
+        assert!(differ.is_empty(), "judged differently: {differ:#?}");
+        let compiled = builtin.compiled.get().expect("built by the first judge");
+        assert!(compiled.prefilter.is_some() && compiled.set.is_none());
     }
 
     #[test]

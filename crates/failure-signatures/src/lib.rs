@@ -25,7 +25,9 @@
 //! # Matching
 //!
 //! See [`Catalogue::judge`]: each stream line by line (each line capped at
-//! 8 KiB), a lazily compiled `RegexSet` finds the candidate signatures, a
+//! 8 KiB), the candidate signatures are found (for the built-in catalogue
+//! by literals computed at build time, see `build.rs`, and only their
+//! regexes compiled; for a user catalogue by a lazily compiled `RegexSet`), a
 //! match counts only as [`evidence`] (at the end of its stream, not quoted,
 //! a generic one only with LLM-API context), and of those the most specific
 //! wins (priority, then provider-specific, then longest pattern, then
@@ -68,6 +70,7 @@
 mod catalogue;
 mod error;
 pub mod evidence;
+mod prefilter;
 mod provider;
 pub mod redact;
 mod reset;
