@@ -1,92 +1,201 @@
 //! The group guard: makes a SIGKILLed shim take the worker's whole process
 //! group with it, not only the worker.
 //!
-//! `PR_SET_PDEATHSIG` reaches only the direct child. So for a worker still
-//! running after [`GUARD_DELAY`] (the main thread's wait loop times out),
-//! the shim starts a tiny guard — itself,
-//! re-executed with [`GUARD_ARG`] — whose parent-death signal is SIGTERM.
-//! When the shim dies without cleaning up (SIGKILL), the guard wakes and
-//! kills the worker's process group. When the shim finishes normally it
-//! kills the guard first, so background children the worker left behind on
-//! purpose are treated exactly as without the shim. Short runs (the common
-//! `worker-shim -- true`) never pay for a guard.
+//! The guard is a tiny process — the shim itself, re-executed with
+//! [`GUARD_ARG`] — that learns of the shim's death and then kills the
+//! worker's process group. When the shim finishes normally it kills the
+//! guard first, so background children the worker left behind on purpose
+//! are treated exactly as without the shim.
+//!
+//! How it learns of the shim's death, and when it is started:
+//! - Linux: its parent-death signal is SIGTERM (`PR_SET_PDEATHSIG`). The
+//!   worker itself has a parent-death SIGKILL (see `spawn.rs`), which reaches
+//!   only the direct child, so the guard is needed only for the rest of the
+//!   group: it is started for a worker still running after [`GUARD_DELAY`]
+//!   (the main thread's wait loop times out), and short runs (the common
+//!   `worker-shim -- true`) never pay for one.
+//! - elsewhere (macOS, which has no parent-death signal), and on Linux with
+//!   the `portable` feature: its stdin is the read end of a pipe whose only
+//!   write end the shim holds (close-on-exec, so no worker inherits it); the
+//!   shim's death closes it and the guard reads end-of-file. No polling. The
+//!   worker has no parent-death signal here, so the guard covers the worker
+//!   too and is started as soon as the worker runs ([`GUARD_DELAY`] is zero;
+//!   a worker that has already exited at the first look gets none). A shim
+//!   SIGKILLed in the moment between the worker's fork and the guard's fork
+//!   leaves the worker running: that gap is the price of having no
+//!   parent-death signal (see the README's macOS section for its size).
 
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 pub const GUARD_ARG: &str = "--internal-group-guard";
-pub const GUARD_DELAY: Duration = Duration::from_millis(20);
 
-/// Runs in the guard process: wait for the parent-death SIGTERM, then kill
-/// the group. Never returns.
-///
-/// SIGTERM arrives blocked (the mask set before exec survives it), so a
-/// parent that dies at any moment — even before this code runs — leaves
-/// the signal pending for `sigwait`, never killing the guard by default
-/// action first.
+/// How long a worker runs before its guard is started.
+#[cfg(all(target_os = "linux", not(feature = "portable")))]
+pub const GUARD_DELAY: Duration = Duration::from_millis(20);
+/// How long a worker runs before its guard is started: no time, the guard
+/// is all that stops a worker outliving a SIGKILLed shim.
+#[cfg(any(not(target_os = "linux"), feature = "portable"))]
+pub const GUARD_DELAY: Duration = Duration::ZERO;
+
+/// The signals the guard starts with blocked: terminal and group signals
+/// never reach it (it has its own group anyway), and on Linux its
+/// parent-death SIGTERM stays pending for `sigwait` (see [`run_guard`]).
+const GUARD_BLOCKED: [libc::c_int; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT];
+
+/// Runs in the guard process: wait for the shim's death, then kill the
+/// group. Never returns.
 pub fn run_guard(pgid: &str) -> ! {
     use nix::sys::signal::{SigSet, Signal};
     let Ok(pgid) = pgid.parse::<i32>() else {
         std::process::exit(2);
     };
-    let mut wanted = SigSet::empty();
-    wanted.add(Signal::SIGTERM);
-    // Keep it blocked in case this was exec'ed without the mask.
-    let _ = wanted.thread_block();
-    let _ = wanted.wait();
+    let mut blocked = SigSet::empty();
+    for sig in GUARD_BLOCKED {
+        if let Ok(sig) = Signal::try_from(sig) {
+            blocked.add(sig);
+        }
+    }
+    // Keep them blocked in case this was exec'ed without the mask.
+    let _ = blocked.thread_block();
+    wait_for_shim_death();
     let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), Signal::SIGKILL);
     std::process::exit(0)
+}
+
+/// SIGTERM arrives blocked (the mask set before exec survives it), so a
+/// parent that dies at any moment — even before this code runs — leaves
+/// the signal pending for `sigwait`, never killing the guard by default
+/// action first.
+#[cfg(all(target_os = "linux", not(feature = "portable")))]
+fn wait_for_shim_death() {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut wanted = SigSet::empty();
+    wanted.add(Signal::SIGTERM);
+    let _ = wanted.wait();
+}
+
+/// Reads stdin (the pipe only the shim writes to, and never does) until
+/// end-of-file: every write end is closed, so the shim is gone. A shim
+/// that died before this runs has closed it already: EOF at once.
+#[cfg(any(not(target_os = "linux"), feature = "portable"))]
+fn wait_for_shim_death() {
+    let mut buf = [0u8; 64];
+    loop {
+        // SAFETY: reads into a local buffer of that length.
+        let n = unsafe { libc::read(libc::STDIN_FILENO, buf.as_mut_ptr().cast(), buf.len()) };
+        if n == 0 {
+            return;
+        }
+        if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            // Not a pipe we can read (started by hand?): nothing to watch,
+            // and killing a group on a guess is worse than not guarding.
+            std::process::exit(2);
+        }
+    }
 }
 
 /// The guard process, once started; [`Guard::finish`] stops it.
 pub struct Guard {
     child: std::process::Child,
+    /// The only write end of the guard's stdin pipe: closed by the shim's
+    /// death (or by `finish`, after the guard is gone).
+    #[cfg(any(not(target_os = "linux"), feature = "portable"))]
+    _lifeline: std::os::fd::OwnedFd,
 }
 
 impl Guard {
-    /// Starts the guard for group `pgid`. Called from the main thread (the
-    /// guard's parent-death signal fires when the thread that spawned it
-    /// ends: the main thread lives as long as the shim).
+    /// Starts the guard for group `pgid`. Called from the main thread (on
+    /// Linux the guard's parent-death signal fires when the thread that
+    /// spawned it ends: the main thread lives as long as the shim).
     pub fn start(pgid: u32) -> Option<Guard> {
-        let parent = std::process::id() as libc::pid_t;
-        let mut cmd = Command::new("/proc/self/exe");
+        let mut cmd = Command::new(guard_program()?);
         cmd.arg0("worker-shim-guard")
             .arg(GUARD_ARG)
             .arg(pgid.to_string())
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             // Its own group: terminal signals and group signals meant for the
             // worker never reach it.
             .process_group(0);
+        #[cfg(all(target_os = "linux", not(feature = "portable")))]
+        let parent = std::process::id() as libc::pid_t;
+        #[cfg(all(target_os = "linux", not(feature = "portable")))]
+        cmd.stdin(Stdio::null());
+        #[cfg(any(not(target_os = "linux"), feature = "portable"))]
+        let lifeline = {
+            let (read, write) = lifeline_pipe()?;
+            cmd.stdin(Stdio::from(read));
+            write
+        };
         // SAFETY: only async-signal-safe syscalls between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
-                // Blocked across exec: see run_guard. Terminal signals never
-                // reach it either.
+                // Blocked across exec: see run_guard.
                 let mut set: libc::sigset_t = std::mem::zeroed();
                 libc::sigemptyset(&mut set);
-                for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT] {
+                for sig in GUARD_BLOCKED {
                     libc::sigaddset(&mut set, sig);
                 }
                 // Exactly these: not the shim's own blocked set.
                 libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if libc::getppid() != parent {
-                    libc::_exit(0);
+                #[cfg(all(target_os = "linux", not(feature = "portable")))]
+                {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    if libc::getppid() != parent {
+                        libc::_exit(0);
+                    }
                 }
                 Ok(())
             });
         }
-        cmd.spawn().ok().map(|child| Guard { child })
+        let child = cmd.spawn().ok()?;
+        Some(Guard {
+            child,
+            #[cfg(any(not(target_os = "linux"), feature = "portable"))]
+            _lifeline: lifeline,
+        })
     }
 
-    /// The shim is done: the guard goes without touching the worker's group.
+    /// The shim is done: the guard goes without touching the worker's group
+    /// (killed before its lifeline closes).
     pub fn finish(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The shim's own executable, to re-execute as the guard.
+#[cfg(all(target_os = "linux", not(feature = "portable")))]
+fn guard_program() -> Option<std::path::PathBuf> {
+    // The running image, even if its file was replaced since.
+    Some("/proc/self/exe".into())
+}
+
+/// The shim's own executable, to re-execute as the guard (the path it was
+/// started from; macOS has no `/proc/self/exe`).
+#[cfg(any(not(target_os = "linux"), feature = "portable"))]
+fn guard_program() -> Option<std::path::PathBuf> {
+    std::env::current_exe().ok()
+}
+
+/// A pipe for the guard's stdin: (read end, write end), both close-on-exec
+/// (the read end is dup'ed onto the guard's stdin, which clears the flag
+/// there; the write end never reaches any child).
+#[cfg(any(not(target_os = "linux"), feature = "portable"))]
+fn lifeline_pipe() -> Option<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use std::os::fd::AsRawFd;
+    let (read, write) = nix::unistd::pipe().ok()?;
+    // macOS has no pipe2: the flag is set after the fact. Only the main
+    // thread spawns processes, and it is here, so no fork sees the gap.
+    for fd in [&read, &write] {
+        // SAFETY: fcntl on descriptors we own.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
+            return None;
+        }
+    }
+    Some((read, write))
 }

@@ -7,6 +7,7 @@
 //! atomically, and maps transient failures to EX_TEMPFAIL (75).
 
 mod capture;
+mod child;
 mod cli;
 mod guard;
 mod kanban;
@@ -30,7 +31,7 @@ use exit_record::{
 };
 use failure_signatures::ClassifyContext;
 use nix::errno::Errno;
-use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
+use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use crate::capture::HeadTail;
@@ -630,7 +631,7 @@ fn wait_for_exit(
     let mut guard_due = true;
     match forwarder {
         Some(f) => loop {
-            if exited(pid) {
+            if child::has_exited(pid) {
                 break;
             }
             let timeout = if guard_due {
@@ -674,13 +675,7 @@ fn wait_for_exit(
             group_guard = guard::Guard::start(pid.as_raw() as u32);
         }
     }
-    loop {
-        match waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
-            Ok(_) => break,
-            Err(Errno::EINTR) => continue,
-            Err(_) => break,
-        }
-    }
+    child::wait_exited(pid);
     loop {
         match waitpid(pid, None) {
             Err(Errno::EINTR) => continue,
@@ -688,15 +683,4 @@ fn wait_for_exit(
             Err(_) => return (None, group_guard),
         }
     }
-}
-
-/// The worker has exited (not reaped: `WNOWAIT`).
-fn exited(pid: Pid) -> bool {
-    matches!(
-        waitid(
-            Id::Pid(pid),
-            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
-        ),
-        Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..))
-    )
 }

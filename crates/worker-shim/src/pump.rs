@@ -29,6 +29,7 @@ use crate::capture::HeadTail;
 const CHUNK: usize = 128 * 1024;
 
 /// Larger pipes mean fewer wake-ups at high volume; best effort.
+#[cfg(target_os = "linux")]
 pub fn grow_pipe(fd: &OwnedFd) {
     use std::os::fd::AsRawFd;
     // SAFETY: fcntl on a descriptor we own; failure is harmless.
@@ -36,6 +37,10 @@ pub fn grow_pipe(fd: &OwnedFd) {
         libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, CHUNK as libc::c_int);
     }
 }
+
+/// macOS has no `F_SETPIPE_SZ` (its pipes grow to 64 KiB by themselves).
+#[cfg(not(target_os = "linux"))]
+pub fn grow_pipe(_fd: &OwnedFd) {}
 
 /// What a pump is doing, for the drain after the worker exited: the drain
 /// ends when every pump still running has been waiting for input (not

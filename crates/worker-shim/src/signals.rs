@@ -1,11 +1,20 @@
-//! Signal forwarding, on the main thread and without a handler: before the
-//! child (or any thread) is started, the forwarded signals and SIGCHLD are
-//! blocked and read from a `signalfd`, which the main thread polls while it
-//! waits for the worker (see `main.rs`, `wait_for_exit`). Each signal read
-//! is sent to the worker's process group. The worker is reaped only after
-//! the loop has stopped forwarding, so a forwarded signal can never hit a
-//! recycled pid. The worker starts with an empty signal mask (std resets
-//! it between fork and exec), so it sees every signal as without the shim.
+//! Signal forwarding, on the main thread: every forwarded signal and
+//! SIGCHLD reach one descriptor, which the main thread polls while it waits
+//! for the worker (see `main.rs`, `wait_for_exit`). Each signal read is
+//! sent to the worker's process group. The worker is reaped only after the
+//! loop has stopped forwarding, so a forwarded signal can never hit a
+//! recycled pid. The worker starts with an empty signal mask and default
+//! dispositions ([`SpawnMask`]), so it sees every signal as without the
+//! shim.
+//!
+//! Two backends behind one [`Forwarder`]:
+//! - Linux: the signals are blocked and read from a `signalfd`, without a
+//!   handler (`signals/signalfd.rs`);
+//! - elsewhere (macOS), and on Linux with the `portable` feature so CI tests
+//!   it: signal-hook's handlers write to a self-pipe (a socket pair) and
+//!   record which signal came (`signals/self_pipe.rs`). Standard signals
+//!   are coalesced by both; real-time ones (Linux only) are coalesced by the
+//!   self-pipe, queued by the signalfd.
 //!
 //! Which signals: the set tini forwards (tini blocks every signal, then
 //! unblocks SIGFPE, SIGILL, SIGSEGV, SIGBUS, SIGABRT, SIGTRAP, SIGSYS,
@@ -20,9 +29,16 @@
 //!
 //! SIGKILL and SIGSTOP cannot be caught.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-
 use nix::unistd::Pid;
+
+#[cfg(all(target_os = "linux", not(feature = "portable")))]
+#[path = "signals/signalfd.rs"]
+mod backend;
+#[cfg(any(not(target_os = "linux"), feature = "portable"))]
+#[path = "signals/self_pipe.rs"]
+mod backend;
+
+pub use backend::Forwarder;
 
 /// Signals that are never forwarded (see the module comment).
 const KEPT: [libc::c_int; 13] = [
@@ -45,17 +61,15 @@ const KEPT: [libc::c_int; 13] = [
 ];
 
 /// Every signal the shim forwards to the worker's process group: 1..=31
-/// minus [`KEPT`], then SIGRTMIN..=SIGRTMAX (glibc keeps the two below
-/// SIGRTMIN for its threads).
+/// minus [`KEPT`], then on Linux SIGRTMIN..=SIGRTMAX (glibc keeps the two
+/// below SIGRTMIN for its threads; macOS has no real-time signals).
 pub fn forwarded() -> Vec<libc::c_int> {
     let standard = (1..32).filter(|s| !KEPT.contains(s));
+    #[cfg(target_os = "linux")]
     let realtime = libc::SIGRTMIN()..=libc::SIGRTMAX();
+    #[cfg(not(target_os = "linux"))]
+    let realtime = std::iter::empty();
     standard.chain(realtime).collect()
-}
-
-/// The blocked signals and the descriptor they are read from.
-pub struct Forwarder {
-    fd: OwnedFd,
 }
 
 /// What one read of the pending signals found.
@@ -63,70 +77,6 @@ pub struct Forwarder {
 pub struct Pending {
     /// A child changed state: check whether the worker exited.
     pub child: bool,
-}
-
-impl Forwarder {
-    /// Blocks the forwarded signals and SIGCHLD in the calling thread
-    /// (threads started later inherit the mask) and opens the signalfd.
-    /// Call on the main thread before spawning the child or any thread.
-    pub fn install() -> std::io::Result<Forwarder> {
-        // SAFETY: plain libc calls on a local sigset_t.
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            for sig in forwarded().into_iter().chain([libc::SIGCHLD]) {
-                libc::sigaddset(&mut set, sig);
-            }
-            let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
-            if fd < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let fd = OwnedFd::from_raw_fd(fd);
-            let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-            if rc != 0 {
-                return Err(std::io::Error::from_raw_os_error(rc));
-            }
-            Ok(Forwarder { fd })
-        }
-    }
-
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
-
-    /// Reads every pending signal; forwards each to `target` (the worker,
-    /// not yet reaped) unless it is SIGCHLD.
-    pub fn forward_pending(&self, target: Option<(Pid, bool)>) -> Pending {
-        let mut pending = Pending::default();
-        // SAFETY: signalfd_siginfo is plain data; read fills it or fails.
-        let mut info: [libc::signalfd_siginfo; 8] = unsafe { std::mem::zeroed() };
-        loop {
-            let n = unsafe {
-                libc::read(
-                    self.fd.as_raw_fd(),
-                    info.as_mut_ptr().cast(),
-                    std::mem::size_of_val(&info),
-                )
-            };
-            if n <= 0 {
-                if n < 0
-                    && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
-                {
-                    continue;
-                }
-                return pending;
-            }
-            let count = n as usize / std::mem::size_of::<libc::signalfd_siginfo>();
-            for si in &info[..count] {
-                let sig = si.ssi_signo as libc::c_int;
-                if sig == libc::SIGCHLD {
-                    pending.child = true;
-                } else if let Some((pid, leads_group)) = target {
-                    deliver(pid, leads_group, sig);
-                }
-            }
-        }
-    }
 }
 
 /// Real-time signals have no `nix::Signal`, hence libc.
@@ -141,6 +91,73 @@ fn deliver(pid: Pid, leads_group: bool, sig: libc::c_int) {
     }
 }
 
+/// The forwarded signals blocked in the spawning thread while the worker is
+/// forked, and what the child does before exec: default dispositions for
+/// the forwarded signals, then an empty mask.
+///
+/// With the signalfd the signals are blocked anyway and never had a
+/// handler. With the self-pipe they have signal-hook's handler: a signal
+/// for the worker's group arriving between fork and exec (a terminal's
+/// Ctrl-C once the worker owns the terminal) would otherwise run that
+/// inherited handler in the child and be lost. Blocked, it stays pending
+/// until the child has reset the disposition, then acts as without the
+/// shim; in the shim it is delivered when the mask is restored.
+pub struct SpawnMask {
+    old: libc::sigset_t,
+    signals: Vec<libc::c_int>,
+}
+
+impl SpawnMask {
+    /// Blocks the forwarded signals in the calling thread until dropped.
+    pub fn enter() -> SpawnMask {
+        let signals = forwarded();
+        // SAFETY: plain libc calls on local sigset_t values.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for &sig in &signals {
+                libc::sigaddset(&mut set, sig);
+            }
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+            SpawnMask { old, signals }
+        }
+    }
+
+    /// In the forked child, before exec: only async-signal-safe calls, no
+    /// allocation.
+    ///
+    /// # Safety
+    /// Call only between fork and exec.
+    pub unsafe fn reset_in_child(&self) {
+        // SAFETY: signal() and pthread_sigmask() are async-signal-safe.
+        unsafe {
+            for &sig in &self.signals {
+                // A signal the shim was started with ignored (`nohup`)
+                // stays ignored, as exec keeps it for the worker.
+                let mut current: libc::sigaction = std::mem::zeroed();
+                if libc::sigaction(sig, std::ptr::null(), &mut current) == 0
+                    && current.sa_sigaction != libc::SIG_IGN
+                {
+                    libc::signal(sig, libc::SIG_DFL);
+                }
+            }
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        }
+    }
+}
+
+impl Drop for SpawnMask {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask saved by `enter`.
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,7 +165,8 @@ mod tests {
     #[test]
     fn forwards_what_tini_forwards_and_keeps_chld_and_pipe() {
         let f = forwarded();
-        for s in [
+        #[allow(unused_mut)]
+        let mut wanted = vec![
             libc::SIGHUP,
             libc::SIGINT,
             libc::SIGQUIT,
@@ -165,11 +183,17 @@ mod tests {
             libc::SIGVTALRM,
             libc::SIGPROF,
             libc::SIGIO,
+        ];
+        #[cfg(target_os = "linux")]
+        wanted.extend([
             libc::SIGPWR,
             libc::SIGSTKFLT,
             libc::SIGRTMIN(),
             libc::SIGRTMAX(),
-        ] {
+        ]);
+        #[cfg(target_os = "macos")]
+        wanted.extend([libc::SIGINFO, libc::SIGEMT]);
+        for s in wanted {
             assert!(f.contains(&s), "{s} is forwarded");
         }
         for s in KEPT {

@@ -1,11 +1,14 @@
-//! Starting the worker: its own process group, a parent-death signal so a
-//! SIGKILLed shim does not leave it running, and the 126/127 conventions
-//! for spawn failures.
+//! Starting the worker: its own process group, on Linux a parent-death
+//! signal so a SIGKILLed shim does not leave it running (elsewhere the
+//! group guard, started at once, covers the worker too: see `guard.rs`),
+//! and the 126/127 conventions for spawn failures.
 
 use std::ffi::OsString;
 use std::io::ErrorKind;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
+
+use crate::signals::SpawnMask;
 
 /// Exit code for "command found but could not be executed" (POSIX shells).
 pub const EXIT_NOT_EXECUTABLE: i32 = 126;
@@ -29,6 +32,7 @@ pub fn spawn_worker(argv: &[OsString], capture_stdout: bool) -> Result<Child, Sp
             reason: "no command given (usage: worker-shim [OPTIONS] -- COMMAND [ARG]...)".into(),
         });
     };
+    #[cfg(all(target_os = "linux", not(feature = "portable")))]
     let parent = std::process::id() as libc::pid_t;
     let stdin_is_tty = unsafe { libc::isatty(libc::STDIN_FILENO) } == 1;
     let mut cmd = Command::new(program);
@@ -41,21 +45,23 @@ pub fn spawn_worker(argv: &[OsString], capture_stdout: bool) -> Result<Child, Sp
         })
         .stderr(Stdio::piped())
         .process_group(0);
+    // Until the fork is done (see signals::SpawnMask).
+    let mask = SpawnMask::enter();
     // SAFETY: only async-signal-safe syscalls run between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
-            // The shim blocks the signals it forwards (they are read from a
-            // signalfd, see signals.rs) and std does not reset the mask:
-            // the worker starts with none blocked, as without the shim.
-            let mut none: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut none);
-            libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The shim may have died between fork and prctl.
-            if libc::getppid() != parent {
-                libc::_exit(EXIT_NOT_EXECUTABLE);
+            // The worker starts with no signal blocked and the forwarded
+            // ones at their default action, as without the shim.
+            mask.reset_in_child();
+            #[cfg(all(target_os = "linux", not(feature = "portable")))]
+            {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The shim may have died between fork and prctl.
+                if libc::getppid() != parent {
+                    libc::_exit(EXIT_NOT_EXECUTABLE);
+                }
             }
             if stdin_is_tty {
                 // Like tini: give the terminal to the worker's group so it can
@@ -67,7 +73,11 @@ pub fn spawn_worker(argv: &[OsString], capture_stdout: bool) -> Result<Child, Sp
             Ok(())
         });
     }
-    cmd.spawn().map_err(|e| {
+    let spawned = cmd.spawn();
+    // The closure (and the mask it holds) goes with the command: the
+    // shim's own mask is restored here, after the fork.
+    drop(cmd);
+    spawned.map_err(|e| {
         let code = match e.kind() {
             ErrorKind::NotFound => EXIT_NOT_FOUND,
             _ => EXIT_NOT_EXECUTABLE,
