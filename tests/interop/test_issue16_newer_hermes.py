@@ -313,8 +313,6 @@ STALL_AFTER = 8.0
 
 @pytest.mark.rescued
 @pytest.mark.parametrize("hver", V022)
-@pytest.mark.xfail(strict=True, reason="issue 16: one watchdog watches one board: a second board's tasks are not "
-                                       "rescued and its stall is not seen")
 def test_second_board_rescued(hver, make_scenario, webhook, outcome):
     cell = outcome(BOARDS, BOARDS_SETUP, "rescued")
     s = make_scenario(dispatcher="gateway", worker="standin", rescued=True)

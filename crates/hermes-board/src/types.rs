@@ -110,6 +110,16 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Its name in the watchdog's `/status` (`parked`, `held`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Parked => "parked",
+            Kind::Held => "held",
+            Kind::Requeued => "requeued",
+            Kind::Blocked => "blocked",
+        }
+    }
+
     pub fn event_kind(self) -> &'static str {
         match self {
             Kind::Parked => "watchdog_parked",

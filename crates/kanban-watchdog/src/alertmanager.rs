@@ -74,6 +74,8 @@ pub fn labels(alert: &Alert, severity: Severity) -> Map<String, Value> {
         let name = match kind {
             "provider_unhealthy" => "provider",
             "retry_budget_exhausted" => "task",
+            // A board other than the home's `default` (all boards watched).
+            "dispatcher_stalled" | "board_unavailable" => "board",
             _ => "subject",
         };
         l.insert(name.into(), s.into());

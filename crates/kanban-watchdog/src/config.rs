@@ -132,14 +132,16 @@ pub fn parse_duration(text: &str) -> Result<Dur, String> {
         .and_then(|d| in_range(d, &format_args!("{text:?}")))
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Hermes root (`$HERMES_HOME`, else `~/.hermes`). The board, gateway log,
     /// auth store and profiles are found from it.
     pub hermes_home: Option<PathBuf>,
-    /// Board slug: `default` is `<root>/kanban.db`, others `<root>/kanban/boards/<slug>/kanban.db`.
-    pub board: String,
+    /// One board slug to watch: `default` is `<root>/kanban.db`, others
+    /// `<root>/kanban/boards/<slug>/kanban.db`. Unset (and no `board_db`):
+    /// every board of the Hermes home, new ones picked up while running.
+    pub board: Option<String>,
     /// Explicit board database path (like `HERMES_KANBAN_DB`).
     pub board_db: Option<PathBuf>,
     /// Where worker-shim writes exit records (default: the shim's default).
@@ -292,25 +294,6 @@ pub struct RecordsConfig {
     pub keep_done: Dur,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            hermes_home: None,
-            board: "default".into(),
-            board_db: None,
-            record_dir: None,
-            state_dir: None,
-            providers: ProvidersConfig::default(),
-            retry: RetryConfig::default(),
-            dispatcher: DispatcherConfig::default(),
-            restart: RestartConfig::default(),
-            alerts: AlertsConfig::default(),
-            http: HttpConfig::default(),
-            records: RecordsConfig::default(),
-        }
-    }
-}
-
 impl Default for ProvidersConfig {
     fn default() -> Self {
         ProvidersConfig {
@@ -443,8 +426,16 @@ impl Config {
     /// Semantic checks serde cannot express. Returns (dotted key, reason).
     pub fn validate(&self) -> Result<(), (String, String)> {
         let fail = |k: &str, m: String| Err((k.to_string(), m));
-        if self.board.is_empty() || self.board.contains('/') || self.board.contains("..") {
-            return fail("board", format!("invalid board slug {:?}", self.board));
+        if let Some(board) = &self.board
+            && !crate::paths::valid_board_slug(board)
+        {
+            return fail(
+                "board",
+                format!(
+                    "invalid board slug {board:?} (Hermes slugs: 1-64 of a-z, 0-9, '-', '_', \
+                     not starting with '-' or '_')"
+                ),
+            );
         }
         if self.providers.default_cooldown.0.is_zero() {
             return fail(

@@ -31,9 +31,16 @@ pub struct EventLabels {
     pub event: String,
 }
 
+/// One watched board, by Hermes' slug (`default` for `<root>/kanban.db`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BoardLabels {
+    pub board: String,
+}
+
 /// What the board and its Hermes support (`kanban_watchdog_board_info`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BoardInfoLabels {
+    pub board: String,
     /// `wal`, `delete`, ...
     pub journal_mode: String,
     /// `review_lane,exit_78,exit_trailer,archived_parent_done`, or `none`.
@@ -46,13 +53,13 @@ type FGauge = Gauge<f64, AtomicU64>;
 
 #[derive(Default)]
 pub struct Metrics {
-    pub dispatcher_last_progress: FGauge,
-    pub dispatcher_next_cycle: FGauge,
-    pub dispatcher_stalled: Gauge,
+    pub dispatcher_last_progress: Family<BoardLabels, FGauge>,
+    pub dispatcher_next_cycle: Family<BoardLabels, FGauge>,
+    pub dispatcher_stalled: Family<BoardLabels, Gauge>,
     pub gateway_up: Gauge,
-    pub ready_tasks: Gauge,
-    pub oldest_ready_age: FGauge,
-    pub parked_tasks: Gauge,
+    pub ready_tasks: Family<BoardLabels, Gauge>,
+    pub oldest_ready_age: Family<BoardLabels, FGauge>,
+    pub parked_tasks: Family<BoardLabels, Gauge>,
     pub restarts: Family<ResultLabels, Counter>,
     pub provider_unhealthy: Family<ProviderLabels, Gauge>,
     pub providers_skipped: Counter,
@@ -73,17 +80,17 @@ impl Metrics {
         let r = registry.sub_registry_with_prefix("kanban_watchdog");
         r.register(
             "dispatcher_last_progress_timestamp_seconds",
-            "When the dispatcher last showed progress (board events or log activity)",
+            "When the dispatcher last showed progress on a board (board events or log activity)",
             self.dispatcher_last_progress.clone(),
         );
         r.register(
             "dispatcher_next_cycle_timestamp_seconds",
-            "When the next dispatcher tick is expected",
+            "When the next dispatcher tick is expected, by board",
             self.dispatcher_next_cycle.clone(),
         );
         r.register(
             "dispatcher_stalled",
-            "1 while ready work waits longer than stall_after with no dispatcher progress",
+            "1 while ready work on a board waits longer than stall_after with no dispatcher progress",
             self.dispatcher_stalled.clone(),
         );
         r.register(
@@ -93,17 +100,17 @@ impl Metrics {
         );
         r.register(
             "ready_tasks",
-            "Tasks in ready, waiting for the dispatcher",
+            "Tasks in ready, waiting for the dispatcher, by board",
             self.ready_tasks.clone(),
         );
         r.register(
             "oldest_ready_age_seconds",
-            "How long the oldest ready task has waited (as seen by the watchdog)",
+            "How long the oldest ready task of a board has waited (as seen by the watchdog)",
             self.oldest_ready_age.clone(),
         );
         r.register(
             "parked_tasks",
-            "Tasks the watchdog holds in scheduled",
+            "Tasks the watchdog holds in scheduled, by board",
             self.parked_tasks.clone(),
         );
         r.register(

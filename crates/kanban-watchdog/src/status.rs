@@ -23,6 +23,10 @@ pub struct Status {
     #[serde(default)]
     pub board_problem: Option<String>,
     pub record_dir: String,
+    /// Every watched board with its own dispatcher view (one entry when
+    /// the config names a board). `dispatcher` sums them up.
+    #[serde(default)]
+    pub boards: Vec<BoardStatus>,
     pub dispatcher: DispatcherStatus,
     pub providers: Vec<ProviderStatus>,
     pub parked: Vec<ParkedStatus>,
@@ -47,6 +51,25 @@ pub struct DispatcherStatus {
     pub gateway_up: Option<bool>,
 }
 
+/// One watched board.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BoardStatus {
+    /// Hermes' slug (`default` for `<root>/kanban.db`).
+    pub slug: String,
+    pub db: String,
+    #[serde(default)]
+    pub info: Option<hermes_board::BoardInfo>,
+    #[serde(default)]
+    pub problem: Option<String>,
+    /// `ok`, `idle`, `stalled` or `unknown`, as for the dispatcher.
+    pub state: String,
+    pub reason: Option<String>,
+    pub ready_tasks: u64,
+    pub waiting_since: Option<i64>,
+    pub last_progress_at: Option<i64>,
+    pub parked: u64,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProviderStatus {
     pub name: String,
@@ -61,6 +84,9 @@ pub struct ProviderStatus {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParkedStatus {
     pub task: String,
+    /// The board's slug.
+    #[serde(default)]
+    pub board: String,
     pub kind: String,
     pub due_at: Option<i64>,
     pub provider: Option<String>,

@@ -245,6 +245,33 @@ pub fn render(s: &Status, source: &Source, now: i64) -> String {
         let _ = writeln!(w, "  {}", flat(&info.describe()));
     }
     let _ = writeln!(w, "records {}", s.record_dir);
+    if s.boards.len() > 1 {
+        let _ = writeln!(w);
+        let _ = writeln!(w, "BOARDS ({})", s.boards.len());
+        let rows = s
+            .boards
+            .iter()
+            .map(|b| {
+                let waiting = match b.waiting_since {
+                    Some(t) if b.ready_tasks > 0 => format!("since {}", fmt_ago(t, now)),
+                    _ => "-".into(),
+                };
+                let why = b.problem.as_deref().or(b.reason.as_deref()).unwrap_or("");
+                vec![
+                    b.slug.clone(),
+                    b.state.clone(),
+                    b.ready_tasks.to_string(),
+                    waiting,
+                    b.parked.to_string(),
+                    cell(why),
+                ]
+            })
+            .collect();
+        w.push_str(&table(
+            &["BOARD", "STATE", "READY", "WAITING", "PARKED", "WHY"],
+            rows,
+        ));
+    }
 
     let d = &s.dispatcher;
     let _ = writeln!(w);
@@ -306,19 +333,26 @@ pub fn render(s: &Status, source: &Source, now: i64) -> String {
         let _ = writeln!(w, "PARKED  none");
     } else {
         let _ = writeln!(w, "PARKED ({})", s.parked.len());
+        // The board column only when more than one board is watched.
+        let many = s.boards.len() > 1;
         let rows = s
             .parked
             .iter()
             .map(|p| {
-                vec![
-                    p.task.clone(),
-                    p.kind.clone(),
-                    parked_returns(p, now),
-                    cell(&p.reason),
-                ]
+                let mut row = vec![p.task.clone()];
+                if many {
+                    row.push(p.board.clone());
+                }
+                row.extend([p.kind.clone(), parked_returns(p, now), cell(&p.reason)]);
+                row
             })
             .collect();
-        w.push_str(&table(&["TASK", "KIND", "RETURNS", "REASON"], rows));
+        let head: &[&str] = if many {
+            &["TASK", "BOARD", "KIND", "RETURNS", "REASON"]
+        } else {
+            &["TASK", "KIND", "RETURNS", "REASON"]
+        };
+        w.push_str(&table(head, rows));
     }
 
     let _ = writeln!(w);
@@ -589,6 +623,7 @@ mod tests {
     fn parked_tasks_say_when_they_return() {
         let mut p = ParkedStatus {
             task: "t_1".into(),
+            board: "default".into(),
             kind: "parked".into(),
             due_at: Some(1180),
             provider: Some("xai-oauth".into()),
@@ -638,6 +673,7 @@ mod tests {
             board: "/h/kanban.db".into(),
             board_info: None,
             board_problem: None,
+            boards: Vec::new(),
             record_dir: "/r".into(),
             dispatcher: DispatcherStatus {
                 state: "stalled".into(),
@@ -662,6 +698,7 @@ mod tests {
             }],
             parked: vec![ParkedStatus {
                 task: "t_a".into(),
+                board: "default".into(),
                 kind: "held".into(),
                 due_at: None,
                 provider: Some("xai-oauth".into()),

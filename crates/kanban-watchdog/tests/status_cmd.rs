@@ -29,6 +29,7 @@ fn sample_status(pid: u32) -> Status {
         board_info: None,
         board_problem: None,
         record_dir: "/home/op/.local/state/kanban-watchdog/records".into(),
+        boards: Vec::new(),
         dispatcher: DispatcherStatus {
             state: "ok".into(),
             stalled: false,
@@ -62,6 +63,7 @@ fn sample_status(pid: u32) -> Status {
         ],
         parked: vec![
             ParkedStatus {
+                board: "default".into(),
                 task: "t_rate".into(),
                 kind: "parked".into(),
                 due_at: Some(now + 180),
@@ -69,6 +71,7 @@ fn sample_status(pid: u32) -> Status {
                 reason: "rate limited; retry 1".into(),
             },
             ParkedStatus {
+                board: "default".into(),
                 task: "t_auth".into(),
                 kind: "held".into(),
                 due_at: None,
@@ -334,7 +337,9 @@ fn read_repo_file(rel: &str) -> String {
 /// Every metric family the daemon registers, by exposition name
 /// (counters with `_total`).
 fn exported_metric_names() -> Vec<String> {
-    use kanban_watchdog::metrics::{EventLabels, KindLabels, ProviderLabels, ResultLabels};
+    use kanban_watchdog::metrics::{
+        BoardLabels, EventLabels, KindLabels, ProviderLabels, ResultLabels,
+    };
     let mut registry = prometheus_client::registry::Registry::default();
     let m = kanban_watchdog::metrics::Metrics::default();
     m.register(&mut registry);
@@ -352,6 +357,15 @@ fn exported_metric_names() -> Vec<String> {
     let _ = m
         .log_lines
         .get_or_create(&EventLabels { event: "e".into() });
+    let board = BoardLabels {
+        board: "default".into(),
+    };
+    let _ = m.dispatcher_last_progress.get_or_create(&board);
+    let _ = m.dispatcher_next_cycle.get_or_create(&board);
+    let _ = m.dispatcher_stalled.get_or_create(&board);
+    let _ = m.ready_tasks.get_or_create(&board);
+    let _ = m.oldest_ready_age.get_or_create(&board);
+    let _ = m.parked_tasks.get_or_create(&board);
     let text = kanban_watchdog::metrics::encode(&registry);
     let mut names = Vec::new();
     for line in text.lines() {

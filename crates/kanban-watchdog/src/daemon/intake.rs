@@ -1,0 +1,365 @@
+//! Record intake: one pass over the record directory, each record judged
+//! by the decision core ([`decide::decide`]) on what its board says about
+//! its run, then provider health and the board changed accordingly.
+
+use super::*;
+use crate::paths::{BoardScope, DEFAULT_BOARD};
+
+impl Daemon {
+    /// One pass over the record directory, in order. The records for a
+    /// locked board wait in the directory (the loop retries them, see
+    /// [`BoardBusy`]) while the others go on; a shutdown ends the pass.
+    pub fn handle_records(&mut self) {
+        let now = Instant::now();
+        for li in 0..self.lanes.len() {
+            if self.lanes[li].busy.is_some_and(|b| now >= b.next_try) {
+                // This pass is the retry: wait the normal (short) time for the lock.
+                self.set_board_busy_timeout(li, BOARD_BUSY_TIMEOUT);
+            }
+        }
+        // A board file replaced since the last tick must not receive writes
+        // through the old connection (its -wal now belongs to the new file).
+        self.ensure_boards();
+        let files = match self.records.scan() {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(dir = %self.records.dir.display(), "cannot scan record dir: {e}");
+                return;
+            }
+        };
+        let total = files.len();
+        let mut waiting = 0usize;
+        for (i, path) in files.iter().enumerate() {
+            if self.shared.stopping.load(Ordering::Relaxed) {
+                tracing::info!(
+                    "shutting down: {} record(s) left for the next start",
+                    total - i
+                );
+                return;
+            }
+            if self.handle_record_file(path) == RecordPass::Waiting {
+                waiting += 1;
+            }
+        }
+        if waiting > 0 {
+            tracing::debug!("{waiting} record(s) wait for a locked board");
+        }
+    }
+
+    pub(super) fn handle_record_file(&mut self, path: &Path) -> RecordPass {
+        let record = match self.records.read(path) {
+            Ok(r) => r,
+            Err(e) if e.is_transient() || still_being_written(path, &e) => {
+                tracing::debug!("record not readable yet: {e}");
+                return RecordPass::Continue;
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                match self.records.quarantine(path, &reason) {
+                    Ok(to) => {
+                        tracing::warn!(quarantined = %to.display(), "malformed exit record quarantined: {reason}")
+                    }
+                    Err(io) => tracing::error!(
+                        "cannot quarantine {}: {io} (reason: {reason})",
+                        path.display()
+                    ),
+                }
+                self.shared.metrics.records_quarantined.inc();
+                self.counters.records_quarantined += 1;
+                return RecordPass::Continue;
+            }
+        };
+        let lane = self.lane_for(&record);
+        if let Some(li) = lane
+            && self.lanes[li]
+                .busy
+                .is_some_and(|b| Instant::now() < b.next_try)
+        {
+            // Its board is locked: the record waits, in order, for the retry.
+            return RecordPass::Waiting;
+        }
+        match self.apply_record(&record, lane) {
+            Ok(()) => {
+                if let Err(e) = self.records.mark_done(path) {
+                    tracing::error!(
+                        "cannot move handled record {} to done/: {e}",
+                        path.display()
+                    );
+                    return RecordPass::Continue;
+                }
+                self.shared.metrics.records_handled.inc();
+                self.counters.records_handled += 1;
+                if let Some(skip) = &record.skipped {
+                    // The shim did not start a worker whose provider is held.
+                    tracing::info!(record = %record.id, provider = %skip.provider, "a worker run was skipped by the shim: {}", skip.reason);
+                    self.shared.metrics.providers_skipped.inc();
+                    self.counters.providers_skipped += 1;
+                }
+                RecordPass::Continue
+            }
+            Err(e) if e.is_transient() => {
+                // Locked: left in place, retried by the loop, never skipped.
+                // The records after it wait too: trying them now would only
+                // wait on the same lock.
+                // (A failed write has noted it already; a read has not.)
+                let Some(li) = lane.filter(|&li| self.lanes[li].board.is_some()) else {
+                    // No board at all (or another board, read-only): nothing
+                    // of ours to wait on. The other records go on (a
+                    // malformed one is still quarantined).
+                    tracing::warn!(record = %record.id, "record will be retried: {e}");
+                    return RecordPass::Continue;
+                };
+                let noted = self.lanes[li]
+                    .busy
+                    .is_some_and(|b| b.next_try > Instant::now());
+                if !noted {
+                    self.note_board_busy(li);
+                }
+                tracing::debug!(record = %record.id, "record will be retried: {e}");
+                RecordPass::Waiting
+            }
+            Err(e) => {
+                // Left in place: retried on the next event or tick, never skipped.
+                tracing::warn!(record = %record.id, "record will be retried: {e}");
+                RecordPass::Continue
+            }
+        }
+    }
+
+    pub(super) fn chain_for(&mut self, profile: Option<&str>) -> Vec<ChainLink> {
+        let Some(profile) = profile else {
+            return Vec::new();
+        };
+        self.known_profiles.insert(profile.to_string());
+        let path = self.paths.profile_config(profile);
+        self.profiles.chain(profile, &path)
+    }
+
+    /// Applies one record: what the board says about its run, then the
+    /// decision core ([`decide::decide`], shared with `replay`), then
+    /// provider health and the board. An error means "try again later"
+    /// (the board is locked or unavailable).
+    pub(super) fn apply_record(
+        &mut self,
+        record: &ExitRecord,
+        lane: Option<usize>,
+    ) -> Result<(), BoardError> {
+        let now = wall();
+        let chain = self.chain_for(record.task.profile.as_deref());
+        let (facts, retries_used) = match record.task.id.clone() {
+            None => (BoardFacts::NoTask, 0),
+            Some(_) if !decide::needs_board_facts(record) => (BoardFacts::NotAsked, 0),
+            Some(task_id) => self.board_facts(record, lane, &task_id, now)?,
+        };
+        let random01 = self.next_random();
+        let d = decide::decide(&decide::Inputs {
+            record,
+            chain: &chain,
+            board: &facts,
+            retries_used,
+            health: &self.state.providers,
+            cfg: &self.cfg,
+            now,
+            random01,
+        });
+        if record.failure.is_some() {
+            tracing::info!(record = %record.id, task = record.task.id.as_deref().unwrap_or("-"), "{}", d.why_text());
+        } else {
+            tracing::debug!(record = %record.id, "{}", d.why_text());
+        }
+        match &d.health {
+            HealthChange::None => {}
+            HealthChange::Unhealthy {
+                provider,
+                until,
+                class,
+                reason,
+            } => {
+                if let Some(t) = self
+                    .state
+                    .providers
+                    .mark_unhealthy(provider, *until, class, reason, now)
+                {
+                    self.on_transition(&t);
+                }
+            }
+            HealthChange::Healthy { provider } => {
+                if let Some(t) = self.state.providers.observe_success(provider, now) {
+                    self.on_transition(&t);
+                }
+            }
+        }
+        let (Some(task_id), Some(run_id), Some(li)) =
+            (record.task.id.clone(), record.task.run_id, lane)
+        else {
+            // No task, or a board this watchdog does not watch: health only.
+            return Ok(());
+        };
+        let reason = d.reason.clone().unwrap_or_default();
+        let mut req = ParkRequest {
+            task_id: task_id.clone(),
+            kind: Kind::Parked,
+            run_id: Some(run_id),
+            record_id: Some(record.id.clone()),
+            due_at: None,
+            provider: d.blamed.clone(),
+            fallback: None,
+            fallback_model: None,
+            reason: reason.clone(),
+        };
+        match d.board {
+            BoardPlan::Nothing(_) => return Ok(()),
+            BoardPlan::Park { due_at } => {
+                req.due_at = due_at;
+                req.reason = format!(
+                    "{reason}; retry {} at {}",
+                    retries_used + 1,
+                    until_text(due_at)
+                );
+            }
+            BoardPlan::Requeue { fallback } => {
+                req.kind = Kind::Requeued;
+                req.reason = format!("{reason}; retry now on fallback {}", fallback.provider);
+                // Hermes 0.22: also the task's own provider override.
+                req.fallback_model = fallback.model.clone();
+                req.fallback = Some(fallback.provider);
+            }
+            BoardPlan::Block { reason } => {
+                req.kind = Kind::Blocked;
+                req.reason = reason.clone();
+                self.shared.metrics.delayed_retries_exhausted.inc();
+                self.alerts.fire(
+                    &format!("retry_budget_exhausted:{task_id}"),
+                    Severity::Warning,
+                    &format!("task {task_id} left blocked: {reason}"),
+                );
+            }
+        }
+        match self.board_write(li, |b| b.park(&req))? {
+            WriteOutcome::Stale { status, why } => {
+                tracing::info!(task = %task_id, record = %record.id, status = status.as_deref().unwrap_or("-"), "stale record, board untouched: {why}");
+            }
+            WriteOutcome::AlreadyApplied | WriteOutcome::Applied(_) => {}
+        }
+        Ok(())
+    }
+
+    /// What the board says about a record's run: our board (through our
+    /// connection), or the record's own board file opened read-only. A
+    /// locked or unavailable board of ours is an error (retry later); a
+    /// board that cannot say is a fact.
+    pub(super) fn board_facts(
+        &mut self,
+        record: &ExitRecord,
+        lane: Option<usize>,
+        task_id: &str,
+        now: i64,
+    ) -> Result<(BoardFacts, u32), BoardError> {
+        let Some(run_id) = record.task.run_id else {
+            return Ok((
+                BoardFacts::Unverifiable {
+                    why: "the record names no run".into(),
+                },
+                0,
+            ));
+        };
+        if let Some(li) = lane {
+            if self.lanes[li].board.is_none() {
+                self.ensure_board(li);
+            }
+            let lane = &self.lanes[li];
+            let Some(board) = lane.board.as_ref() else {
+                return Err(BoardError::Busy {
+                    path: lane.db.clone(),
+                    attempts: 0,
+                });
+            };
+            let facts = board.run_facts(task_id, run_id)?;
+            let already_applied = board.record_already_applied(task_id, &record.id)?;
+            let window_start = now - rescue::secs(self.cfg.retry.retry_window.0);
+            let used = board.delayed_retries_since(task_id, window_start)?;
+            return Ok((
+                BoardFacts::Run {
+                    facts,
+                    already_applied,
+                    ours: true,
+                },
+                used,
+            ));
+        }
+        let Some(db) = record.task.db.as_deref() else {
+            return Ok((
+                BoardFacts::Unverifiable {
+                    why: format!(
+                        "the record is for board {}, which this watchdog does not watch, and names no board file",
+                        record.task.board.as_deref().unwrap_or("-")
+                    ),
+                },
+                0,
+            ));
+        };
+        match hermes_board::read_run_facts(Path::new(db), task_id, run_id, OTHER_BOARD_TIMEOUT) {
+            Ok(facts) => Ok((
+                BoardFacts::Run {
+                    facts,
+                    already_applied: false,
+                    ours: false,
+                },
+                0,
+            )),
+            Err(e) if e.is_transient() => Err(e),
+            Err(e) => Ok((BoardFacts::Unverifiable { why: e.to_string() }, 0)),
+        }
+    }
+
+    /// The watched board a record is for, or `None` for a board this
+    /// watchdog does not watch. A record names its board by file (the
+    /// worker's `HERMES_KANBAN_DB`) or by slug; one naming neither is for
+    /// the board Hermes would use, the `default` one (or the one board
+    /// named in the config). A board seen for the first time is looked
+    /// for in the home before the record is called foreign.
+    pub(super) fn lane_for(&mut self, record: &ExitRecord) -> Option<usize> {
+        let one_file = self.cfg.board_db.is_some();
+        let scope = self.paths.boards.clone();
+        let find = |lanes: &[Lane]| -> Option<usize> {
+            if let Some(db) = &record.task.db {
+                return lanes.iter().position(|l| l.is_file(Path::new(db)));
+            }
+            match (&scope, &record.task.board) {
+                // A board file named in the config: every record is for it.
+                (BoardScope::One { .. }, _) if one_file => Some(0),
+                (_, Some(slug)) => lanes.iter().position(|l| l.slug == *slug),
+                (BoardScope::One { .. }, None) => Some(0),
+                (BoardScope::All, None) => lanes.iter().position(|l| l.slug == DEFAULT_BOARD),
+            }
+        };
+        if let Some(li) = find(&self.lanes) {
+            return Some(li);
+        }
+        self.sync_lanes();
+        find(&self.lanes)
+    }
+}
+
+/// A file that ends mid-JSON and was modified in the last two seconds is
+/// probably still being written by a writer that does not rename into
+/// place: give it time before calling it malformed.
+pub(super) fn still_being_written(path: &Path, e: &exit_record::RecordError) -> bool {
+    let truncated =
+        matches!(e, exit_record::RecordError::Json { message, .. } if message.contains("EOF"));
+    let fresh = std::fs::symlink_metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|m| m.elapsed().ok())
+        .is_some_and(|age| age < Duration::from_secs(2));
+    truncated && fresh
+}
+
+/// Whether the record pass goes on to the next record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum RecordPass {
+    /// Handled, quarantined, or left for a later pass: go on.
+    Continue,
+    /// Left in place for its locked board's retry.
+    Waiting,
+}
