@@ -3,9 +3,12 @@
 //!
 //! build.rs extracted, per built-in signature, a set of literals one of
 //! which every match of its pattern begins (or ends) with, ASCII-lowercased.
-//! Here one small Aho-Corasick automaton over all of them (ASCII case
-//! insensitive, so a match's literal is always found) names the candidate
-//! signatures; signatures without literals are always candidates. Only the
+//! Here the text is ASCII-lowercased too (byte for byte, so a match's
+//! literal stays a substring) and each signature is a candidate when one of
+//! its literals occurs in it (`memchr::memmem`); signatures without
+//! literals are always candidates. No automaton is built: an Aho-Corasick
+//! over the ~330 literals took longer to build than the searches take on
+//! the few lines at the end of a stream that are searched. Only the
 //! candidates' regexes are then compiled, each on its own: clean output
 //! compiles nothing, a 429 line a handful, instead of the ~160-pattern
 //! `RegexSet`. The candidates are a superset of the signatures that match,
@@ -13,23 +16,18 @@
 
 use std::sync::Arc;
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
-
 use crate::catalogue::Signature;
 
 include!(concat!(env!("OUT_DIR"), "/builtin_literals.rs"));
 
+/// Literals of one signature (`None`: always a candidate).
+type Literals = Option<&'static [&'static [u8]]>;
+
 /// Candidate finder for the built-in signatures.
 #[derive(Debug)]
 pub(crate) struct Prefilter {
-    /// All literals; `None` when no signature has any.
-    automaton: Option<AhoCorasick>,
-    /// `owner[k]`: the signature index of literal `k`.
-    owner: Vec<usize>,
-    /// Signatures without literals: candidates for every text.
-    always: Vec<usize>,
-    /// Number of signatures.
-    len: usize,
+    /// Per signature, in catalogue order.
+    literals: Vec<Literals>,
 }
 
 impl Prefilter {
@@ -40,10 +38,7 @@ impl Prefilter {
         Prefilter::from_table(BUILTIN_LITERALS, sigs)
     }
 
-    fn from_table(
-        table: &[(&str, Option<&[&[u8]]>)],
-        sigs: &[Arc<Signature>],
-    ) -> Option<Prefilter> {
+    fn from_table(table: &[(&str, Literals)], sigs: &[Arc<Signature>]) -> Option<Prefilter> {
         if table.len() != sigs.len()
             || table
                 .iter()
@@ -52,64 +47,35 @@ impl Prefilter {
         {
             return None;
         }
-        let mut literals: Vec<&[u8]> = Vec::new();
-        let mut owner = Vec::new();
-        let mut always = Vec::new();
-        for (i, (_, lits)) in table.iter().enumerate() {
-            match lits {
-                Some(lits) if !lits.is_empty() => {
-                    for l in lits.iter() {
-                        literals.push(l);
-                        owner.push(i);
-                    }
-                }
-                _ => always.push(i),
-            }
-        }
-        let automaton = if literals.is_empty() {
-            None
-        } else {
-            Some(
-                AhoCorasick::builder()
-                    .ascii_case_insensitive(true)
-                    .match_kind(MatchKind::Standard)
-                    .kind(Some(AhoCorasickKind::ContiguousNFA))
-                    .build(&literals)
-                    .ok()?,
-            )
-        };
         Some(Prefilter {
-            automaton,
-            owner,
-            always,
-            len: sigs.len(),
+            literals: table
+                .iter()
+                .map(|(_, lits)| lits.filter(|l| !l.is_empty()))
+                .collect(),
         })
     }
 
     /// Indexes of the signatures that may match somewhere in `text`, in
     /// ascending order.
     pub(crate) fn candidates(&self, text: &str) -> Vec<usize> {
-        let mut hit = vec![false; self.len];
-        for &i in &self.always {
-            hit[i] = true;
-        }
-        if let Some(ac) = &self.automaton {
-            for m in ac.find_overlapping_iter(text) {
-                if let Some(&i) = self.owner.get(m.pattern().as_usize()) {
-                    hit[i] = true;
-                }
-            }
-        }
-        hit.iter()
+        let lower = text.as_bytes().to_ascii_lowercase();
+        self.literals
+            .iter()
             .enumerate()
-            .filter_map(|(i, &h)| h.then_some(i))
+            .filter(|(_, lits)| match lits {
+                None => true,
+                Some(lits) => lits
+                    .iter()
+                    .any(|l| memchr::memmem::find(&lower, l).is_some()),
+            })
+            .map(|(i, _)| i)
             .collect()
     }
 
     /// Number of signatures that are candidates for every text.
     #[cfg(test)]
     pub(crate) fn always_count(&self) -> usize {
-        self.always.len()
+        self.literals.iter().filter(|l| l.is_none()).count()
     }
 }
 
@@ -164,7 +130,7 @@ mod tests {
     #[test]
     fn a_table_for_other_signatures_is_refused() {
         let sigs = crate::catalogue::builtin_signatures();
-        let table: &[(&str, Option<&[&[u8]]>)] = &[("not-a-builtin", None)];
+        let table: &[(&str, Literals)] = &[("not-a-builtin", None)];
         assert!(Prefilter::from_table(table, sigs).is_none());
     }
 }
