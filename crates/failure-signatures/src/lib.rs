@@ -70,6 +70,7 @@
 mod catalogue;
 mod error;
 pub mod evidence;
+pub mod hermes_frame;
 mod prefilter;
 mod provider;
 pub mod redact;

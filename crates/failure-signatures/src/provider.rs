@@ -6,6 +6,11 @@
 //!    `provider=xai` (errors.log), `"provider": "anthropic"`;
 //! 2. an SDK exception prefix (`openai.RateLimitError`, `anthropic.APIStatusError`);
 //! 3. a well-known API host (`api.openai.com`, `api.anthropic.com`, ...).
+//!
+//! This is a hint for [`crate::Classification::provider`] only. Which
+//! provider a Hermes worker itself says it talked to (0.19's `🔌 Provider:`
+//! line, 0.22's failure frame) is read by [`crate::hermes_frame`], the one
+//! parser the watchdog's blame trusts.
 
 use std::sync::OnceLock;
 

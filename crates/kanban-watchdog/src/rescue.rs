@@ -3,6 +3,7 @@
 //! functions, so every branch is tested without a board.
 
 use exit_record::ExitRecord;
+use failure_signatures::hermes_frame::{Frame, PrintedProvider};
 use failure_signatures::{Classification, FailureClass};
 
 use crate::config::{ProvidersConfig, RetryConfig};
@@ -57,9 +58,12 @@ impl Blame {
 /// profile's primary by guess, never on a provider outside the chain.
 ///
 /// A transient failure, best evidence first:
-/// 1. the provider the Hermes worker printed (`🔌 Provider: X`), when X is
+/// 1. the provider the Hermes worker printed in its own frame, when it is
 ///    in the chain (Hermes only talks to chain providers; a label outside
-///    it is quoted text);
+///    it is quoted text): 0.19's `🔌 Provider: X`, 0.22's `X is
+///    rate-limiting requests right now` (X a display label there, matched
+///    to the chain's ids; `failure_signatures::hermes_frame` owns the
+///    parsing);
 /// 2. the provider the shim steered the run to;
 /// 3. the provider the failure names, when in the chain (an xAI error from
 ///    a profile that falls back to xAI); a named provider outside a known
@@ -73,7 +77,19 @@ pub fn blame(record: &ExitRecord, chain: &[ChainLink]) -> Blame {
     };
     let known = !chain.is_empty();
     let in_chain = |p: &str| chain.iter().any(|l| l.provider == p);
-    let label = hermes_provider_label(record).filter(|p| !known || in_chain(p));
+    let printed = printed_provider(record);
+    // The chain's id the worker's frame names (with no chain known: the
+    // id the frame stands for).
+    let label = printed.as_ref().and_then(|p| {
+        if known {
+            chain
+                .iter()
+                .find(|l| p.names(&l.provider))
+                .map(|l| l.provider.clone())
+        } else {
+            p.id()
+        }
+    });
     // The failure names a provider by the catalogue's name (`zhipu`); the
     // chain by Hermes' id (`zai`): blame the chain's id of that family.
     let named_owned = f.provider.as_deref().map(|p| {
@@ -105,8 +121,14 @@ pub fn blame(record: &ExitRecord, chain: &[ChainLink]) -> Blame {
             )),
         };
     }
-    if let Some(l) = &label {
-        return Blame::on(l, "printed by the Hermes worker (🔌 Provider)");
+    if let (Some(l), Some(p)) = (&label, &printed) {
+        return Blame::on(
+            l,
+            match p.frame {
+                Frame::ProviderLine => "printed by the Hermes worker (🔌 Provider)",
+                Frame::FailureLead => "printed by the Hermes worker (its failure frame's lead)",
+            },
+        );
     }
     if let Some(s) = &record.steered {
         return Blame::on(&s.provider, "the provider the shim steered the run to");
@@ -143,18 +165,11 @@ pub fn blamed_provider(record: &ExitRecord, chain: &[ChainLink]) -> Option<Strin
     blame(record, chain).provider
 }
 
-/// The last `🔌 Provider: X` line a Hermes worker printed, if any.
-pub fn hermes_provider_label(record: &ExitRecord) -> Option<String> {
-    let text = record.captured_text();
-    // Only Hermes' own frame line (`   🔌 Provider: X  Model: Y`, at the
-    // start of a line), not a `Provider:` anywhere in what the agent printed.
-    text.lines()
-        .rev()
-        .find_map(|l| l.trim_start().strip_prefix("🔌 Provider:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .map(|p| p.trim_matches(|c: char| !c.is_alphanumeric() && c != '-' && c != '_' && c != '.'))
-        .filter(|p| !p.is_empty())
-        .map(str::to_string)
+/// The last provider a Hermes worker printed in its own frame (0.19's
+/// `🔌 Provider: X` line, 0.22's failure lead), if any; never a `Provider:`
+/// anywhere else in what the agent printed.
+pub fn printed_provider(record: &ExitRecord) -> Option<PrintedProvider> {
+    failure_signatures::hermes_frame::printed_provider(&record.captured_text())
 }
 
 /// The provider a clean run proves healthy.
@@ -705,6 +720,64 @@ mod tests {
         let mut f = rate_limit(Some(1));
         f.provider = Some(p.into());
         f
+    }
+
+    /// A real Hermes 0.22 worker's stdout (`provider: custom`, the interop
+    /// suite's fake provider answering with Codex's 429 body): no
+    /// `🔌 Provider:` line, the provider only in the failure frame's lead.
+    const REAL_022_CUSTOM: &str = "⚠️  Attempt 1/1 failed: HTTP 429: The usage limit has been reached\n\
+❌ Rate limited after 1 attempt — HTTP 429: The usage limit has been reached (resets in ~10m)\n   \
+💀 Final error: HTTP 429: The usage limit has been reached\n \
+─  ☤ Hermes  ───────────────────────────────────────────────────────────────── \n\
+                                                                                \n \
+custom is rate-limiting requests right now — its usage limit resets in ~10     \n \
+min. Send /retry after that, or switch models with /model. To avoid this in    \n \
+future, add a backup provider with hermes fallback add.                        \n\
+                                                                                \n \
+Provider said: HTTP 429: The usage limit has been reached                      \n\
+                                                                                \n \
+Limit resets at 04:11 (in 10m).                                                \n";
+
+    #[test]
+    fn the_hermes_022_failure_frame_carries_the_blame() {
+        // The Codex-worded 429 names openai-codex, outside the chain; the
+        // 0.22 frame names `custom`, the profile's provider (issue 16,
+        // finding 2: nobody was blamed and Hermes' 300 s loop ran on).
+        let codex = rate_limit_named("openai-codex");
+        let rec = record_with(codex.clone(), REAL_022_CUSTOM);
+        let b = blame(&rec, &[link("custom")]);
+        assert_eq!(b.provider.as_deref(), Some("custom"), "{}", b.evidence);
+        assert!(b.evidence.contains("failure frame"), "{}", b.evidence);
+        // Without the frame: nobody, as before.
+        let bare = record_with(
+            codex.clone(),
+            "HTTP 429: The usage limit has been reached\n",
+        );
+        assert_eq!(blamed_provider(&bare, &[link("custom")]), None);
+        // A 0.22 display label matches the chain's id.
+        let rec = record_with(
+            codex.clone(),
+            " ChatGPT or Codex Subscription rate-limited every one of 3 attempts — its\n",
+        );
+        assert_eq!(
+            blamed_provider(&rec, &[link("openrouter"), link("openai-codex")]).as_deref(),
+            Some("openai-codex")
+        );
+        // Only inside the chain: a frame naming another provider is quoted
+        // text, and the failure's own provider is outside the chain too.
+        let rec = record_with(codex.clone(), REAL_022_CUSTOM);
+        assert_eq!(blamed_provider(&rec, &[link("xai-oauth")]), None);
+        // Only Hermes' own line: quoted, it is no frame.
+        let quoted = REAL_022_CUSTOM.replace(" custom is", "> custom is");
+        assert_eq!(
+            blamed_provider(&record_with(codex.clone(), &quoted), &[link("custom")]),
+            None
+        );
+        // No chain known: the frame's id.
+        assert_eq!(
+            blamed_provider(&record_with(codex, REAL_022_CUSTOM), &[]).as_deref(),
+            Some("custom")
+        );
     }
 
     #[test]
