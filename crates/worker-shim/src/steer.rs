@@ -4,7 +4,10 @@
 //! Hermes worker (`... chat -q "work kanban task <id>"` with
 //! `HERMES_KANBAN_TASK` set) the shim appends `--provider P -m M`: Hermes
 //! 0.19's argparse lets the last occurrence win, so the dispatcher's own
-//! argv is left untouched and no board column is rewritten.
+//! argv is left untouched and no board column is rewritten. A worker whose
+//! argv already names a `--provider` is not steered: on Hermes 0.22 that is
+//! the task's `provider_override` (set by the watchdog's native steering or
+//! by `hermes kanban set-model`), and the dispatcher's choice stands.
 //!
 //! `health.json` is untrusted input read on every worker start, so it is
 //! checked the way OpenSSH's `StrictModes` checks `authorized_keys`: the
@@ -226,6 +229,22 @@ pub fn consult(
     }
     if let Some(m) = entry.model.as_deref().filter(|m| !safe_name(m)) {
         return Err(unsafe_value("model", m));
+    }
+    if let Some(pinned) = provider_from_argv(command) {
+        // The task's own override: Hermes 0.22 passes `-m M --provider P`
+        // for a row with `provider_override` set, which is also how the
+        // watchdog steers natively there. The dispatcher has chosen; a
+        // second `--provider` would repeat it or overrule the task.
+        let note = (pinned != entry.provider).then(|| {
+            format!(
+                "not steering this worker to {}: its task pins --provider {pinned}",
+                entry.provider
+            )
+        });
+        return Ok(Consulted {
+            note,
+            ..Consulted::default()
+        });
     }
     command.push("--provider".into());
     command.push(entry.provider.clone().into());
@@ -554,6 +573,61 @@ mod tests {
             Err(HealthError::Parse { .. })
         ));
         assert_eq!(no_file.len(), 4);
+    }
+
+    /// A Hermes 0.22 worker argv for a task with `model_override` and
+    /// `provider_override` set (`_worker_argv` in
+    /// `hermes_cli/kanban_db_dispatch.py`).
+    fn argv_022(provider: &str) -> Vec<OsString> {
+        argv(&[
+            "hermes",
+            "-p",
+            "coder",
+            "--cli",
+            "--accept-hooks",
+            "-m",
+            "openai/gpt-5.1",
+            "--provider",
+            provider,
+            "chat",
+            "-q",
+            "work kanban task t1",
+        ])
+    }
+
+    #[test]
+    fn a_task_with_its_own_provider_override_is_not_steered() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("health.json");
+        std::fs::write(
+            &f,
+            r#"{"steer":{"coder":{"provider":"openrouter","model":"openai/gpt-5.1","from":"openai-codex"}}}"#,
+        )
+        .unwrap();
+        // The watchdog's native steering: the override is the steer target.
+        let mut cmd = argv_022("openrouter");
+        let c = consult(&mut cmd, &f, None, true, 0).unwrap();
+        assert!(c.steered.is_none() && c.skip.is_none() && c.note.is_none());
+        assert_eq!(cmd, argv_022("openrouter"));
+        // A task pinned elsewhere by its owner: left alone, with one line.
+        let mut cmd = argv_022("anthropic");
+        let c = consult(&mut cmd, &f, None, true, 0).unwrap();
+        assert!(c.steered.is_none());
+        assert_eq!(
+            c.note.as_deref(),
+            Some("not steering this worker to openrouter: its task pins --provider anthropic")
+        );
+        assert_eq!(cmd, argv_022("anthropic"));
+        // `--provider=P` counts too; `-m` alone (0.19's model_override) does not.
+        let mut cmd = argv(&["hermes", "-p", "coder", "--provider=openrouter", "chat"]);
+        assert!(apply(&mut cmd, &f, None).unwrap().is_none());
+        assert_eq!(cmd.len(), 5);
+        let mut cmd = argv(&["hermes", "-p", "coder", "-m", "gpt-5", "chat"]);
+        assert!(apply(&mut cmd, &f, None).unwrap().is_some());
+        assert_eq!(
+            cmd[cmd.len() - 4..],
+            argv(&["--provider", "openrouter", "-m", "openai/gpt-5.1"])[..]
+        );
     }
 
     #[test]
