@@ -267,8 +267,6 @@ FALLBACK = ("openrouter", "openai/gpt-5.1")
 
 @pytest.mark.rescued
 @pytest.mark.parametrize("hver", V022)
-@pytest.mark.xfail(strict=True, reason="issue 16: steering does not use 0.22's native provider_override alone "
-                                       "(the shim still appends its own --provider to the worker's argv)")
 def test_steering_native_override(hver, make_scenario, webhook, outcome):
     cell = outcome(STEER, STEER_SETUP, "rescued")
     s = make_scenario(dispatcher="gateway", worker="standin", rescued=True)
