@@ -205,23 +205,64 @@ enum Signatures {
     Owned(Vec<Arc<Signature>>),
 }
 
-/// The parsed built-in signatures (once per process).
+/// The built-in signatures (once per process), from the rows build.rs
+/// generated out of `builtin/*.yaml`: no YAML is parsed at run time.
 pub(crate) fn builtin_signatures() -> &'static [Arc<Signature>] {
     static BUILTIN: OnceLock<Vec<Arc<Signature>>> = OnceLock::new();
     BUILTIN.get_or_init(|| {
-        let mut all = Vec::new();
-        for (origin, yaml) in BUILTIN_PARTS {
-            match parse_signatures(yaml, origin, false) {
-                Ok(sigs) => all.extend(sigs),
-                // Tests guarantee the embedded catalogue is valid.
-                Err(e) if cfg!(debug_assertions) => {
-                    panic!("built-in signature catalogue is invalid: {e}")
-                }
-                Err(_) => {}
-            }
-        }
-        all
+        BUILTIN_ROWS
+            .iter()
+            .filter_map(|row| row.signature().map(Arc::new))
+            .collect()
     })
+}
+
+/// One built-in signature as written in its YAML (see build.rs).
+struct BuiltinRow {
+    name: &'static str,
+    class: &'static str,
+    provider: Option<&'static str>,
+    transient: Option<bool>,
+    priority: Option<i64>,
+    generic: Option<bool>,
+    pattern: &'static str,
+    description: Option<&'static str>,
+    examples: &'static [&'static str],
+}
+
+include!(concat!(env!("OUT_DIR"), "/builtin_rows.rs"));
+
+impl BuiltinRow {
+    /// The signature, with the defaults `parse_signatures` applies; `None`
+    /// for a row it would refuse (the tests keep the YAML valid and compare
+    /// every row with the YAML parsed the ordinary way).
+    fn signature(&self) -> Option<Signature> {
+        let class: FailureClass = self.class.trim().parse().ok()?;
+        let priority = match self.priority {
+            Some(p) => i32::try_from(p).ok()?,
+            None => 0,
+        };
+        let name = self.name.trim();
+        if name.is_empty() || self.pattern.trim().is_empty() {
+            return None;
+        }
+        Some(Signature {
+            name: name.to_owned(),
+            class,
+            provider: self
+                .provider
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned),
+            transient: self.transient.unwrap_or_else(|| class.default_transient()),
+            priority,
+            generic: self.generic.unwrap_or(false),
+            pattern: self.pattern.to_owned(),
+            description: self.description.map(str::to_owned),
+            examples: self.examples.iter().map(|e| (*e).to_owned()).collect(),
+            regex: OnceLock::new(),
+        })
+    }
 }
 
 impl Default for Catalogue {
@@ -959,6 +1000,38 @@ mod tests {
         assert!(differ.is_empty(), "judged differently: {differ:#?}");
         let compiled = builtin.compiled.get().expect("built by the first judge");
         assert!(compiled.prefilter.is_some() && compiled.set.is_none());
+    }
+
+    /// The rows build.rs generated are the YAML, parsed the ordinary way,
+    /// field for field.
+    #[test]
+    fn the_generated_rows_are_the_yaml() {
+        let mut parsed = Vec::new();
+        for (origin, yaml) in BUILTIN_PARTS {
+            parsed.extend(parse_signatures(yaml, origin, true).expect("built-in YAML is valid"));
+        }
+        let rows = builtin_signatures();
+        assert_eq!(rows.len(), parsed.len());
+        assert_eq!(BUILTIN_ROWS.len(), parsed.len());
+        for (row, yaml) in rows.iter().zip(&parsed) {
+            let fields = |s: &Signature| {
+                format!(
+                    "{:?}",
+                    (
+                        &s.name,
+                        s.class,
+                        &s.provider,
+                        s.transient,
+                        s.priority,
+                        s.generic,
+                        &s.pattern,
+                        &s.description,
+                        &s.examples,
+                    )
+                )
+            };
+            assert_eq!(fields(row), fields(yaml), "{}", yaml.name);
+        }
     }
 
     #[test]
