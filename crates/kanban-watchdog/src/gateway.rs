@@ -30,24 +30,13 @@ pub fn gateway_process(pid_file: &Path) -> Option<(i32, bool)> {
     Some((parsed.pid, process_matches(parsed.pid, parsed.start_time)))
 }
 
-/// Field 22 of `/proc/<pid>/stat` (start time in clock ticks since boot).
-pub fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_comm = stat.rsplit_once(')')?.1;
-    // Fields after comm start at field 3 (state); start time is field 22.
-    let fields: Vec<&str> = after_comm.split_whitespace().collect();
-    let state = fields.first()?;
-    if *state == "Z" || *state == "X" {
-        return None;
-    }
-    fields.get(19)?.parse().ok()
-}
+pub use crate::process_start::start_time;
 
 fn process_matches(pid: i32, recorded: Option<u64>) -> bool {
     match (start_time(pid), recorded) {
         (None, _) => false,
         (Some(_), None) => true,
-        (Some(actual), Some(want)) => actual == want,
+        (Some(actual), Some(want)) => crate::process_start::same_start(actual, want),
     }
 }
 
@@ -492,7 +481,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(gateway_process(&f), Some((me, true)));
-        std::fs::write(&f, format!("{{\"pid\": {me}, \"start_time\": {}}}", st + 1)).unwrap();
+        // A start time another process would have: one tick later from
+        // /proc, over a second later from `ps` (see process_start.rs).
+        let other = if cfg!(any(not(target_os = "linux"), feature = "portable")) {
+            st + 101
+        } else {
+            st + 1
+        };
+        std::fs::write(&f, format!("{{\"pid\": {me}, \"start_time\": {other}}}")).unwrap();
         assert_eq!(
             gateway_process(&f),
             Some((me, false)),

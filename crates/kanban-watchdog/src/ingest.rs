@@ -159,32 +159,74 @@ fn unique(path: &Path, companions: &[&str]) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// rename(2) that never replaces an existing entry (`renameat2` with
-/// `RENAME_NOREPLACE`); where the filesystem does not support the flag, a
-/// plain rename after [`unique`] checked the name.
+/// rename(2) that never replaces an existing entry: `renameat2` with
+/// `RENAME_NOREPLACE` on Linux, `renamex_np` with `RENAME_EXCL` on macOS;
+/// where the filesystem does not support the flag (or elsewhere, and on
+/// Linux with the `portable` feature), a plain rename after [`unique`]
+/// checked the name.
 fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = |p: &Path| {
-        std::ffi::CString::new(p.as_os_str().as_bytes())
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
-    };
-    let (a, b) = (c(from)?, c(to)?);
-    // SAFETY: both are valid NUL-terminated paths; renameat2 only reads them.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            a.as_ptr(),
-            libc::AT_FDCWD,
-            b.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if rc == 0 {
-        return Ok(());
+    #[cfg(any(
+        all(target_os = "linux", not(feature = "portable")),
+        target_os = "macos"
+    ))]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let c = |p: &Path| {
+            std::ffi::CString::new(p.as_os_str().as_bytes())
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+        };
+        let (a, b) = (c(from)?, c(to)?);
+        // SAFETY: both are valid NUL-terminated paths; the call only reads them.
+        #[cfg(target_os = "linux")]
+        let rc = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                a.as_ptr(),
+                libc::AT_FDCWD,
+                b.as_ptr(),
+                libc::RENAME_NOREPLACE,
+            )
+        };
+        // SAFETY: as above.
+        #[cfg(target_os = "macos")]
+        let rc = unsafe { libc::renamex_np(a.as_ptr(), b.as_ptr(), libc::RENAME_EXCL) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::ENOTSUP) => {}
+            _ => return Err(e),
+        }
     }
-    let e = std::io::Error::last_os_error();
-    match e.raw_os_error() {
-        Some(libc::EINVAL) | Some(libc::ENOSYS) => std::fs::rename(from, to),
-        _ => Err(e),
+    std::fs::rename(from, to)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rename_noreplace;
+
+    #[test]
+    fn rename_noreplace_moves_and_with_the_flag_never_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&a, "first").unwrap();
+        rename_noreplace(&a, &b).unwrap();
+        assert!(!a.exists());
+        assert_eq!(std::fs::read_to_string(&b).unwrap(), "first");
+        std::fs::write(&a, "second").unwrap();
+        let replaced = rename_noreplace(&a, &b);
+        if cfg!(any(
+            all(target_os = "linux", not(feature = "portable")),
+            target_os = "macos"
+        )) {
+            let e = replaced.expect_err("an existing entry is never replaced");
+            assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
+            assert_eq!(std::fs::read_to_string(&b).unwrap(), "first");
+        } else {
+            // The fallback relies on `unique` having checked the name.
+            replaced.unwrap();
+            assert_eq!(std::fs::read_to_string(&b).unwrap(), "second");
+        }
     }
 }

@@ -19,6 +19,7 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod paths;
+pub mod process_start;
 pub mod profiles;
 pub mod replay;
 pub mod requests;
