@@ -212,6 +212,16 @@ impl Board {
         Ok(facts::run_facts(&self.conn, task_id, run_id)?)
     }
 
+    /// SQLite's `PRAGMA data_version`: changes when another connection
+    /// commits to the board, not on this connection's own commits. What the
+    /// watchdog keeps in memory from the board is re-read only when it
+    /// changed (or after its own write).
+    pub fn data_version(&self) -> Result<i64, BoardError> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))?)
+    }
+
     /// Tasks in `ready`, in the dispatcher's order.
     pub fn ready_tasks(&self) -> Result<Vec<ReadyTask>, BoardError> {
         let mut stmt = self.conn.prepare_cached(

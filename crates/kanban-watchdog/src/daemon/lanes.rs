@@ -40,6 +40,19 @@ pub(super) struct Lane {
     pub(super) ready: u64,
     /// The `board_info` series published for it (replaced when it changes).
     pub(super) info_labels: Option<crate::metrics::BoardInfoLabels>,
+    /// The tasks we parked or held on it, as last read, with the board's
+    /// `data_version` then (`None`: read again; set after our own writes
+    /// and a reopen). The board stays the source of truth; an idle board
+    /// is not re-read, so a tick costs the same with 10 or 10,000 parked.
+    parked: Arc<Vec<hermes_board::Parked>>,
+    parked_version: Option<i64>,
+    /// Bumped at every re-read of `parked`.
+    pub(super) parked_gen: u64,
+    /// What the last release pass saw (`parked_gen`, the daemon's
+    /// `health_gen`, the minute) and the earliest due time it left
+    /// waiting: the next pass is skipped while none of them changed.
+    pub(super) release_scan: Option<(u64, u64, i64)>,
+    pub(super) next_due: Option<i64>,
 }
 
 impl Lane {
@@ -56,6 +69,11 @@ impl Lane {
             stalled_reason: None,
             ready: 0,
             info_labels: None,
+            parked: Arc::new(Vec::new()),
+            parked_version: None,
+            parked_gen: 0,
+            release_scan: None,
+            next_due: None,
         }
     }
 
@@ -72,6 +90,30 @@ impl Lane {
         BoardLabels {
             board: self.slug.clone(),
         }
+    }
+
+    /// The tasks we parked or held on this board, re-read only when the
+    /// board changed since the last read.
+    pub(super) fn parked(&mut self) -> Result<Arc<Vec<hermes_board::Parked>>, BoardError> {
+        let Some(board) = self.board.as_ref() else {
+            return Err(BoardError::Busy {
+                path: self.db.clone(),
+                attempts: 0,
+            });
+        };
+        let version = board.data_version()?;
+        if self.parked_version == Some(version) {
+            return Ok(Arc::clone(&self.parked));
+        }
+        self.parked = Arc::new(board.parked()?);
+        self.parked_version = Some(version);
+        self.parked_gen = self.parked_gen.wrapping_add(1);
+        Ok(Arc::clone(&self.parked))
+    }
+
+    /// Our own write, or a new connection: what we keep must be re-read.
+    pub(super) fn board_changed(&mut self) {
+        self.parked_version = None;
     }
 
     /// Whether `path` is this lane's board file.
@@ -213,6 +255,7 @@ impl Daemon {
                 let lane = &mut self.lanes[li];
                 lane.canonical = std::fs::canonicalize(&db).ok();
                 lane.board = Some(b);
+                lane.board_changed();
             }
             Err(e) => self.board_unavailable(li, e.to_string()),
         }
@@ -276,6 +319,7 @@ impl Daemon {
             Err(_) => {}
         }
         if let Ok(WriteOutcome::Applied(change)) = &result {
+            self.lanes[li].board_changed();
             let kind = change.action.to_string();
             *self.counters.board_writes.entry(kind.clone()).or_default() += 1;
             self.shared

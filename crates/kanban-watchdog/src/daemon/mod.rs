@@ -170,6 +170,9 @@ pub struct Daemon {
     /// or parked for them are released at the next check, not at their old
     /// due time.
     heal_now: BTreeSet<String>,
+    /// Bumped at every provider transition and heal: a release pass that
+    /// saw the same generation (and nothing else new) is skipped.
+    health_gen: u64,
 }
 
 impl Daemon {
@@ -256,6 +259,7 @@ impl Daemon {
             last_publish: now - Duration::from_secs(3600),
             gateway: None,
             heal_now: BTreeSet::new(),
+            health_gen: 0,
             paths,
         };
         // Providers still unhealthy from before a restart keep their gauge.

@@ -70,6 +70,7 @@ impl Daemon {
                     // Either way, what we hold or parked for it goes back at
                     // the next check.
                     self.heal_now.insert(provider);
+                    self.health_gen = self.health_gen.wrapping_add(1);
                 }
                 None => tracing::warn!(file = %f.display(), "ignoring unreadable request"),
             }

@@ -17,18 +17,32 @@ impl Daemon {
     }
 
     fn release_due_on(&mut self, li: usize) {
-        let Some(board) = self.lanes[li].board.as_ref() else {
+        if self.lanes[li].board.is_none() {
             return;
-        };
-        let parked = match board.parked() {
+        }
+        let parked = match self.lanes[li].parked() {
             Ok(p) => p,
             Err(e) => {
-                tracing::warn!("cannot list parked tasks: {e}");
+                tracing::warn!(board = %self.lanes[li].slug, "cannot list parked tasks: {e}");
                 return;
             }
         };
         let now = wall();
-        for p in parked {
+        // Nothing that decides a release changed since the last pass (the
+        // board's parked set, provider health, a heal, the earliest due
+        // time): skip it, so an idle tick does not grow with the parked.
+        // (A profile's fallback chain read from its config may change too:
+        // a full pass at least once a minute.)
+        let scan = (self.lanes[li].parked_gen, self.health_gen, now / 60);
+        let lane = &self.lanes[li];
+        if lane.release_scan == Some(scan)
+            && self.heal_now.is_empty()
+            && lane.next_due.is_none_or(|d| now < d)
+        {
+            return;
+        }
+        let mut next_due: Option<i64> = None;
+        for p in parked.iter() {
             let due = p.due_at.is_none_or(|t| t <= now);
             let provider_ok = p
                 .provider
@@ -47,6 +61,9 @@ impl Daemon {
             let releasable =
                 ((due || healed) && provider_ok) || (fallback_ok && p.kind == Kind::Held);
             if !releasable {
+                if let Some(t) = p.due_at.filter(|&t| t > now) {
+                    next_due = Some(next_due.map_or(t, |d| d.min(t)));
+                }
                 continue;
             }
             let why = if healed && !due && provider_ok {
@@ -73,6 +90,9 @@ impl Daemon {
                 return;
             }
         }
+        let lane = &mut self.lanes[li];
+        lane.release_scan = Some(scan);
+        lane.next_due = next_due;
     }
 
     /// Tasks we steered through their own model/provider override (Hermes

@@ -5,6 +5,7 @@ use super::*;
 impl Daemon {
     pub(super) fn on_transition(&mut self, t: &Transition) {
         self.state_dirty = true;
+        self.health_gen = self.health_gen.wrapping_add(1);
         let key = format!("provider_unhealthy:{}", t.provider());
         match t {
             Transition::MarkedUnhealthy {

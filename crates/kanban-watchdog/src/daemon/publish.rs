@@ -80,19 +80,16 @@ impl Daemon {
         for lane in &mut self.lanes {
             let labels = lane.labels();
             board_info_metric(m, lane);
-            let mine: Vec<ParkedStatus> = lane
-                .board
-                .as_ref()
-                .and_then(|b| b.parked().ok())
-                .unwrap_or_default()
-                .into_iter()
+            let list = lane.parked().unwrap_or_default();
+            let mine: Vec<ParkedStatus> = list
+                .iter()
                 .map(|p| ParkedStatus {
-                    task: p.task_id,
+                    task: p.task_id.clone(),
                     board: lane.slug.clone(),
                     kind: p.kind.as_str().to_string(),
                     due_at: p.due_at,
-                    provider: p.provider,
-                    reason: p.reason,
+                    provider: p.provider.clone(),
+                    reason: p.reason.clone(),
                 })
                 .collect();
             m.parked_tasks.get_or_create(&labels).set(mine.len() as i64);
