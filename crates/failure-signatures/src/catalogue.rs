@@ -394,6 +394,18 @@ impl Catalogue {
     /// Blank input costs nothing; the regexes are compiled on the first call
     /// with non-blank text.
     pub fn judge(&self, streams: &[&str], ctx: &ClassifyContext) -> Judgement {
+        self.judge_inner(streams, || ctx.clone(), false)
+    }
+
+    /// Like [`Catalogue::judge`], with the context built only when a
+    /// signature won: finding the local time zone walks the zoneinfo
+    /// database (about a millisecond), which output with no failure in it
+    /// never needs.
+    pub fn judge_lazily(
+        &self,
+        streams: &[&str],
+        ctx: impl FnOnce() -> ClassifyContext,
+    ) -> Judgement {
         self.judge_inner(streams, ctx, false)
     }
 
@@ -401,10 +413,15 @@ impl Catalogue {
     /// only before the end of their stream (mentions that did not count).
     /// Slower on long output: for `explain`, not for the shim.
     pub fn judge_with_mentions(&self, streams: &[&str], ctx: &ClassifyContext) -> Judgement {
-        self.judge_inner(streams, ctx, true)
+        self.judge_inner(streams, || ctx.clone(), true)
     }
 
-    fn judge_inner(&self, streams: &[&str], ctx: &ClassifyContext, mentions: bool) -> Judgement {
+    fn judge_inner(
+        &self,
+        streams: &[&str],
+        ctx: impl FnOnce() -> ClassifyContext,
+        mentions: bool,
+    ) -> Judgement {
         let mut judgement = Judgement::default();
         let sigs = self.sigs();
         if sigs.is_empty() || streams.iter().all(|t| t.trim().is_empty()) {
@@ -482,6 +499,8 @@ impl Catalogue {
             }
         }
         accepted.sort_by_key(|&(rank, stream, _, start)| (rank, Reverse(stream), Reverse(start)));
+        // Built once, for the winner only.
+        let mut ctx = Some(ctx);
         let winner_name = accepted
             .first()
             .and_then(|&(_, _, i, _)| sigs.get(i))
@@ -490,7 +509,9 @@ impl Catalogue {
             let Some(sig) = sigs.get(i) else { continue };
             let text = streams.get(stream).copied().unwrap_or_default();
             if n == 0 {
-                judgement.winner = Some(build_classification(sig, text, start, ctx));
+                if let Some(ctx) = ctx.take() {
+                    judgement.winner = Some(build_classification(sig, text, start, &ctx()));
+                }
                 judgement.candidates.push(candidate(
                     sig,
                     stream,
@@ -1000,6 +1021,27 @@ mod tests {
         assert!(differ.is_empty(), "judged differently: {differ:#?}");
         let compiled = builtin.compiled.get().expect("built by the first judge");
         assert!(compiled.prefilter.is_some() && compiled.set.is_none());
+    }
+
+    #[test]
+    fn the_lazy_context_is_built_only_for_a_winner() {
+        let cat = Catalogue::builtin();
+        let ctx = ClassifyContext::new(
+            jiff::Timestamp::from_second(1_780_858_305).expect("valid"),
+            jiff::tz::TimeZone::UTC,
+        );
+        let clean = "Error: something failed\nstep 3 passed\n";
+        let judged = cat.judge_lazily(&[clean, ""], || panic!("no winner, no context"));
+        assert_eq!(judged, cat.judge(&[clean, ""], &ctx));
+        let failed = "HTTP 429: The usage limit has been reached. resets_at: 1780861905";
+        let mut built = 0;
+        let judged = cat.judge_lazily(&["", failed], || {
+            built += 1;
+            ctx.clone()
+        });
+        assert_eq!(built, 1);
+        assert!(judged.winner.is_some());
+        assert_eq!(judged, cat.judge(&["", failed], &ctx));
     }
 
     /// The rows build.rs generated are the YAML, parsed the ordinary way,

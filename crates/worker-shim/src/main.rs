@@ -394,8 +394,8 @@ impl Run {
             say(&w);
         }
         let failure = report::classify(&catalogue, &outcome.stdout, &outcome.stderr, || {
-            // Only built when there is text: finding the local zone walks
-            // the zoneinfo database (about a millisecond).
+            // Only built when a signature won: finding the local zone
+            // walks the zoneinfo database (about a millisecond).
             ClassifyContext {
                 now: ended_at,
                 local_tz: jiff::tz::TimeZone::system(),

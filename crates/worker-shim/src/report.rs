@@ -61,7 +61,7 @@ pub fn classify(
         return None;
     }
     catalogue
-        .judge(&[&stdout, &stderr], &ctx())
+        .judge_lazily(&[&stdout, &stderr], ctx)
         .winner
         .map(|mut c| {
             c.matched_line = redact(&c.matched_line).into_owned();
