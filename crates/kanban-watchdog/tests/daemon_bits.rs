@@ -5,10 +5,9 @@
 
 mod common;
 
-use std::io::Write;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -18,53 +17,10 @@ use kanban_watchdog::status::Status;
 
 const T: Duration = Duration::from_secs(30);
 
-/// A prerequisite missing: under CI a failure, locally "SKIPPED".
-fn missing(why: &str) {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("prerequisite missing under CI=true: {why}");
-    }
-    eprintln!("SKIPPED: {why}");
-}
-
-/// A 64 KiB tmpfs mounted over `dir` (needs root or CAP_SYS_ADMIN).
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path) -> Option<Tmpfs> {
-        std::fs::create_dir_all(dir).unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs"])
-            .arg(dir)
-            .output();
-        let why = match out {
-            Ok(o) if o.status.success() => return Some(Tmpfs(dir.to_path_buf())),
-            Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
-            Err(e) => e.to_string(),
-        };
-        missing(&format!(
-            "cannot mount a tmpfs (needs root or CAP_SYS_ADMIN): {why}"
-        ));
-        None
-    }
-
-    fn fill(&self) {
-        let mut f = std::fs::File::create(self.0.join("filler")).unwrap();
-        let chunk = [0x55u8; 1024];
-        while f.write_all(&chunk).is_ok() {}
-        let _ = f.write_all(b"x");
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn a_failed_audit_append_is_counted_in_its_own_metric() {
     let mut h = Harness::new();
-    let Some(fs) = Tmpfs::mount(&h.state) else {
+    let Some(fs) = Tmpfs::mount(&h.state, "64k") else {
         return;
     };
     h.start();
@@ -176,6 +132,8 @@ fn status_reads_http_addr_and_state_json_only_from_a_private_state_directory() {
         .unwrap();
         assert_refused(&status_cmd(&theirs), &listener, "a state dir of uid 65534");
     } else {
-        missing("the other-owner case needs root to chown a directory to another user");
+        prerequisite_missing(
+            "the other-owner case needs root to chown a directory to another user",
+        );
     }
 }

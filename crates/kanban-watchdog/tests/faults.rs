@@ -75,62 +75,6 @@ fn events_for_record(h: &Harness, record_id: &str) -> i64 {
         .unwrap()
 }
 
-/// A tmpfs mounted for the test, unmounted on drop. `None` (with a printed
-/// reason) when mounting is not permitted here.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(dir).unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700")])
-            .arg("tmpfs")
-            .arg(dir)
-            .output();
-        match out {
-            Ok(o) if o.status.success() => Some(Tmpfs(dir.to_path_buf())),
-            Ok(o) => {
-                prerequisite_missing(&format!(
-                    "cannot mount a tmpfs at {} (not root or no CAP_SYS_ADMIN?): {}",
-                    dir.display(),
-                    String::from_utf8_lossy(&o.stderr).trim()
-                ));
-                None
-            }
-            Err(e) => {
-                prerequisite_missing(&format!("cannot run mount: {e}"));
-                None
-            }
-        }
-    }
-
-    /// Writes a filler file until the filesystem is full.
-    fn fill(&self) {
-        let mut f = std::fs::File::create(self.0.join("filler")).unwrap();
-        let chunk = [0x55u8; 1024];
-        loop {
-            match f.write_all(&chunk) {
-                Ok(()) => {}
-                Err(e) => {
-                    assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
-                    break;
-                }
-            }
-        }
-        // Whatever fits in a partial page is gone too.
-        let _ = f.write_all(b"x");
-        let probe = std::fs::write(self.0.join("probe"), [0u8; 512]);
-        assert!(probe.is_err(), "the filesystem is full");
-        let _ = std::fs::remove_file(self.0.join("probe"));
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 /// Starts the watchdog like `Harness::start` but with extra environment.
 fn start_with_env(h: &mut Harness, env: &[(&str, &str)]) {
     if !h.config.exists() {

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -258,54 +257,10 @@ fn a_record_with_absurd_retry_times_parks_the_task_within_the_max_cooldown() {
     assert!(!h.stderr().contains("panicked"), "{}", h.stderr());
 }
 
-/// A tmpfs mounted for the test, unmounted on drop. `None` when mounting is
-/// not possible here (then SKIPPED locally, a failure under CI).
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path) -> Option<Tmpfs> {
-        std::fs::create_dir_all(dir).unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs"])
-            .arg(dir)
-            .output();
-        let why = match out {
-            Ok(o) if o.status.success() => return Some(Tmpfs(dir.to_path_buf())),
-            Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
-            Err(e) => e.to_string(),
-        };
-        let why = format!("cannot mount a tmpfs (needs root or CAP_SYS_ADMIN): {why}");
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("prerequisite missing under CI=true: {why}");
-        }
-        eprintln!("SKIPPED: {why}");
-        None
-    }
-
-    fn fill(&self) {
-        let mut f = std::fs::File::create(self.0.join("filler")).unwrap();
-        let chunk = [0x55u8; 1024];
-        while f.write_all(&chunk).is_ok() {}
-        let _ = f.write_all(b"x");
-        assert!(std::fs::write(self.0.join("probe"), [0u8; 512]).is_err());
-        let _ = std::fs::remove_file(self.0.join("probe"));
-    }
-
-    fn free(&self) {
-        std::fs::remove_file(self.0.join("filler")).unwrap();
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn a_failed_audit_append_after_a_committed_write_still_counts_the_write_and_keeps_the_line() {
     let mut h = Harness::new();
-    let Some(fs) = Tmpfs::mount(&h.state) else {
+    let Some(fs) = Tmpfs::mount(&h.state, "64k") else {
         return;
     };
     h.start();

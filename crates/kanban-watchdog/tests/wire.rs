@@ -343,10 +343,7 @@ fn the_wired_hermes_runs_the_real_one_through_the_real_shim() {
         let why = "the end-to-end assertion: no worker-shim binary found or built \
                    (run `cargo build -p worker-shim` first)";
         // Under CI the test command builds every binary first: never a silent pass.
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("prerequisite missing under CI=true: {why}");
-        }
-        eprintln!("SKIPPED {why}");
+        test_support::prerequisite_missing(why);
         return;
     };
     let f = Fixture::new();

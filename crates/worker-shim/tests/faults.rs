@@ -1,11 +1,13 @@
 //! Issue 9: faults around the real `worker-shim` binary — the shim itself
 //! SIGKILLed, and a record directory on a full filesystem.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use test_support::{Tmpfs, wait_for};
 
 const SHIM: &str = env!("CARGO_BIN_EXE_worker-shim");
 
@@ -19,14 +21,6 @@ fn shim(record_dir: &Path) -> Command {
         .env_remove("HERMES_KANBAN_TASK")
         .env_remove("HERMES_KANBAN_RUN_ID");
     cmd
-}
-
-fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 fn proc_alive(pid: i32) -> bool {
@@ -90,7 +84,7 @@ fn a_sigkilled_shim_is_a_signal_death_to_its_parent_and_its_worker_dies_with_it(
         "the dispatcher still sees a failed run"
     );
     // PR_SET_PDEATHSIG: the worker does not outlive its shim.
-    wait_until(
+    wait_for(
         "the worker to die with its shim",
         Duration::from_secs(10),
         || !proc_alive(worker),
@@ -118,7 +112,7 @@ fn a_sigkilled_shim_leaves_no_grandchild_of_its_worker_running() {
     assert!(proc_alive(grandchild));
     // The group guard is started for workers still running after 20 ms.
     let shim_pid = child.id();
-    wait_until("the group guard", Duration::from_secs(10), || {
+    wait_for("the group guard", Duration::from_secs(10), || {
         // Children of any of the shim's threads.
         std::fs::read_dir(format!("/proc/{shim_pid}/task"))
             .map(|tasks| {
@@ -154,58 +148,11 @@ fn a_sigkilled_shim_leaves_no_grandchild_of_its_worker_running() {
     );
 }
 
-/// A tmpfs mounted for the test, unmounted on drop; `None` (with a printed
-/// "SKIPPED: reason") where mounting is not permitted. Under CI (`CI=true`,
-/// root) a tmpfs that cannot be mounted fails the test: it must never pass
-/// without running.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path) -> Option<Tmpfs> {
-        std::fs::create_dir_all(dir).unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs"])
-            .arg(dir)
-            .output();
-        let why = match out {
-            Ok(o) if o.status.success() => return Some(Tmpfs(dir.to_path_buf())),
-            Ok(o) => format!(
-                "cannot mount a tmpfs at {} (not root or no CAP_SYS_ADMIN?): {}",
-                dir.display(),
-                String::from_utf8_lossy(&o.stderr).trim()
-            ),
-            Err(e) => format!("cannot run mount: {e}"),
-        };
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-        assert!(!ci, "prerequisite missing under CI: {why}");
-        eprintln!("SKIPPED: {why}");
-        None
-    }
-
-    fn fill(&self) {
-        let mut f = std::fs::File::create(self.0.join("filler")).unwrap();
-        let chunk = [0x55u8; 1024];
-        while f.write_all(&chunk).is_ok() {}
-        let _ = f.write_all(b"x");
-        assert!(
-            std::fs::write(self.0.join("probe"), [0u8; 512]).is_err(),
-            "the filesystem is full"
-        );
-        let _ = std::fs::remove_file(self.0.join("probe"));
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn a_full_record_filesystem_passes_the_exit_code_through_and_says_why() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("records");
-    let Some(fs) = Tmpfs::mount(&dir) else {
+    let Some(fs) = Tmpfs::mount(&dir, "64k") else {
         return;
     };
     fs.fill();

@@ -15,6 +15,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use test_support::prerequisite_missing as missing_prerequisite;
 
 fn shim_bin() -> PathBuf {
     std::env::var_os("WORKER_SHIM_UNDER_TEST")
@@ -131,16 +132,6 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// A prerequisite is missing: fail under CI, print SKIPPED locally.
-fn missing_prerequisite(why: &str) {
-    assert!(!in_ci(), "prerequisite missing under CI: {why}");
-    eprintln!("SKIPPED: {why}");
 }
 
 // ---------------------------------------------------------------------

@@ -7,6 +7,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use test_support::wait_for;
 
 const SHIM: &str = env!("CARGO_BIN_EXE_worker-shim");
 
@@ -41,14 +42,6 @@ fn only_record(dir: &Path) -> Value {
     let mut all = records(dir);
     assert_eq!(all.len(), 1, "expected exactly one record in {dir:?}");
     all.remove(0)
-}
-
-fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 fn sh(script: &str) -> Vec<String> {
@@ -409,7 +402,7 @@ fn sigterm_reaches_grandchildren_of_a_shell_worker() {
     )
     .unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(143));
-    wait_until("the grandchild to die", Duration::from_secs(10), || {
+    wait_for("the grandchild to die", Duration::from_secs(10), || {
         !proc_alive(grandchild)
     });
 }
@@ -439,7 +432,7 @@ fn a_sigkilled_shim_does_not_leave_its_worker_running() {
     assert!(proc_alive(worker));
     child.kill().unwrap();
     child.wait().unwrap();
-    wait_until(
+    wait_for(
         "the worker to die with its shim",
         Duration::from_secs(10),
         || !proc_alive(worker),

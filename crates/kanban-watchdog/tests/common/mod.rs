@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use exit_record::{
     ExitInfo, ExitRecord, SCHEMA_NAME, SCHEMA_VERSION, StreamCapture, TaskContext, WriteOptions,
@@ -16,6 +16,8 @@ use exit_record::{
 use failure_signatures::{Classification, FailureClass};
 use hermes_board::testkit;
 use serde_json::Value;
+#[allow(unused_imports)]
+pub use test_support::{Tmpfs, prerequisite_missing, wait_for, wait_until};
 
 pub const WATCHDOG: &str = env!("CARGO_BIN_EXE_kanban-watchdog");
 
@@ -30,32 +32,8 @@ pub fn shim_bin() -> PathBuf {
     p
 }
 
-/// A test whose prerequisite is missing never passes silently: under CI
-/// (`CI=true`, where .ci/run provides every prerequisite) it fails; anywhere
-/// else it says SKIPPED and the caller returns.
-pub fn prerequisite_missing(why: &str) {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("prerequisite missing under CI=true: {why}");
-    }
-    eprintln!("SKIPPED: {why}");
-}
-
 pub fn now() -> i64 {
     jiff::Timestamp::now().as_second()
-}
-
-pub fn wait_until<T>(what: &str, timeout: Duration, mut cond: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = cond() {
-            return v;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 pub struct Harness {

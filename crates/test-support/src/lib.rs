@@ -1,0 +1,21 @@
+//! What the workspace's tests share. Only ever a dev-dependency: nothing
+//! here ships.
+//!
+//! - [`wait_until`] / [`wait_for`]: poll a condition with a timeout (never
+//!   a bare sleep).
+//! - [`prerequisite_missing`]: a test whose prerequisite is missing fails
+//!   under CI and says SKIPPED elsewhere.
+//! - [`Tmpfs`]: a small filesystem that can be filled up.
+//! - [`board`]: real Hermes-schema boards (`hermes_board::testkit`).
+
+mod prerequisite;
+mod tmpfs;
+mod wait;
+
+pub use prerequisite::{in_ci, prerequisite_missing};
+pub use tmpfs::Tmpfs;
+pub use wait::{wait_for, wait_until};
+
+/// Real Hermes-schema boards: create, connect, add and claim tasks, read
+/// statuses and events.
+pub use hermes_board::testkit as board;
