@@ -377,6 +377,71 @@ impl Board {
         self.write(|tx, now| writes::park(tx, req, &info, now))
     }
 
+    /// Parks several tasks in one `BEGIN IMMEDIATE` transaction (one
+    /// commit, one WAL sync for the lot), each request guarded as
+    /// [`Board::park`] guards it, inside its own savepoint: a request the
+    /// board refuses (stale) leaves nothing behind and the others still
+    /// apply. A lock fails the whole batch (nothing applied); it is retried
+    /// as a whole.
+    pub fn park_batch(&mut self, reqs: &[ParkRequest]) -> Result<Vec<WriteOutcome>, BoardError> {
+        if self.read_only {
+            return Err(BoardError::ReadOnly {
+                path: self.path.clone(),
+            });
+        }
+        if self.file_replaced() {
+            return Err(BoardError::Replaced {
+                path: self.path.clone(),
+            });
+        }
+        let info = self.info.clone();
+        let dry_run = self.opts.dry_run;
+        let now = jiff::Timestamp::now().as_second();
+        let result = (|| -> rusqlite::Result<Vec<WriteOutcome>> {
+            let mut tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut outcomes = Vec::with_capacity(reqs.len());
+            for req in reqs {
+                let sp = tx.savepoint()?;
+                let mut outcome = writes::park(&sp, req, &info, now)?;
+                if !dry_run && matches!(outcome, WriteOutcome::Applied(_)) {
+                    sp.commit()?;
+                } else {
+                    // Its default drop behaviour: roll back, then release.
+                    sp.finish()?;
+                }
+                if let WriteOutcome::Applied(change) = &mut outcome {
+                    change.dry_run = dry_run;
+                }
+                outcomes.push(outcome);
+            }
+            tx.commit()?;
+            Ok(outcomes)
+        })();
+        let outcomes = match result {
+            Ok(o) => o,
+            Err(e) if is_busy(&e) => {
+                self.busy_retries += 1;
+                return Err(BoardError::Busy {
+                    path: self.path.clone(),
+                    attempts: 1,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(audit) = &mut self.audit
+            && !dry_run
+        {
+            for outcome in &outcomes {
+                if let WriteOutcome::Applied(change) = outcome {
+                    audit.append(change);
+                }
+            }
+        }
+        Ok(outcomes)
+    }
+
     /// Moves a task we parked back to `ready` (`review` when its run was
     /// claimed from the review lane; `todo` when a parent is not done, as
     /// Hermes' own unblock does).

@@ -2,7 +2,7 @@
 //! IMMEDIATE` transaction opened by [`crate::Board`]; it re-reads the task,
 //! checks the guard, writes, and appends its event.
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::json;
 
 use crate::caps::BoardInfo;
@@ -36,7 +36,7 @@ pub(crate) fn record_applied(
         .is_some())
 }
 
-fn load(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<Option<TaskRow>> {
+fn load(tx: &Connection, id: &str) -> rusqlite::Result<Option<TaskRow>> {
     tx.query_row(
         &format!("SELECT {} FROM tasks WHERE id = ?1", TaskRow::COLUMNS),
         [id],
@@ -60,7 +60,7 @@ fn stale(status: Option<&str>, why: impl Into<String>) -> WriteOutcome {
     }
 }
 
-fn newest_run_id(tx: &Transaction<'_>, task_id: &str) -> rusqlite::Result<Option<i64>> {
+fn newest_run_id(tx: &Connection, task_id: &str) -> rusqlite::Result<Option<i64>> {
     tx.query_row(
         "SELECT MAX(id) FROM task_runs WHERE task_id = ?1",
         [task_id],
@@ -75,7 +75,7 @@ fn newest_run_id(tx: &Transaction<'_>, task_id: &str) -> rusqlite::Result<Option
 /// whose run was claimed from `review` lands in `review` instead of
 /// `ready`, as 0.22's `unblock_task` resumes it.
 fn unblocked_status(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     task_id: &str,
     info: &BoardInfo,
     resume_review: bool,
@@ -113,7 +113,7 @@ fn clear_fingerprint(info: &BoardInfo, table: &str) -> &'static str {
 
 /// Closes a run that is still open, as Hermes' `_end_run` does.
 fn end_run(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     info: &BoardInfo,
     run_id: i64,
     status: &str,
@@ -139,7 +139,7 @@ fn end_run(
 /// time was already waited for by the park. The one-second step keeps ours
 /// the newest even when both ended in the same second.
 fn synthesize_ended_run(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     task: &TaskRow,
     summary: &str,
     now: i64,
@@ -161,7 +161,7 @@ fn synthesize_ended_run(
 /// A run still pointed at by a task that is not running is closed as
 /// `reclaimed`, as Hermes' unblock does.
 fn close_dangling_run(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     info: &BoardInfo,
     task: &TaskRow,
     now: i64,
@@ -180,7 +180,7 @@ fn close_dangling_run(
 }
 
 fn append_event(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     task_id: &str,
     run_id: Option<i64>,
     kind: &str,
@@ -195,7 +195,7 @@ fn append_event(
 }
 
 pub(crate) fn park(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     req: &ParkRequest,
     info: &BoardInfo,
     now: i64,
@@ -392,7 +392,7 @@ pub(crate) fn park(
 }
 
 pub(crate) fn release(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     req: &ReleaseRequest,
     info: &BoardInfo,
     now: i64,
@@ -480,7 +480,7 @@ pub(crate) fn release(
 /// (or the one we set before). Returns what goes into the event: the
 /// override set, or why none was.
 fn steer_natively(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     task: &TaskRow,
     req: &ParkRequest,
     info: &BoardInfo,
@@ -588,7 +588,7 @@ pub(crate) fn steered(conn: &Connection) -> rusqlite::Result<Vec<Steered>> {
 /// Clears the override we set, only while the task still holds exactly
 /// it and nobody set another since.
 pub(crate) fn clear_override(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     req: &ClearOverride,
     now: i64,
 ) -> rusqlite::Result<WriteOutcome> {

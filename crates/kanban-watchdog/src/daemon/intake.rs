@@ -29,24 +29,33 @@ impl Daemon {
         };
         let total = files.len();
         let mut waiting = 0usize;
+        let mut batch: Vec<PendingPark> = Vec::new();
         for (i, path) in files.iter().enumerate() {
             if self.shared.stopping.load(Ordering::Relaxed) {
+                self.flush_parks(&mut batch);
                 tracing::info!(
                     "shutting down: {} record(s) left for the next start",
                     total - i
                 );
                 return;
             }
-            if self.handle_record_file(path) == RecordPass::Waiting {
+            if self.handle_record_file(path, &mut batch) == RecordPass::Waiting {
                 waiting += 1;
             }
         }
+        self.flush_parks(&mut batch);
         if waiting > 0 {
             tracing::debug!("{waiting} record(s) wait for a locked board");
         }
     }
 
-    pub(super) fn handle_record_file(&mut self, path: &Path) -> RecordPass {
+    /// Reads, judges and (for a record that parks its task) queues one
+    /// record in `batch`; everything else is finished here.
+    pub(super) fn handle_record_file(
+        &mut self,
+        path: &Path,
+        batch: &mut Vec<PendingPark>,
+    ) -> RecordPass {
         let record = match self.records.read(path) {
             Ok(r) => r,
             Err(e) if e.is_transient() || still_being_written(path, &e) => {
@@ -78,23 +87,34 @@ impl Daemon {
             // Its board is locked: the record waits, in order, for the retry.
             return RecordPass::Waiting;
         }
+        // A batch holds one board's parks of distinct tasks: a record for
+        // another board, or for a task already in it, is judged only after
+        // the batch is on the board (its facts must see that park).
+        let same_task =
+            |p: &PendingPark| p.req.task_id.as_str() == record.task.id.as_deref().unwrap_or("");
+        if batch.first().is_some_and(|p| Some(p.lane) != lane)
+            || batch.iter().any(same_task)
+            || batch.len() >= PARK_BATCH_MAX
+        {
+            self.flush_parks(batch);
+            if let Some(li) = lane
+                && self.lanes[li].busy.is_some()
+            {
+                return RecordPass::Waiting;
+            }
+        }
         match self.apply_record(&record, lane) {
-            Ok(()) => {
-                if let Err(e) = self.records.mark_done(path) {
-                    tracing::error!(
-                        "cannot move handled record {} to done/: {e}",
-                        path.display()
-                    );
-                    return RecordPass::Continue;
-                }
-                self.shared.metrics.records_handled.inc();
-                self.counters.records_handled += 1;
-                if let Some(skip) = &record.skipped {
-                    // The shim did not start a worker whose provider is held.
-                    tracing::info!(record = %record.id, provider = %skip.provider, "a worker run was skipped by the shim: {}", skip.reason);
-                    self.shared.metrics.providers_skipped.inc();
-                    self.counters.providers_skipped += 1;
-                }
+            Ok(None) => {
+                self.record_done(path, &record);
+                RecordPass::Continue
+            }
+            Ok(Some((li, req))) => {
+                batch.push(PendingPark {
+                    path: path.to_path_buf(),
+                    record,
+                    lane: li,
+                    req,
+                });
                 RecordPass::Continue
             }
             Err(e) if e.is_transient() => {
@@ -143,7 +163,7 @@ impl Daemon {
         &mut self,
         record: &ExitRecord,
         lane: Option<usize>,
-    ) -> Result<(), BoardError> {
+    ) -> Result<Option<(usize, ParkRequest)>, BoardError> {
         let now = wall();
         let chain = self.chain_for(record.task.profile.as_deref());
         let (facts, retries_used) = match record.task.id.clone() {
@@ -193,7 +213,7 @@ impl Daemon {
             (record.task.id.clone(), record.task.run_id, lane)
         else {
             // No task, or a board this watchdog does not watch: health only.
-            return Ok(());
+            return Ok(None);
         };
         let reason = d.reason.clone().unwrap_or_default();
         let mut req = ParkRequest {
@@ -208,7 +228,7 @@ impl Daemon {
             reason: reason.clone(),
         };
         match d.board {
-            BoardPlan::Nothing(_) => return Ok(()),
+            BoardPlan::Nothing(_) => return Ok(None),
             BoardPlan::Park { due_at } => {
                 req.due_at = due_at;
                 req.reason = format!(
@@ -235,13 +255,56 @@ impl Daemon {
                 );
             }
         }
-        match self.board_write(li, |b| b.park(&req))? {
-            WriteOutcome::Stale { status, why } => {
-                tracing::info!(task = %task_id, record = %record.id, status = status.as_deref().unwrap_or("-"), "stale record, board untouched: {why}");
+        Ok(Some((li, req)))
+    }
+
+    /// Writes the queued parks of one board in one transaction, then moves
+    /// their records to `done/`. A locked board leaves them all in the
+    /// record directory for the retry (nothing of the batch was applied).
+    pub(super) fn flush_parks(&mut self, batch: &mut Vec<PendingPark>) {
+        let Some(li) = batch.first().map(|p| p.lane) else {
+            return;
+        };
+        let reqs: Vec<ParkRequest> = batch.iter().map(|p| p.req.clone()).collect();
+        match self.board_write_many(li, |b| b.park_batch(&reqs)) {
+            Ok(outcomes) => {
+                for (p, outcome) in batch.drain(..).zip(outcomes) {
+                    if let WriteOutcome::Stale { status, why } = outcome {
+                        tracing::info!(task = %p.req.task_id, record = %p.record.id, status = status.as_deref().unwrap_or("-"), "stale record, board untouched: {why}");
+                    }
+                    self.record_done(&p.path, &p.record);
+                }
             }
-            WriteOutcome::AlreadyApplied | WriteOutcome::Applied(_) => {}
+            Err(e) => {
+                // Left in place: retried by the loop (a lock) or at the
+                // next event or tick, never skipped.
+                tracing::warn!(
+                    board = %self.lanes[li].slug,
+                    "{} record(s) will be retried: {e}",
+                    batch.len()
+                );
+                batch.clear();
+            }
         }
-        Ok(())
+    }
+
+    /// A handled record: to `done/`, counted.
+    fn record_done(&mut self, path: &Path, record: &ExitRecord) {
+        if let Err(e) = self.records.mark_done(path) {
+            tracing::error!(
+                "cannot move handled record {} to done/: {e}",
+                path.display()
+            );
+            return;
+        }
+        self.shared.metrics.records_handled.inc();
+        self.counters.records_handled += 1;
+        if let Some(skip) = &record.skipped {
+            // The shim did not start a worker whose provider is held.
+            tracing::info!(record = %record.id, provider = %skip.provider, "a worker run was skipped by the shim: {}", skip.reason);
+            self.shared.metrics.providers_skipped.inc();
+            self.counters.providers_skipped += 1;
+        }
     }
 
     /// What the board says about a record's run: our board (through our
@@ -353,6 +416,18 @@ pub(super) fn still_being_written(path: &Path, e: &exit_record::RecordError) -> 
         .and_then(|m| m.elapsed().ok())
         .is_some_and(|age| age < Duration::from_secs(2));
     truncated && fresh
+}
+
+/// At most this many parks go into one board transaction.
+const PARK_BATCH_MAX: usize = 256;
+
+/// A park decided for a record, queued to be written with others of its
+/// board in one transaction; the record moves to `done/` after that.
+pub(super) struct PendingPark {
+    path: PathBuf,
+    record: ExitRecord,
+    lane: usize,
+    req: ParkRequest,
 }
 
 /// Whether the record pass goes on to the next record.

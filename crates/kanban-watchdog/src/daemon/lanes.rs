@@ -288,6 +288,16 @@ impl Daemon {
         li: usize,
         op: impl FnOnce(&mut Board) -> Result<WriteOutcome, BoardError>,
     ) -> Result<WriteOutcome, BoardError> {
+        let mut outcomes = self.board_write_many(li, |b| op(b).map(|o| vec![o]))?;
+        Ok(outcomes.pop().unwrap_or(WriteOutcome::AlreadyApplied))
+    }
+
+    /// [`Daemon::board_write`] for a transaction of several writes.
+    pub(super) fn board_write_many(
+        &mut self,
+        li: usize,
+        op: impl FnOnce(&mut Board) -> Result<Vec<WriteOutcome>, BoardError>,
+    ) -> Result<Vec<WriteOutcome>, BoardError> {
         self.shared
             .alive
             .store(wall(), std::sync::atomic::Ordering::Relaxed);
@@ -318,7 +328,11 @@ impl Daemon {
             Ok(_) => self.note_board_free(li),
             Err(_) => {}
         }
-        if let Ok(WriteOutcome::Applied(change)) = &result {
+        let applied = result.iter().flatten().filter_map(|o| match o {
+            WriteOutcome::Applied(change) => Some(change),
+            _ => None,
+        });
+        for change in applied {
             self.lanes[li].board_changed();
             let kind = change.action.to_string();
             *self.counters.board_writes.entry(kind.clone()).or_default() += 1;
