@@ -87,7 +87,10 @@ fn the_group_guard_learns_of_the_shims_death_the_way_this_build_says() {
             .filter_map(|e| std::fs::read_link(e.path()).ok())
             .map(|l| l.to_string_lossy().into_owned())
             .collect();
-        assert!(fds.contains(&stdin), "the shim holds the other end: {fds:?}");
+        assert!(
+            fds.contains(&stdin),
+            "the shim holds the other end: {fds:?}"
+        );
         // ... and the worker does not (close-on-exec), or the shim's death
         // would never close it.
         let worker = children(child.0.id())
