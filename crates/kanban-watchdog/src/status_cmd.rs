@@ -284,8 +284,13 @@ pub fn render(s: &Status, source: &Source, now: i64) -> String {
         None => "no progress seen yet".into(),
     };
     let _ = writeln!(w, "  heartbeat      {progress}");
+    // An idle Hermes dispatcher logs nothing and writes no events: its
+    // next cycle cannot be seen, and is never "overdue".
     let next = match d.next_cycle_at {
+        _ if d.state == "idle" => "not observable while idle".into(),
         Some(t) if t >= now => fmt_relative(t, now),
+        // The snapshot is a check old: a few seconds late is not overdue.
+        Some(t) if now - t <= d.interval_s.ceil() as i64 + 5 => "due now".into(),
         Some(t) => format!("overdue by {}", fmt_duration(now - t)),
         None => "unknown".into(),
     };
@@ -787,6 +792,31 @@ mod tests {
             out.contains("journal delete; optional columns tasks.provider_override; Hermes features review_lane,exit_78,exit_trailer,archived_parent_done"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn an_idle_dispatcher_is_never_called_overdue_and_a_snapshot_a_check_old_is_due_now() {
+        let now = 10_000;
+        let mut s = Status::default();
+        s.dispatcher.interval_s = 2.0;
+        s.dispatcher.state = "idle".into();
+        s.dispatcher.next_cycle_at = Some(now - 600);
+        let src = Source::Daemon {
+            url: "http://127.0.0.1:9464".into(),
+        };
+        let out = render(&s, &src, now);
+        assert!(
+            out.contains("next cycle     not observable while idle"),
+            "{out}"
+        );
+        assert!(!out.contains("overdue"), "{out}");
+        s.dispatcher.state = "ok".into();
+        s.dispatcher.next_cycle_at = Some(now - 4);
+        let out = render(&s, &src, now);
+        assert!(out.contains("next cycle     due now"), "{out}");
+        s.dispatcher.next_cycle_at = Some(now - 60);
+        let out = render(&s, &src, now);
+        assert!(out.contains("next cycle     overdue by 1m"), "{out}");
     }
 
     #[test]
