@@ -24,6 +24,7 @@ use exit_record::{
     ExitInfo, ExitRecord, SCHEMA_NAME, SCHEMA_VERSION, StreamCapture, TaskContext, record_file_name,
 };
 use failure_signatures::{Classification, FailureClass};
+use wait_timeout::ChildExt;
 
 use crate::Ctx;
 use crate::board;
@@ -341,17 +342,9 @@ impl Rig {
         if let Some(mut c) = self.child.take() {
             // SAFETY: signalling our own child.
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                if c.try_wait().ok().flatten().is_some() {
-                    break;
-                }
-                if Instant::now() >= deadline {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
+            if !matches!(c.wait_timeout(Duration::from_secs(10)), Ok(Some(_))) {
+                let _ = c.kill();
+                let _ = c.wait();
             }
         }
         self.commits.stop();

@@ -22,87 +22,75 @@ use crate::report::{Row, median};
 const TARGET_MBS: f64 = 200.0;
 const CHUNK: usize = 1 << 20;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// A Hermes-format gateway log of about `size` bytes.
 pub fn synth_log(size: usize) -> Vec<u8> {
-    let mut r = Rng(0x9e37_79b9_7f4a_7c15);
+    // Seeded: the same log every run.
+    let mut r = fastrand::Rng::with_seed(0x9e37_79b9_7f4a_7c15);
     let mut out = Vec::with_capacity(size + 512);
     let mut secs = 0u64;
     while out.len() < size {
-        secs += r.below(3);
+        secs += r.u64(..3);
         let ts = format!(
             "2026-11-23 {:02}:{:02}:{:02},{:03}",
             (14 + secs / 3600) % 24,
             (secs / 60) % 60,
             secs % 60,
-            r.below(1000)
+            r.u64(..1000)
         );
-        let hex = r.next();
-        let line = match r.below(1000) {
+        let hex = r.u64(..);
+        let line = match r.u64(..1000) {
             0..=99 => format!(
                 "{ts} INFO gateway.run: kanban dispatcher [default]: spawned={} reclaimed=0 crashed=0 timed_out=0 promoted={} auto_blocked=0",
-                r.below(4),
-                r.below(3)
+                r.u64(..4),
+                r.u64(..3)
             ),
             100..=299 => format!(
                 "{ts} INFO httpx: HTTP Request: POST https://chatgpt.com/backend-api/codex/responses \"HTTP/1.1 200 OK\""
             ),
             300..=449 => format!(
                 "{ts} INFO agent.conversation: turn {} completed in {}.{:02}s (input_tokens={} output_tokens={} cached_tokens={})",
-                r.below(80),
-                r.below(60),
-                r.below(100),
-                r.below(120_000),
-                r.below(4000),
-                r.below(100_000)
+                r.u64(..80),
+                r.u64(..60),
+                r.u64(..100),
+                r.u64(..120_000),
+                r.u64(..4000),
+                r.u64(..100_000)
             ),
             450..=579 => format!(
                 "{ts} INFO tools.terminal: [t_{hex:012x}] running command in /srv/work/t_{hex:012x}: cargo test --workspace --no-fail-fast"
             ),
             580..=699 => format!(
                 "{ts} DEBUG gateway.session: heartbeat session={hex:016x} platform=cli idle={}s",
-                r.below(600)
+                r.u64(..600)
             ),
             700..=779 => format!(
                 "{ts} INFO kanban.worker: task t_{hex:012x} worker pid {} heartbeat ok (claim extended to +900s)",
-                1000 + r.below(60000)
+                1000 + r.u64(..60000)
             ),
             780..=829 => format!(
                 "{ts} INFO agent.memory: flushed {} memory entries to /root/.hermes/memories/MEMORY.md",
-                r.below(40)
+                r.u64(..40)
             ),
             830..=869 => format!(
                 "{ts} WARNING gateway.platforms: No messaging platforms enabled; running headless"
             ),
             870..=929 => format!(
                 "  File \"/opt/hermes/lib/python3.11/site-packages/openai/_base_client.py\", line {}, in _request",
-                900 + r.below(300)
+                900 + r.u64(..300)
             ),
             930..=949 => format!("{ts} ERROR agent.run: Traceback (most recent call last):"),
             950..=964 => format!(
                 "{ts} WARNING agent.retry: openai-codex returned HTTP 429: The usage limit has been reached; retrying in {}.{}s",
-                r.below(60),
-                r.below(1000)
+                r.u64(..60),
+                r.u64(..1000)
             ),
             965..=969 => "RuntimeError: xAI OAuth state is missing access_token. Re-authenticate with `hermes model`.".to_string(),
             970..=979 => format!("{ts} ERROR gateway.run: kanban dispatcher: tick failed on board default"),
             980..=989 => format!(
                 "{ts} WARNING gateway.run: kanban dispatcher stuck: ready queue non-empty for {} consecutive ticks but 0 workers spawned.",
-                r.below(10)
+                r.u64(..10)
             ),
-            _ => format!("{ts} INFO gateway.run: kanban dispatcher: reaped {} zombie worker(s)", r.below(3)),
+            _ => format!("{ts} INFO gateway.run: kanban dispatcher: reaped {} zombie worker(s)", r.u64(..3)),
         };
         out.extend_from_slice(line.as_bytes());
         out.push(b'\n');

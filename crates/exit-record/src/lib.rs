@@ -5,15 +5,19 @@
 //!   [`SCHEMA_VERSION`] is bumped on any incompatible change.
 //! * [`write_atomic`] puts a record into a directory so that a reader never
 //!   sees half a record: temp file, optional fsync, rename, directory fsync.
+//!   [`write_file_atomic`] is that writer for any file (the watchdog's state,
+//!   `health.json`, requests).
 //! * [`read_record`] is the careful reader: no symlinks, owner check, size
 //!   limit, schema version check. Every refusal is a typed [`RecordError`]
 //!   that the watchdog turns into a quarantine reason.
 
+mod atomic;
 mod paths;
 mod read;
 mod schema;
 mod write;
 
+pub use atomic::{AtomicOptions, TempName, write_file_atomic};
 pub use paths::{
     DirProblem, UnsafeDir, check_private_dir, default_record_dir, ensure_private_dir,
     is_record_file_name, record_file_name,

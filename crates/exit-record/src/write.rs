@@ -1,9 +1,8 @@
 //! Atomic record writes: a reader polling the directory never parses a partial file.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+use crate::atomic::{AtomicOptions, TempName, write_file_atomic};
 
 use crate::paths::{UnsafeDir, ensure_private_dir, record_file_name};
 use crate::schema::ExitRecord;
@@ -39,9 +38,10 @@ impl Default for WriteOptions {
 }
 
 /// Writes `record` as `<dir>/<id>.json` (mode 0600), creating `dir` (mode
-/// 0700) when missing. The bytes go to a hidden temp file in the same
-/// directory first (created with `O_EXCL|O_NOFOLLOW`: never through a link
-/// or into a file someone else left there) and are renamed into place.
+/// 0700) when missing, with [`write_file_atomic`]: the bytes go to a hidden
+/// temp file in the same directory first (created with `O_EXCL|O_NOFOLLOW`:
+/// never through a link or into a file someone else left there) and are
+/// renamed into place.
 ///
 /// A directory another user owns or could write to is refused before
 /// anything is written (see [`crate::check_private_dir`]): a record there
@@ -51,42 +51,20 @@ pub fn write_atomic(
     record: &ExitRecord,
     opts: WriteOptions,
 ) -> Result<PathBuf, WriteError> {
-    let body = serde_json::to_vec_pretty(record)?;
+    let mut body = serde_json::to_vec_pretty(record)?;
     ensure_private_dir(dir)?;
     let final_path = dir.join(record_file_name(&record.id));
-    let tmp_path = dir.join(format!(".{}.tmp", record_file_name(&record.id)));
-    let io_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| WriteError::Io { path, source }
+    body.push(b'\n');
+    let atomic = AtomicOptions {
+        fsync: opts.fsync,
+        temp: TempName::Fixed,
+        ..AtomicOptions::default()
     };
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&tmp_path)
-        .map_err(io_err(&tmp_path))?;
-    // From here on the temp file is ours: remove it on any failure.
-    let result = (|| {
-        file.write_all(&body).map_err(io_err(&tmp_path))?;
-        file.write_all(b"\n").map_err(io_err(&tmp_path))?;
-        if opts.fsync {
-            file.sync_all().map_err(io_err(&tmp_path))?;
-        }
-        // rename(2) replaces a link at the final name, never follows it.
-        std::fs::rename(&tmp_path, &final_path).map_err(io_err(&final_path))?;
-        if opts.fsync {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io_err(dir))?;
-        }
-        Ok(final_path.clone())
-    })();
-    drop(file);
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp_path);
-    }
-    result
+    write_file_atomic(&final_path, &body, atomic).map_err(|source| WriteError::Io {
+        path: final_path.clone(),
+        source,
+    })?;
+    Ok(final_path)
 }
 
 #[cfg(test)]

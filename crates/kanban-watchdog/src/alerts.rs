@@ -14,6 +14,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use wait_timeout::ChildExt;
 
 use crate::config::AlertsConfig;
 use crate::metrics::Metrics;
@@ -380,22 +381,18 @@ fn run_command(argv: &[String], body: &str) -> bool {
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(body.as_bytes());
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => {
-                if !status.success() {
-                    tracing::warn!("alert command {program:?} exited {status}");
-                }
-                return status.success();
+    match child.wait_timeout(Duration::from_secs(30)) {
+        Ok(Some(status)) => {
+            if !status.success() {
+                tracing::warn!("alert command {program:?} exited {status}");
             }
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                tracing::warn!("alert command {program:?} timed out");
-                return false;
-            }
+            status.success()
+        }
+        _ => {
+            let _ = child.kill();
+            let _ = child.wait();
+            tracing::warn!("alert command {program:?} timed out");
+            false
         }
     }
 }

@@ -16,17 +16,10 @@ pub enum Request {
 /// or at its next start.
 pub fn submit(requests_dir: &Path, req: &Request) -> std::io::Result<std::path::PathBuf> {
     std::fs::create_dir_all(requests_dir)?;
-    let name = format!("{}.json", uuid_like());
+    // UUIDv7: unique, and in submission order when sorted.
+    let name = format!("{}.json", uuid::Uuid::now_v7());
     let path = requests_dir.join(name);
     let body = serde_json::to_vec(req).map_err(std::io::Error::other)?;
     crate::state::write_atomic(&path, &body)?;
     Ok(path)
-}
-
-fn uuid_like() -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("{t:032x}-{}", std::process::id())
 }

@@ -2,7 +2,6 @@
 //! stopped, restart history, and the last status snapshot (for `status`
 //! when the daemon is down). Written atomically (temp, fsync, rename).
 
-use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -128,14 +127,10 @@ pub fn write_atomic(path: &Path, body: &[u8]) -> std::io::Result<()> {
 }
 
 /// [`write_atomic`] with the mode, and the owner (best effort: only root can
-/// give a file away), the new file should have. Cleans up its temp file on
-/// failure and fsyncs the directory after the rename.
-///
-/// The temp file is created with `O_CREAT|O_EXCL|O_NOFOLLOW`: a link or a
-/// file someone planted at the temp name is never written through (the
-/// next name is tried instead), and rename(2) replaces a link at `path`
-/// rather than following it. The directory must exist (the daemon checks
-/// and creates its directories at start, see
+/// give a file away), the new file should have: temp file, fsync, rename,
+/// directory fsync, with [`exit_record::write_file_atomic`] (never through
+/// a link, temp file removed on failure). The directory must exist (the
+/// daemon checks and creates its directories at start, see
 /// [`exit_record::ensure_private_dir`]); a missing one is created 0700.
 pub fn write_atomic_as(
     path: &Path,
@@ -143,7 +138,7 @@ pub fn write_atomic_as(
     mode: u32,
     owner: Option<(u32, u32)>,
 ) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    use std::os::unix::fs::DirBuilderExt;
     let dir = path.parent().unwrap_or(Path::new("."));
     if std::fs::symlink_metadata(dir).is_err() {
         std::fs::DirBuilder::new()
@@ -151,56 +146,13 @@ pub fn write_atomic_as(
             .mode(0o700)
             .create(dir)?;
     }
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "state".into());
-    let (mut f, tmp) = create_temp(dir, &name)?;
-    let result = (|| {
-        if let Some((uid, gid)) = owner {
-            let _ = std::os::unix::fs::fchown(&f, Some(uid), Some(gid));
-        }
-        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        f.write_all(body)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    drop(f);
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// A new, empty, private (0600) temp file `.<name>.<pid>.<uuid>.tmp` in
-/// `dir` that nobody else had a handle on: the name is unpredictable
-/// (a UUIDv7's random bits), and `O_EXCL` refuses any existing entry, a
-/// link included.
-fn create_temp(dir: &Path, name: &str) -> std::io::Result<(std::fs::File, std::path::PathBuf)> {
-    let mut last = None;
-    for _ in 0..16 {
-        let tmp = dir.join(format!(
-            ".{name}.{}.{}.tmp",
-            std::process::id(),
-            exit_record::new_record_id()
-        ));
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&tmp)
-        {
-            Ok(f) => return Ok((f, tmp)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| std::io::Error::other("no free temp file name")))
+    let opts = exit_record::AtomicOptions {
+        mode,
+        owner,
+        fsync: true,
+        temp: exit_record::TempName::Unique,
+    };
+    exit_record::write_file_atomic(path, body, opts)
 }
 
 /// Opens `path` for appending as a private log (0600 when created): never
