@@ -7,15 +7,14 @@
 //! test command (crates/kanban-watchdog/tests/decision_props.rs).
 #![no_main]
 
-use exit_record::{ExitInfo, ExitRecord, StreamCapture, TaskContext};
 use failure_signatures::{Catalogue, ClassifyContext};
 use hermes_board::{RunFacts, RunVerdict, TaskDecision};
 use kanban_watchdog::config::Config;
-use kanban_watchdog::decide::{BoardFacts, HealthChange, Inputs, decide};
+use kanban_watchdog::decide::{BoardFacts, Inputs, check_invariants, decide};
 use kanban_watchdog::health::ProviderHealth;
 use kanban_watchdog::profiles::ChainLink;
-use kanban_watchdog::rescue::BoardPlan;
 use libfuzzer_sys::fuzz_target;
+use test_support::probe_record;
 
 const PROVIDERS: &[&str] = &["openai-codex", "anthropic", "xai-oauth", "zai", "custom"];
 
@@ -86,41 +85,7 @@ fuzz_target!(|data: &[u8]| {
         })
         .collect();
     let code = Some(i32::from(head[12]) - 1);
-    let record = ExitRecord {
-        schema: exit_record::SCHEMA_NAME.into(),
-        schema_version: exit_record::SCHEMA_VERSION,
-        id: "fuzz".into(),
-        argv: vec![],
-        cwd: None,
-        pid: None,
-        shim_pid: 1,
-        started_at: jiff::Timestamp::UNIX_EPOCH,
-        ended_at: jiff::Timestamp::UNIX_EPOCH,
-        duration_ms: 0,
-        exit: ExitInfo {
-            code,
-            ..ExitInfo::default()
-        },
-        task: if with_task {
-            TaskContext {
-                id: Some("t".into()),
-                run_id: Some(1),
-                profile: Some("coder".into()),
-                ..TaskContext::default()
-            }
-        } else {
-            TaskContext::default()
-        },
-        stdout: StreamCapture {
-            head: text.into_owned(),
-            ..StreamCapture::default()
-        },
-        stderr: StreamCapture::default(),
-        failure,
-        steered: None,
-        run_at_exit: None,
-        skipped: None,
-    };
+    let record = probe_record(failure, with_task, code, text.into_owned());
     let cfg = Config::default();
     let mut health = ProviderHealth::default();
     if head[13] & 1 == 1 {
@@ -133,7 +98,7 @@ fuzz_target!(|data: &[u8]| {
         );
     }
     let random01 = f64::from(head[15]) / 256.0;
-    let d = decide(&Inputs {
+    let inputs = Inputs {
         record: &record,
         chain: &chain,
         board: &board,
@@ -142,24 +107,9 @@ fuzz_target!(|data: &[u8]| {
         cfg: &cfg,
         now,
         random01,
-    });
-    let max = cfg.providers.max_cooldown.0.as_secs() as i64;
-    let slack = cfg.retry.margin.0.as_secs() as i64 + cfg.retry.jitter.0.as_secs() as i64 + 1;
-    if let BoardFacts::Run {
-        facts,
-        already_applied: false,
-        ..
-    } = &board
-        && (matches!(facts.verdict, RunVerdict::ReportedByWorker { .. })
-            || facts.decided_after.is_some())
-    {
-        assert_eq!(d.health, HealthChange::None, "{:?}", d.why);
-        assert!(matches!(d.board, BoardPlan::Nothing(_)), "{:?}", d.why);
-    }
-    if let HealthChange::Unhealthy { until: Some(t), .. } = d.health {
-        assert!(t <= now.saturating_add(max));
-    }
-    if let BoardPlan::Park { due_at: Some(t) } = d.board {
-        assert!(t <= now.saturating_add(max).saturating_add(slack));
+    };
+    let d = decide(&inputs);
+    if let Err(broken) = check_invariants(&inputs, &d) {
+        panic!("{broken}");
     }
 });

@@ -88,53 +88,103 @@ impl RecordError {
 /// Opens `path` without following symlinks, checks type, owner and size, and
 /// parses it as an [`ExitRecord`] of a known schema version.
 pub fn read_record(path: &Path, limits: &ReadLimits) -> Result<ExitRecord, RecordError> {
-    let p = || path.to_path_buf();
+    let checks = FileChecks {
+        owner_uid: limits.owner_uid,
+        refuse_writable_by_others: false,
+        max_bytes: limits.max_bytes,
+    };
+    let bytes = read_checked(path, &checks).map_err(|refusal| {
+        let path = path.to_path_buf();
+        match refusal {
+            Refusal::Symlink => RecordError::Symlink { path },
+            Refusal::Open(source) => RecordError::Open { path, source },
+            Refusal::Read(source) => RecordError::Read { path, source },
+            Refusal::NotRegular => RecordError::NotRegular { path },
+            Refusal::WrongOwner { found, expected } => RecordError::WrongOwner {
+                path,
+                found,
+                expected,
+            },
+            // Not asked for here.
+            Refusal::Writable { .. } => RecordError::NotRegular { path },
+            Refusal::TooLarge { size } => RecordError::TooLarge {
+                path,
+                size,
+                limit: limits.max_bytes,
+            },
+        }
+    })?;
+    parse_record(path, &bytes)
+}
+
+/// What [`read_checked`] asks of a file before reading it.
+struct FileChecks {
+    /// Refuse a file not owned by this uid (`None`: no check).
+    owner_uid: Option<u32>,
+    /// Refuse a file its group or others may write.
+    refuse_writable_by_others: bool,
+    /// Refuse a file longer than this.
+    max_bytes: u64,
+}
+
+/// Why [`read_checked`] refused a file (the caller adds the path).
+enum Refusal {
+    Symlink,
+    Open(std::io::Error),
+    Read(std::io::Error),
+    NotRegular,
+    WrongOwner { found: u32, expected: u32 },
+    Writable { mode: u32 },
+    TooLarge { size: u64 },
+}
+
+/// Opens `path` without following a link (`O_NOFOLLOW`) and without
+/// blocking on a FIFO (`O_NONBLOCK`), checks on the open file that it is a
+/// regular file meeting `checks`, and reads at most `max_bytes` of it (a
+/// file that grew past the limit meanwhile is refused too).
+fn read_checked(path: &Path, checks: &FileChecks) -> Result<Vec<u8>, Refusal> {
     let mut file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
         .open(path)
         .map_err(|source| {
             if source.raw_os_error() == Some(libc::ELOOP) {
-                RecordError::Symlink { path: p() }
+                Refusal::Symlink
             } else {
-                RecordError::Open { path: p(), source }
+                Refusal::Open(source)
             }
         })?;
-    let meta = file
-        .metadata()
-        .map_err(|source| RecordError::Read { path: p(), source })?;
+    let meta = file.metadata().map_err(Refusal::Read)?;
     if !meta.file_type().is_file() {
-        return Err(RecordError::NotRegular { path: p() });
+        return Err(Refusal::NotRegular);
     }
-    if let Some(expected) = limits.owner_uid
+    if let Some(expected) = checks.owner_uid
         && meta.uid() != expected
     {
-        return Err(RecordError::WrongOwner {
-            path: p(),
+        return Err(Refusal::WrongOwner {
             found: meta.uid(),
             expected,
         });
     }
-    if meta.len() > limits.max_bytes {
-        return Err(RecordError::TooLarge {
-            path: p(),
-            size: meta.len(),
-            limit: limits.max_bytes,
+    if checks.refuse_writable_by_others && meta.mode() & 0o022 != 0 {
+        return Err(Refusal::Writable {
+            mode: meta.mode() & 0o7777,
         });
+    }
+    if meta.len() > checks.max_bytes {
+        return Err(Refusal::TooLarge { size: meta.len() });
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     (&mut file)
-        .take(limits.max_bytes.saturating_add(1))
+        .take(checks.max_bytes.saturating_add(1))
         .read_to_end(&mut bytes)
-        .map_err(|source| RecordError::Read { path: p(), source })?;
-    if bytes.len() as u64 > limits.max_bytes {
-        return Err(RecordError::TooLarge {
-            path: p(),
+        .map_err(Refusal::Read)?;
+    if bytes.len() as u64 > checks.max_bytes {
+        return Err(Refusal::TooLarge {
             size: bytes.len() as u64,
-            limit: limits.max_bytes,
         });
     }
-    parse_record(path, &bytes)
+    Ok(bytes)
 }
 
 /// Parses bytes already read (used by tests and fuzzing as well).
@@ -260,60 +310,34 @@ impl PrivateFileError {
 /// be a regular file owned by this user, not writable by group or others,
 /// and at most `max_bytes` long.
 pub fn read_private_file(path: &Path, max_bytes: u64) -> Result<Vec<u8>, PrivateFileError> {
-    let p = || path.to_path_buf();
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         check_private_dir(dir)?;
     }
-    let mut file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|source| {
-            if source.raw_os_error() == Some(libc::ELOOP) {
-                PrivateFileError::Symlink { path: p() }
-            } else {
-                PrivateFileError::Open { path: p(), source }
-            }
-        })?;
-    let meta = file
-        .metadata()
-        .map_err(|source| PrivateFileError::Read { path: p(), source })?;
-    if !meta.file_type().is_file() {
-        return Err(PrivateFileError::NotRegular { path: p() });
-    }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
-    if meta.uid() != me {
-        return Err(PrivateFileError::WrongOwner {
-            path: p(),
-            found: meta.uid(),
-            expected: me,
-        });
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(PrivateFileError::Writable {
-            path: p(),
-            mode: meta.mode() & 0o7777,
-        });
-    }
-    if meta.len() > max_bytes {
-        return Err(PrivateFileError::TooLarge {
-            path: p(),
-            limit: max_bytes,
-        });
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    (&mut file)
-        .take(max_bytes.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .map_err(|source| PrivateFileError::Read { path: p(), source })?;
-    if bytes.len() as u64 > max_bytes {
-        return Err(PrivateFileError::TooLarge {
-            path: p(),
-            limit: max_bytes,
-        });
-    }
-    Ok(bytes)
+    let checks = FileChecks {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        owner_uid: Some(unsafe { libc::geteuid() }),
+        refuse_writable_by_others: true,
+        max_bytes,
+    };
+    read_checked(path, &checks).map_err(|refusal| {
+        let path = path.to_path_buf();
+        match refusal {
+            Refusal::Symlink => PrivateFileError::Symlink { path },
+            Refusal::Open(source) => PrivateFileError::Open { path, source },
+            Refusal::Read(source) => PrivateFileError::Read { path, source },
+            Refusal::NotRegular => PrivateFileError::NotRegular { path },
+            Refusal::WrongOwner { found, expected } => PrivateFileError::WrongOwner {
+                path,
+                found,
+                expected,
+            },
+            Refusal::Writable { mode } => PrivateFileError::Writable { path, mode },
+            Refusal::TooLarge { .. } => PrivateFileError::TooLarge {
+                path,
+                limit: max_bytes,
+            },
+        }
+    })
 }
 
 #[cfg(test)]

@@ -289,6 +289,66 @@ fn exit_text(r: &ExitRecord) -> String {
     }
 }
 
+/// The rules every decision keeps, whatever its inputs (issue 13): someone
+/// else's decision stands (no provider judged, no task moved on a run its
+/// worker reported on or someone decided on, unless we applied this record
+/// before); a worker outside Hermes that exited 0 judges nobody; no
+/// provider is held, and no task parked, past `providers.max_cooldown`
+/// (a park may add the retry margin and jitter). The proptest
+/// (`tests/decision_props.rs`) and the fuzz target (`fuzz/fuzz_targets/
+/// decide.rs`) check every decision they drive with this.
+///
+/// # Errors
+/// The first rule `d` breaks, described with the decision's reasons.
+pub fn check_invariants(i: &Inputs<'_>, d: &Decision) -> Result<(), String> {
+    let max = i.cfg.providers.max_cooldown.0.as_secs() as i64;
+    let slack = i.cfg.retry.margin.0.as_secs() as i64 + i.cfg.retry.jitter.0.as_secs() as i64 + 1;
+    // Someone else's decision stands (a re-delivered record we already
+    // applied keeps the health judged when its run had failed).
+    if let BoardFacts::Run {
+        facts,
+        already_applied: false,
+        ..
+    } = i.board
+        && (matches!(facts.verdict, RunVerdict::ReportedByWorker { .. })
+            || facts.decided_after.is_some())
+    {
+        if d.health != HealthChange::None {
+            return Err(format!(
+                "judged a provider on a decided run: {:?}; why: {:?}",
+                d.health, d.why
+            ));
+        }
+        if !matches!(d.board, BoardPlan::Nothing(_)) {
+            return Err(format!(
+                "moved a task on a decided run: {:?}; why: {:?}",
+                d.board, d.why
+            ));
+        }
+    }
+    // A worker outside Hermes that exited 0 judges nobody.
+    if i.record.task.id.is_none()
+        && i.record.exit.code == Some(0)
+        && matches!(d.health, HealthChange::Unhealthy { .. })
+    {
+        return Err(format!(
+            "a clean run outside Hermes judged a provider; why: {:?}",
+            d.why
+        ));
+    }
+    if let HealthChange::Unhealthy { until: Some(t), .. } = d.health
+        && t > i.now.saturating_add(max)
+    {
+        return Err(format!("held until {t}, now {}", i.now));
+    }
+    if let BoardPlan::Park { due_at: Some(t) } = d.board
+        && t > i.now.saturating_add(max).saturating_add(slack)
+    {
+        return Err(format!("parked until {t}, now {}", i.now));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

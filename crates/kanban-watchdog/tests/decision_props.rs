@@ -6,15 +6,14 @@
 //! or parks a task past `providers.max_cooldown`. The same invariants run
 //! under libFuzzer in `fuzz/fuzz_targets/decide.rs` (long soak).
 
-use exit_record::{ExitInfo, ExitRecord, StreamCapture, TaskContext};
 use failure_signatures::{Classification, FailureClass};
 use hermes_board::{RunFacts, RunVerdict, TaskDecision};
 use kanban_watchdog::config::Config;
-use kanban_watchdog::decide::{BoardFacts, HealthChange, Inputs, decide};
+use kanban_watchdog::decide::{BoardFacts, Inputs, check_invariants, decide};
 use kanban_watchdog::health::ProviderHealth;
 use kanban_watchdog::profiles::ChainLink;
-use kanban_watchdog::rescue::BoardPlan;
 use proptest::prelude::*;
+use test_support::probe_record;
 
 const PROVIDERS: &[&str] = &[
     "openai-codex",
@@ -126,44 +125,6 @@ fn board() -> impl Strategy<Value = BoardFacts> {
     ]
 }
 
-fn record(failure: Option<Classification>, with_task: bool, code: Option<i32>) -> ExitRecord {
-    ExitRecord {
-        schema: exit_record::SCHEMA_NAME.into(),
-        schema_version: exit_record::SCHEMA_VERSION,
-        id: "prop".into(),
-        argv: vec![],
-        cwd: None,
-        pid: None,
-        shim_pid: 1,
-        started_at: jiff::Timestamp::UNIX_EPOCH,
-        ended_at: jiff::Timestamp::UNIX_EPOCH,
-        duration_ms: 0,
-        exit: ExitInfo {
-            code,
-            ..ExitInfo::default()
-        },
-        task: if with_task {
-            TaskContext {
-                id: Some("t".into()),
-                run_id: Some(1),
-                profile: Some("coder".into()),
-                ..TaskContext::default()
-            }
-        } else {
-            TaskContext::default()
-        },
-        stdout: StreamCapture {
-            head: "🔌 Provider: anthropic  Model: x\n".into(),
-            ..StreamCapture::default()
-        },
-        stderr: StreamCapture::default(),
-        failure,
-        steered: None,
-        run_at_exit: None,
-        skipped: None,
-    }
-}
-
 fn chain() -> impl Strategy<Value = Vec<ChainLink>> {
     proptest::collection::vec(proptest::sample::select(PROVIDERS), 0..4).prop_map(|ps| {
         ps.into_iter()
@@ -195,8 +156,8 @@ proptest! {
         if let Some((p, until)) = unhealthy {
             let _ = health.mark_unhealthy(p, until, "rate_limit", "x", now);
         }
-        let rec = record(failure, with_task, code);
-        let d = decide(&Inputs {
+        let rec = probe_record(failure, with_task, code, "🔌 Provider: anthropic  Model: x\n".into());
+        let inputs = Inputs {
             record: &rec,
             chain: &chain,
             board: &board,
@@ -205,26 +166,10 @@ proptest! {
             cfg: &cfg,
             now,
             random01,
-        });
-        let max = cfg.providers.max_cooldown.0.as_secs() as i64;
-        let slack = cfg.retry.margin.0.as_secs() as i64 + cfg.retry.jitter.0.as_secs() as i64 + 1;
-        // Someone else's decision stands (a re-delivered record we already
-        // applied keeps the health judged when its run had failed).
-        if let BoardFacts::Run { facts, already_applied: false, .. } = &board
-            && (matches!(facts.verdict, RunVerdict::ReportedByWorker { .. }) || facts.decided_after.is_some())
-        {
-            prop_assert_eq!(&d.health, &HealthChange::None, "why: {:?}", d.why);
-            prop_assert!(matches!(d.board, BoardPlan::Nothing(_)), "why: {:?}", d.why);
-        }
-        // A worker outside Hermes that exited 0 judges nobody.
-        if !with_task && code == Some(0) {
-            prop_assert!(!matches!(d.health, HealthChange::Unhealthy { .. }), "why: {:?}", d.why);
-        }
-        if let HealthChange::Unhealthy { until: Some(t), .. } = d.health {
-            prop_assert!(t <= now.saturating_add(max), "held until {t}, now {now}");
-        }
-        if let BoardPlan::Park { due_at: Some(t) } = d.board {
-            prop_assert!(t <= now.saturating_add(max).saturating_add(slack), "parked until {t}, now {now}");
+        };
+        let d = decide(&inputs);
+        if let Err(broken) = check_invariants(&inputs, &d) {
+            prop_assert!(false, "{}", broken);
         }
     }
 }

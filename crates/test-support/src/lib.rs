@@ -7,12 +7,15 @@
 //!   under CI and says SKIPPED elsewhere.
 //! - [`Tmpfs`]: a small filesystem that can be filled up.
 //! - [`board`]: real Hermes-schema boards (`hermes_board::testkit`).
+//! - [`probe_record`]: an exit record for property tests and fuzzing.
 
 mod prerequisite;
+mod record;
 mod tmpfs;
 mod wait;
 
 pub use prerequisite::{in_ci, prerequisite_missing};
+pub use record::probe_record;
 pub use tmpfs::Tmpfs;
 pub use wait::{wait_for, wait_until};
 
