@@ -7,11 +7,14 @@
 //!   sees half a record: temp file, optional fsync, rename, directory fsync.
 //!   [`write_file_atomic`] is that writer for any file (the watchdog's state,
 //!   `health.json`, requests).
+//! * [`health`]: `health.json`, the watchdog's provider health as the shim
+//!   reads it, typed and versioned.
 //! * [`read_record`] is the careful reader: no symlinks, owner check, size
 //!   limit, schema version check. Every refusal is a typed [`RecordError`]
 //!   that the watchdog turns into a quarantine reason.
 
 mod atomic;
+pub mod health;
 mod paths;
 mod read;
 mod schema;

@@ -20,7 +20,6 @@
 //! (no leading `-`, which argparse would take for an option). Any problem
 //! means no steering and one warning line: the worker always starts.
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::Read;
@@ -28,71 +27,20 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use exit_record::Steered;
+pub use exit_record::health::HealthDoc;
 use failure_signatures::FailureClass;
 use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{Mode, SFlag, fstatat};
-use serde::Deserialize;
 
 /// The largest `health.json` read. The watchdog's file is a few KiB (one
 /// entry per provider and per steered profile); 256 KiB leaves room for
 /// long failure reasons and bounds the read to well under a millisecond.
 pub const MAX_HEALTH_BYTES: u64 = 256 * 1024;
 
-/// The part of `health.json` the shim uses; other fields are ignored.
-///
-/// `providers` and `hold` are read leniently: a part that does not parse
-/// means no skip, never a refused file (steering still applies).
-#[derive(Debug, Default, Deserialize)]
-pub struct HealthDoc {
-    /// The document's version; only version 1 is understood for a skip.
-    #[serde(default, deserialize_with = "lenient")]
-    version: Option<u32>,
-    /// When the watchdog last wrote the file (epoch s). A skip needs it
-    /// recent ([`HOLD_FRESH_S`]): a file left by a stopped watchdog never
-    /// keeps work from running.
-    #[serde(default, deserialize_with = "lenient")]
-    generated_at: Option<i64>,
-    #[serde(default, deserialize_with = "lenient")]
-    providers: Option<BTreeMap<String, ProviderEntry>>,
-    #[serde(default)]
-    steer: BTreeMap<String, SteerEntry>,
-    /// Profiles whose primary provider is unhealthy with no healthy
-    /// provider later in the chain: `{"<profile>": {"provider": P}}`.
-    #[serde(default, deserialize_with = "lenient")]
-    hold: Option<BTreeMap<String, HoldEntry>>,
-}
-
 /// A health file older than this (by its `generated_at`) never skips a run.
 pub const HOLD_FRESH_S: i64 = 600;
 /// A `generated_at` this far in the future is a wrong clock: no skip.
 const CLOCK_SKEW_S: i64 = 60;
-
-/// A provider's state as the watchdog publishes it (`ProviderState`).
-#[derive(Debug, Deserialize)]
-struct ProviderEntry {
-    state: String,
-    #[serde(default)]
-    until: Option<i64>,
-    #[serde(default)]
-    class: Option<String>,
-    #[serde(default)]
-    reason: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct HoldEntry {
-    provider: String,
-}
-
-/// `None` for a value of the wrong shape instead of an error.
-fn lenient<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: serde::de::DeserializeOwned,
-{
-    let v = serde_json::Value::deserialize(d)?;
-    Ok(serde_json::from_value(v).ok())
-}
 
 /// A run not to start: its provider is unhealthy with no healthy fallback.
 #[derive(Debug, Clone, PartialEq)]
@@ -114,15 +62,6 @@ pub struct Consulted {
     pub skip: Option<Skip>,
     /// One line: a hold that was not acted on, and why.
     pub note: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct SteerEntry {
-    provider: String,
-    #[serde(default)]
-    model: Option<String>,
-    #[serde(default)]
-    from: Option<String>,
 }
 
 /// Why a health file was not used. Each is one line.
@@ -150,7 +89,7 @@ pub enum HealthError {
     #[error("{path:?} is not a valid health file: {source}")]
     Parse {
         path: PathBuf,
-        source: serde_json::Error,
+        source: exit_record::health::HealthFileError,
     },
     #[error(
         "{path:?} steers profile {profile:?} to an unsafe {field} {value:?} (allowed: letters, digits and ._:/@+- , not starting with - , at most 128)"
@@ -433,7 +372,7 @@ fn read_health(path: &Path) -> Result<Option<HealthDoc>, HealthError> {
     if text.len() as u64 > MAX_HEALTH_BYTES {
         return Err(HealthError::TooLarge { path: owned(path) });
     }
-    serde_json::from_slice(&text)
+    exit_record::health::parse_health(&text)
         .map(Some)
         .map_err(|e| HealthError::Parse {
             path: owned(path),

@@ -356,3 +356,52 @@ fn a_skip_never_happens_without_every_guard() {
         assert!(trailers(&err).is_empty(), "{what}: {err}");
     }
 }
+
+/// What the worker saw (its argv after `sh -c`), its exit code and the
+/// shim's stderr, for a held-and-steered `coder` whose health file is
+/// `doc` (`None`: no health file at all).
+fn run_with_health(doc: Option<&serde_json::Value>) -> (String, Option<i32>, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let health = tmp.path().join("health.json");
+    if let Some(doc) = doc {
+        std::fs::write(&health, doc.to_string()).unwrap();
+    }
+    let seen = tmp.path().join("argv");
+    let mut cmd = shim(&tmp.path().join("records"));
+    kanban(&mut cmd).env("WORKER_SHIM_HEALTH_FILE", &health);
+    let script = format!("printf '%s\\n' \"$@\" > '{}'", seen.display());
+    cmd.args(["--", "sh", "-c", &script, "hermes", "-p", "coder"])
+        .args(["--cli", "chat", "-q", "work kanban task t_1"]);
+    let out = output(&mut cmd);
+    let argv = std::fs::read_to_string(&seen).unwrap_or_default();
+    (
+        argv,
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_health_file_of_an_unknown_version_is_refused_and_the_worker_runs_as_with_none() {
+    let mut doc = health_doc(Some(now()), None, "auth_expired");
+    doc["steer"] = serde_json::json!({"coder": {"provider": "openrouter", "model": "x/y", "from": "xai-oauth"}});
+    // Version 1: the file is read (steered to the fallback).
+    let (argv, code, err) = run_with_health(Some(&doc));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(argv.contains("--provider\nopenrouter\n"), "{argv:?}");
+    // No file at all.
+    let (none_argv, none_code, none_err) = run_with_health(None);
+    assert_eq!(none_code, Some(0), "{none_err}");
+    assert!(!none_argv.contains("--provider"), "{none_argv:?}");
+    // Any other version: refused with one line; then the same as no file.
+    for version in [serde_json::json!(2), serde_json::json!("1")] {
+        doc["version"] = version.clone();
+        let (argv, code, err) = run_with_health(Some(&doc));
+        assert_eq!((&argv, code), (&none_argv, none_code), "{version}: {err}");
+        assert!(
+            err.contains("is not a valid health file: version") && err.contains("is not supported"),
+            "{version}: {err}"
+        );
+        assert!(!err.contains("not starting"), "{version}: {err}");
+    }
+}
