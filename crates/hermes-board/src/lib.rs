@@ -1,6 +1,14 @@
-//! The one place that writes to a Hermes Agent 0.19 kanban board.
+//! Everything the watchdog and the shim know of Hermes Agent, in one place:
 //!
-//! Every write:
+//! * [`Board`]: the one place that writes to a kanban board (below);
+//! * [`home`]: the home's layout (boards, gateway log and pid file,
+//!   credential stores, profile configs) and the boards the gateway ticks;
+//! * [`profiles`]: a profile's provider chain from its `config.yaml`;
+//! * [`gateway_log`]: what a line of `gateway.log` means;
+//! * [`env`]: the `HERMES_*` environment variables by name;
+//! * [`DISPATCHER_PROGRESS_KINDS`] and the other event kinds of a board.
+//!
+//! Every board write:
 //! * runs in a short `BEGIN IMMEDIATE` transaction (a deferred read-then-write
 //!   transaction fails at once with `SQLITE_BUSY_SNAPSHOT` when Hermes commits
 //!   in between), with `busy_timeout` and bounded retries on `SQLITE_BUSY`;
@@ -22,8 +30,13 @@
 
 mod audit;
 mod caps;
+pub mod env;
 mod error;
 mod facts;
+pub mod gateway_log;
+pub mod home;
+mod kinds;
+pub mod profiles;
 mod schema;
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -36,6 +49,7 @@ pub use error::BoardError;
 pub use facts::{
     DECISION_KINDS, DISPATCHER_OUTCOMES, RunFacts, RunVerdict, TaskDecision, WORKER_OUTCOMES,
 };
+pub use kinds::{DISPATCHER_PROGRESS_KINDS, READY_ENTRY_KINDS};
 pub use schema::REQUIRED_COLUMNS;
 pub use types::{
     BoardOptions, ClearOverride, EVENT_PREFIX, Kind, ParkRequest, Parked, ProgressMark, ReadyTask,
@@ -213,16 +227,6 @@ impl Board {
         Ok(facts::run_facts(&self.conn, task_id, run_id)?)
     }
 
-    /// SQLite's `PRAGMA data_version`: changes when another connection
-    /// commits to the board, not on this connection's own commits. What the
-    /// watchdog keeps in memory from the board is re-read only when it
-    /// changed (or after its own write).
-    pub fn data_version(&self) -> Result<i64, BoardError> {
-        Ok(self
-            .conn
-            .query_row("PRAGMA data_version", [], |r| r.get(0))?)
-    }
-
     /// Tasks in `ready`, in the dispatcher's order.
     pub fn ready_tasks(&self) -> Result<Vec<ReadyTask>, BoardError> {
         let mut stmt = self.conn.prepare_cached(
@@ -249,15 +253,13 @@ impl Board {
     }
 
     /// The newest dispatcher-progress event after `after_id`: events the
-    /// dispatcher writes on a live tick (`claimed`, `spawned`,
-    /// `respawn_guarded`, `promoted`, crash/reclaim bookkeeping).
+    /// dispatcher writes on a live tick ([`DISPATCHER_PROGRESS_KINDS`]).
     pub fn progress_since(&self, after_id: i64) -> Result<ProgressMark, BoardError> {
-        let mut stmt = self.conn.prepare_cached(
+        let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT COALESCE(MAX(id), ?1), MAX(created_at), COUNT(*) FROM task_events \
-             WHERE id > ?1 AND kind IN ('claimed','spawned','respawn_guarded','promoted',\
-             'crashed','protocol_violation','rate_limited','reclaimed','timed_out','stale',\
-             'claim_rejected','claim_extended','spawn_failed','gave_up')",
-        )?;
+             WHERE id > ?1 AND kind IN {}",
+            kinds::sql_list(DISPATCHER_PROGRESS_KINDS)
+        ))?;
         Ok(stmt.query_row([after_id], |r| {
             Ok(ProgressMark {
                 last_event_id: r.get(0)?,
@@ -288,14 +290,58 @@ impl Board {
     /// with our event as the latest scheduling decision (an operator who
     /// rescheduled or unblocked a task by hand takes it back from us).
     pub fn parked(&self) -> Result<Vec<Parked>, BoardError> {
+        self.parked_where("", None)
+    }
+
+    /// [`Board::parked`] for one task: `None` when it is not ours in
+    /// `scheduled` (any more).
+    pub fn parked_task(&self, task_id: &str) -> Result<Option<Parked>, BoardError> {
+        Ok(self.parked_where("AND t.id = ?1", Some(task_id))?.pop())
+    }
+
+    /// The newest event id, and the tasks with an event after `after_id`
+    /// (at most `limit` of them; `None` when there are more, and a full
+    /// re-read is cheaper). What changed on the board since the last look,
+    /// for what the watchdog keeps in memory.
+    pub fn tasks_touched_since(
+        &self,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<(i64, Option<Vec<String>>), BoardError> {
+        let newest: i64 = self.conn.query_row(
+            "SELECT COALESCE(MAX(id), 0) FROM task_events",
+            [],
+            |r| r.get(0),
+        )?;
+        if newest <= after_id {
+            return Ok((newest, Some(Vec::new())));
+        }
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT DISTINCT task_id FROM task_events WHERE id > ?1 AND id <= ?2 LIMIT ?3",
+        )?;
+        let cap = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
+        let ids: Vec<String> = stmt
+            .query_map(params![after_id, newest, cap], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        if ids.len() > limit {
+            return Ok((newest, None));
+        }
+        Ok((newest, Some(ids)))
+    }
+
+    fn parked_where(&self, filter: &str, task: Option<&str>) -> Result<Vec<Parked>, BoardError> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT t.id, t.assignee, e.kind, e.payload, e.created_at FROM tasks t \
              JOIN task_events e ON e.id = (SELECT MAX(id) FROM task_events x \
                WHERE x.task_id = t.id AND x.kind IN {}) \
-             WHERE t.status = 'scheduled' AND e.kind IN ('watchdog_parked','watchdog_held')",
+             WHERE t.status = 'scheduled' AND e.kind IN ('watchdog_parked','watchdog_held') {filter}",
             writes::SCHEDULING_KINDS
         ))?;
-        let rows = stmt.query_map([], |r| {
+        let params: Vec<&dyn rusqlite::ToSql> = match &task {
+            Some(t) => vec![t],
+            None => Vec::new(),
+        };
+        let rows = stmt.query_map(params.as_slice(), |r| {
             let payload: Option<String> = r.get(3)?;
             let kind: String = r.get(2)?;
             Ok((
@@ -544,6 +590,26 @@ pub fn read_run_facts(
     busy_timeout: Duration,
 ) -> Result<RunFacts, BoardError> {
     Board::open_read_only(path, busy_timeout)?.run_facts(task_id, run_id)
+}
+
+/// When each task became work for the dispatcher ([`READY_ENTRY_KINDS`]
+/// events: epoch s and task id, oldest first), from the board at `path`
+/// opened read-only (never created; no schema check, so an incident's
+/// snapshot of an older board still reads).
+pub fn read_ready_entries(path: &Path) -> Result<Vec<(i64, String)>, BoardError> {
+    let conn =
+        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|source| {
+            BoardError::Open {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT created_at, task_id FROM task_events WHERE kind IN {} ORDER BY created_at",
+        kinds::sql_list(READY_ENTRY_KINDS)
+    ))?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 fn file_identity(path: &Path) -> Option<(u64, u64)> {

@@ -215,17 +215,8 @@ pub struct DispatcherConfig {
     pub patterns: LogPatterns,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LogPatterns {
-    pub activity: Vec<String>,
-    pub stuck: Vec<String>,
-    pub tick_error: Vec<String>,
-    pub shutdown: Vec<String>,
-    /// Lines scanned against the failure-signature catalogue (for provider
-    /// crash texts like the xAI OAuth error).
-    pub provider_failure: Vec<String>,
-}
+/// The gateway-log patterns (Hermes' log format: [`hermes_board::gateway_log`]).
+pub use hermes_board::gateway_log::LogPatterns;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -330,14 +321,6 @@ impl Default for DispatcherConfig {
             check_every: Dur::secs(5),
             patterns: LogPatterns::default(),
         }
-    }
-}
-
-impl Default for LogPatterns {
-    /// Anchored to the format, level and logger Hermes writes: see
-    /// [`crate::gateway::default_patterns`].
-    fn default() -> Self {
-        crate::gateway::default_patterns()
     }
 }
 

@@ -1,7 +1,10 @@
-//! Where everything is, resolved once from the config and the environment,
-//! following Hermes 0.19's own rules (docs/hermes-0.19-findings.md).
+//! Where everything is, resolved once from the config and the environment.
+//! The Hermes home's layout is [`hermes_board::home`]'s.
 
 use std::path::{Path, PathBuf};
+
+use hermes_board::home::{self, home_dir};
+pub use hermes_board::home::{DEFAULT_BOARD, board_path, discover_boards, valid_board_slug};
 
 use crate::config::Config;
 
@@ -33,9 +36,8 @@ impl Paths {
             .hermes_home
             .as_deref()
             .map(expand_tilde)
-            .or_else(|| env("HERMES_HOME"))
-            .unwrap_or_else(|| home().join(".hermes"));
-        let kanban_home = env("HERMES_KANBAN_HOME").unwrap_or_else(|| hermes_home.clone());
+            .unwrap_or_else(home::default_hermes_home);
+        let kanban_home = home::kanban_home(&hermes_home);
         let boards = match (&cfg.board_db, &cfg.board) {
             (Some(db), _) => BoardScope::One {
                 slug: cfg.board.clone().unwrap_or_else(|| DEFAULT_BOARD.into()),
@@ -68,19 +70,19 @@ impl Paths {
                 .gateway_log
                 .as_deref()
                 .map(expand_tilde)
-                .unwrap_or_else(|| hermes_home.join("logs").join("gateway.log")),
+                .unwrap_or_else(|| home::gateway_log(&hermes_home)),
             pid_file: cfg
                 .dispatcher
                 .pid_file
                 .as_deref()
                 .map(expand_tilde)
-                .unwrap_or_else(|| hermes_home.join("gateway.pid")),
+                .unwrap_or_else(|| home::pid_file(&hermes_home)),
             auth_store: cfg
                 .providers
                 .auth_store
                 .as_deref()
                 .map(expand_tilde)
-                .unwrap_or_else(|| hermes_home.join("auth.json")),
+                .unwrap_or_else(|| home::auth_store(&hermes_home)),
             hermes_home,
             kanban_home,
             boards,
@@ -124,34 +126,12 @@ impl Paths {
     /// order. Profiles are listed afresh on each call, so a new profile is
     /// seen at the next check.
     pub fn auth_stores(&self) -> Vec<PathBuf> {
-        /// A Hermes home with more profiles than this is not one we know.
-        const MAX_PROFILES: usize = 1024;
-        let mut profiles: Vec<PathBuf> = std::fs::read_dir(self.hermes_home.join("profiles"))
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                    .map(|e| e.path().join("auth.json"))
-                    .take(MAX_PROFILES)
-                    .collect()
-            })
-            .unwrap_or_default();
-        profiles.sort();
-        let mut stores = vec![self.auth_store.clone()];
-        stores.extend(profiles.into_iter().filter(|p| *p != self.auth_store));
-        stores
+        home::auth_stores(&self.hermes_home, &self.auth_store)
     }
 
     /// `<root>/profiles/<name>/config.yaml`; the root `config.yaml` for `default`.
     pub fn profile_config(&self, profile: &str) -> PathBuf {
-        if profile == "default" || profile.is_empty() {
-            self.hermes_home.join("config.yaml")
-        } else {
-            self.hermes_home
-                .join("profiles")
-                .join(profile)
-                .join("config.yaml")
-        }
+        home::profile_config(&self.hermes_home, profile)
     }
 }
 
@@ -165,86 +145,6 @@ pub enum BoardScope {
     All,
 }
 
-/// Hermes' name for the board at `<root>/kanban.db`.
-pub const DEFAULT_BOARD: &str = "default";
-
-/// A Hermes board slug: 1-64 of `a-z 0-9 - _`, not starting with `-`/`_`
-/// (`_BOARD_SLUG_RE` in Hermes' `kanban_db.py`).
-pub fn valid_board_slug(slug: &str) -> bool {
-    let b = slug.as_bytes();
-    !b.is_empty()
-        && b.len() <= 64
-        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'_')
-}
-
-/// A Hermes home with more boards than this is not one we know.
-const MAX_BOARDS: usize = 256;
-
-/// The boards of a kanban home, as Hermes' gateway ticks them: `default`
-/// (`<root>/kanban.db`, always listed, it may not exist yet) and every
-/// `<root>/kanban/boards/<slug>/` with a `kanban.db` whose `board.json` does
-/// not say `archived`, in slug order. Directories with an invalid slug are
-/// skipped (Hermes cannot name them either).
-pub fn discover_boards(kanban_home: &Path) -> Vec<(String, PathBuf)> {
-    let mut boards = vec![(
-        DEFAULT_BOARD.to_string(),
-        board_path(kanban_home, DEFAULT_BOARD),
-    )];
-    let root = kanban_home.join("kanban").join("boards");
-    let Ok(entries) = std::fs::read_dir(&root) else {
-        return boards;
-    };
-    let mut named: Vec<(String, PathBuf)> = entries
-        .flatten()
-        .filter_map(|e| {
-            let slug = e.file_name().to_str()?.to_string();
-            if slug == DEFAULT_BOARD || !valid_board_slug(&slug) {
-                return None;
-            }
-            let db = e.path().join("kanban.db");
-            // symlink_metadata: a board is a real file, not a link elsewhere.
-            let is_file = std::fs::symlink_metadata(&db).is_ok_and(|m| m.is_file());
-            (is_file && !board_archived(&e.path())).then_some((slug, db))
-        })
-        .take(MAX_BOARDS)
-        .collect();
-    named.sort();
-    boards.extend(named);
-    boards
-}
-
-/// `board.json` says `"archived": true` (Hermes keeps a tombstone).
-fn board_archived(dir: &Path) -> bool {
-    /// board.json is a few hundred bytes; a larger one is not Hermes'.
-    const MAX_META: u64 = 64 * 1024;
-    let path = dir.join("board.json");
-    let Ok(meta) = std::fs::symlink_metadata(&path) else {
-        return false;
-    };
-    if !meta.is_file() || meta.len() > MAX_META {
-        return false;
-    }
-    std::fs::read(&path)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v.get("archived").and_then(serde_json::Value::as_bool))
-        .unwrap_or(false)
-}
-
-/// Board `default` -> `<root>/kanban.db`; others `<root>/kanban/boards/<slug>/kanban.db`.
-pub fn board_path(root: &Path, board: &str) -> PathBuf {
-    if board == DEFAULT_BOARD {
-        root.join("kanban.db")
-    } else {
-        root.join("kanban")
-            .join("boards")
-            .join(board)
-            .join("kanban.db")
-    }
-}
-
 /// `$XDG_STATE_HOME/kanban-watchdog`, else `~/.local/state/kanban-watchdog`.
 pub fn default_state_dir() -> PathBuf {
     exit_record::default_record_dir()
@@ -253,16 +153,9 @@ pub fn default_state_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/tmp/kanban-watchdog"))
 }
 
-fn home() -> PathBuf {
-    std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/"))
-}
-
 pub fn expand_tilde(p: &Path) -> PathBuf {
     match p.strip_prefix("~") {
-        Ok(rest) => home().join(rest),
+        Ok(rest) => home_dir().join(rest),
         Err(_) => p.to_path_buf(),
     }
 }

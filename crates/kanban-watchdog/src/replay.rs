@@ -168,18 +168,10 @@ fn line_time(line: &str) -> Option<i64> {
 }
 
 /// Times (epoch s) at which the board shows a task entering `ready` work
-/// (created/promoted/unblocked/released events), read-only.
+/// ([`hermes_board::READY_ENTRY_KINDS`] events), read-only.
 fn ready_periods(db: &Path) -> anyhow::Result<Vec<(i64, String)>> {
-    let conn =
-        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .with_context(|| format!("cannot open {} read-only", db.display()))?;
-    let mut stmt = conn.prepare(
-        "SELECT created_at, task_id FROM task_events WHERE kind IN \
-         ('created','promoted','unblocked','watchdog_released','rate_limited','protocol_violation','crashed') \
-         ORDER BY created_at",
-    )?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    hermes_board::read_ready_entries(db)
+        .with_context(|| format!("cannot open {} read-only", db.display()))
 }
 
 struct Sim<'a> {
