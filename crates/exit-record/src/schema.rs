@@ -1,6 +1,7 @@
 //! The versioned exit-record schema.
 
 use failure_signatures::Classification;
+use hermes_board::env;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -125,12 +126,12 @@ impl TaskContext {
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> TaskContext {
         let non_empty = |k: &str| get(k).filter(|v| !v.is_empty());
         TaskContext {
-            id: non_empty("HERMES_KANBAN_TASK"),
-            run_id: non_empty("HERMES_KANBAN_RUN_ID").and_then(|v| v.trim().parse().ok()),
-            board: non_empty("HERMES_KANBAN_BOARD"),
-            db: non_empty("HERMES_KANBAN_DB"),
-            profile: non_empty("HERMES_PROFILE"),
-            claim_lock: non_empty("HERMES_KANBAN_CLAIM_LOCK"),
+            id: non_empty(env::KANBAN_TASK),
+            run_id: non_empty(env::KANBAN_RUN_ID).and_then(|v| v.trim().parse().ok()),
+            board: non_empty(env::KANBAN_BOARD),
+            db: non_empty(env::KANBAN_DB),
+            profile: non_empty(env::PROFILE),
+            claim_lock: non_empty(env::KANBAN_CLAIM_LOCK),
         }
     }
 }

@@ -19,7 +19,7 @@ pub const EXIT_TRAILER: &str = "[kanban-worker-exit] rc=";
 /// A worker the kanban dispatcher spawned: `HERMES_KANBAN_TASK` is set and
 /// not empty (Hermes tests it for truth the same way).
 pub fn is_kanban_worker() -> bool {
-    std::env::var_os("HERMES_KANBAN_TASK").is_some_and(|v| !v.is_empty())
+    std::env::var_os(hermes_board::env::KANBAN_TASK).is_some_and(|v| !v.is_empty())
 }
 
 /// Whether the shim must write its own trailer: in a kanban worker, when

@@ -145,7 +145,7 @@ impl Run {
         // skipped). A health file that fails its checks means no steering,
         // no skip and one line; the worker starts regardless.
         let mut skip = None;
-        let steered = std::env::var_os("HERMES_KANBAN_TASK").and_then(|_| {
+        let steered = std::env::var_os(hermes_board::env::KANBAN_TASK).and_then(|_| {
             let file = opts
                 .health_file
                 .clone()
@@ -157,7 +157,7 @@ impl Run {
             match steer::consult(
                 &mut command,
                 &file,
-                std::env::var("HERMES_PROFILE").ok(),
+                std::env::var(hermes_board::env::PROFILE).ok(),
                 may_skip,
                 now,
             ) {

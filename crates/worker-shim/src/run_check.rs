@@ -20,8 +20,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_millis(200);
 /// The run named by `HERMES_KANBAN_DB` and `HERMES_KANBAN_RUN_ID`, when
 /// both are set and the board answers.
 pub fn from_env() -> Option<RunAtExit> {
-    let db = std::env::var_os("HERMES_KANBAN_DB").filter(|v| !v.is_empty())?;
-    let run_id: i64 = std::env::var("HERMES_KANBAN_RUN_ID")
+    let db = std::env::var_os(hermes_board::env::KANBAN_DB).filter(|v| !v.is_empty())?;
+    let run_id: i64 = std::env::var(hermes_board::env::KANBAN_RUN_ID)
         .ok()?
         .trim()
         .parse()
