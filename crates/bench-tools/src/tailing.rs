@@ -317,8 +317,7 @@ pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         Row::new(
             "4a",
             format!(
-                "log tailing: tailer + LineClassifier + catalogue, {:.0} MB synthetic gateway log",
-                mb
+                "log tailing: tailer + LineClassifier + catalogue, {mb:.0} MB synthetic gateway log"
             ),
         )
         .ours(format!(
