@@ -154,7 +154,7 @@ pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         (
             "1f",
             "catalogue",
-            "  cold first call when there is output: `Catalogue::classify` (RegexSet build)",
+            "  cold first call when there is output: `Catalogue::classify` (literal prefilter, no match)",
         ),
     ] {
         let (c, mem) = cost(name)?;
