@@ -5,11 +5,12 @@
 //!
 //! For every signature of `src/builtin/*.yaml` (in the order catalogue.rs
 //! concatenates them) it parses the pattern with the flags the catalogue
-//! compiles it with, extracts the prefix and the suffix literal sequences
-//! with `regex-syntax`'s `Extractor` and keeps the more selective one: a
-//! finite set of literals, every one at least [`MIN_LITERAL`] bytes, one
-//! of which begins (or ends) every match. A signature without such a set
-//! is marked "always a candidate". Literals are ASCII-lowercased; the
+//! compiles it with and finds a set of literals, every one at least
+//! [`MIN_LITERAL`] bytes, one of which every match contains: the prefix or
+//! the suffix literals of `regex-syntax`'s `Extractor`, of the whole
+//! pattern or (see [`required`]) of one part of a concatenation, a union
+//! over the branches of an alternation; the most selective set wins. A
+//! signature without such a set is marked "always a candidate". Literals are ASCII-lowercased; the
 //! run-time check lowercases the text the same way (byte for byte, so a
 //! match's literal stays a substring).
 //!
@@ -23,8 +24,8 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use regex_syntax::hir::Hir;
 use regex_syntax::hir::literal::{ExtractKind, Extractor, Seq};
+use regex_syntax::hir::{Hir, HirKind};
 
 /// Must match `BUILTIN_PARTS` in src/catalogue.rs.
 const PARTS: &[&str] = &[
@@ -144,14 +145,38 @@ fn literals(pattern: &str) -> Option<BTreeSet<Vec<u8>>> {
         .build()
         .parse(pattern)
         .ok()?;
-    [ExtractKind::Prefix, ExtractKind::Suffix]
+    required(&hir)
+}
+
+/// A set of literals one of which every match of `hir` contains:
+/// - every match begins with one of its prefix literals and ends with one
+///   of its suffix literals;
+/// - a match of a concatenation contains a match of each of its parts;
+/// - a match of an alternation is a match of one of its branches, so the
+///   union of the branches' sets (when each has one) is such a set.
+///
+/// Of the sets found, the most selective: the longest shortest literal
+/// (up to 8 bytes), then the fewest literals.
+fn required(hir: &Hir) -> Option<BTreeSet<Vec<u8>>> {
+    let mut found: Vec<BTreeSet<Vec<u8>>> = [ExtractKind::Prefix, ExtractKind::Suffix]
         .into_iter()
-        .filter_map(|kind| extract(&hir, kind))
-        // Fewest literals, then longest shortest literal.
-        .min_by_key(|set| {
-            let shortest = set.iter().map(Vec::len).min().unwrap_or(0);
-            (set.len(), std::cmp::Reverse(shortest))
-        })
+        .filter_map(|kind| extract(hir, kind))
+        .collect();
+    match hir.kind() {
+        HirKind::Concat(parts) => found.extend(parts.iter().filter_map(required)),
+        HirKind::Capture(cap) => found.extend(required(&cap.sub)),
+        HirKind::Alternation(branches) => {
+            let sets: Option<Vec<BTreeSet<Vec<u8>>>> = branches.iter().map(required).collect();
+            if let Some(sets) = sets {
+                found.push(sets.into_iter().flatten().collect());
+            }
+        }
+        _ => {}
+    }
+    found.into_iter().min_by_key(|set| {
+        let shortest = set.iter().map(Vec::len).min().unwrap_or(0);
+        (std::cmp::Reverse(shortest.min(8)), set.len())
+    })
 }
 
 fn extract(hir: &Hir, kind: ExtractKind) -> Option<BTreeSet<Vec<u8>>> {
