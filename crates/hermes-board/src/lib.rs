@@ -5,6 +5,7 @@
 //!   credential stores, profile configs) and the boards the gateway ticks;
 //! * [`profiles`]: a profile's provider chain from its `config.yaml`;
 //! * [`gateway_log`]: what a line of `gateway.log` means;
+//! * [`dispatcher`]: the dispatcher's interval from Hermes' `config.yaml`;
 //! * [`env`]: the `HERMES_*` environment variables by name;
 //! * [`DISPATCHER_PROGRESS_KINDS`] and the other event kinds of a board.
 //!
@@ -30,6 +31,7 @@
 
 mod audit;
 mod caps;
+pub mod dispatcher;
 pub mod env;
 mod error;
 mod facts;

@@ -212,6 +212,71 @@ fn claim_from(
     Ok(run_id)
 }
 
+/// The ready tasks' ids in the dispatcher's order (priority, then age).
+pub fn ready_ids(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare(
+        "SELECT id FROM tasks WHERE status = 'ready' ORDER BY priority DESC, created_at ASC",
+    )?;
+    let ids = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(ids)
+}
+
+/// The task's assignee (its profile), if it has one.
+pub fn assignee(conn: &Connection, id: &str) -> Option<String> {
+    conn.query_row("SELECT assignee FROM tasks WHERE id = ?1", [id], |r| {
+        r.get(0)
+    })
+    .ok()
+    .flatten()
+}
+
+/// Records the pid of the worker the dispatcher spawned for a task.
+pub fn set_worker_pid(conn: &Connection, id: &str, pid: u32) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE tasks SET worker_pid = ?1 WHERE id = ?2",
+        params![pid, id],
+    )?;
+    Ok(())
+}
+
+/// The gateway's judgement of a worker exit, guarded like Hermes' own
+/// (only a task still `running` that very run is touched): 75 is
+/// `rate_limited`, 0 without a terminal call a `protocol_violation`
+/// (run `crashed`), anything else `crashed` and counted as a failure; the
+/// task goes back to `ready`.
+pub fn dispatcher_judges_exit(
+    conn: &Connection,
+    task: &str,
+    run: i64,
+    code: Option<i32>,
+) -> rusqlite::Result<()> {
+    let now = now();
+    let (outcome, kind, count_failure) = match code {
+        Some(75) => ("rate_limited", "rate_limited", false),
+        Some(0) => ("crashed", "protocol_violation", false),
+        _ => ("crashed", "crashed", true),
+    };
+    let n = conn.execute(
+        "UPDATE tasks SET status = 'ready', claim_lock = NULL, claim_expires = NULL, worker_pid = NULL, \
+         current_run_id = NULL, consecutive_failures = consecutive_failures + ?1 \
+         WHERE id = ?2 AND status = 'running' AND current_run_id = ?3",
+        params![i64::from(count_failure), task, run],
+    )?;
+    if n == 1 {
+        conn.execute(
+            "UPDATE task_runs SET status = ?1, outcome = ?1, ended_at = ?2 WHERE id = ?3 AND ended_at IS NULL",
+            params![outcome, now, run],
+        )?;
+        conn.execute(
+            "INSERT INTO task_events (task_id, run_id, kind, payload, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![task, run, kind, format!("{{\"exit_code\":{}}}", code.unwrap_or(-1)), now],
+        )?;
+    }
+    Ok(())
+}
+
 /// What Hermes' dispatcher does after an rc-0 exit it judged a protocol
 /// violation that tripped the breaker: run closed `crashed` with a
 /// `protocol_violation` event, then the task ready -> blocked with a

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use hermes_board::testkit;
+use hermes_board::{env, testkit};
 
 use crate::config::{AlertsConfig, Config, Dur, WebhookConfig};
 use crate::daemon::{Daemon, Event, Shared, channel_pair, start_watchers};
@@ -257,11 +257,11 @@ fn story(
     let out = Command::new(shim)
         .args(["--", "sh", "-c", &worker])
         .env("WORKER_SHIM_RECORD_DIR", &paths.record_dir)
-        .env("HERMES_KANBAN_TASK", "t_demo1")
-        .env("HERMES_KANBAN_RUN_ID", run_id.to_string())
-        .env("HERMES_KANBAN_DB", db)
-        .env("HERMES_KANBAN_BOARD", "default")
-        .env("HERMES_PROFILE", "coder")
+        .env(env::KANBAN_TASK, "t_demo1")
+        .env(env::KANBAN_RUN_ID, run_id.to_string())
+        .env(env::KANBAN_DB, db)
+        .env(env::KANBAN_BOARD, "default")
+        .env(env::PROFILE, "coder")
         .stdin(Stdio::null())
         .output()
         .context("cannot run worker-shim")?;

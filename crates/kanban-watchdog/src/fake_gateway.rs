@@ -1,7 +1,8 @@
 //! A stand-in for the Hermes gateway's embedded dispatcher, for tests and
 //! the demo: it writes `gateway.pid` like Hermes 0.19 (JSON with the
 //! process start time), logs Hermes-format lines, and every tick claims the
-//! ready tasks of a real board with Hermes' own claim SQL. Without a worker
+//! ready tasks of a real board with Hermes' own claim SQL (from
+//! [`hermes_board::testkit`]). Without a worker
 //! command it completes each claimed task at once; with one, it spawns the
 //! worker per task with the dispatcher's environment and judges its exit
 //! like the gateway does (0 and still running = protocol violation, 75 =
@@ -19,10 +20,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use hermes_board::testkit;
+use hermes_board::{env, testkit};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use rusqlite::params;
 
 use crate::cli::FakeGatewayArgs;
 use crate::gateway::{gateway_process, start_time};
@@ -95,15 +95,9 @@ fn tick(
     }
     for (task, run, code) in finished {
         workers.remove(&task);
-        judge_exit(&conn, &task, run, code)?;
+        testkit::dispatcher_judges_exit(&conn, &task, run, code)?;
     }
-    let ready: Vec<String> = {
-        let mut stmt = conn.prepare(
-            "SELECT id FROM tasks WHERE status = 'ready' ORDER BY priority DESC, created_at ASC",
-        )?;
-        stmt.query_map([], |r| r.get(0))?
-            .collect::<Result<_, _>>()?
-    };
+    let ready = testkit::ready_ids(&conn)?;
     let mut spawned = 0;
     for id in ready {
         let pid = if args.worker.is_empty() {
@@ -122,20 +116,20 @@ fn tick(
         }
         let child = Command::new(&args.worker[0])
             .args(&args.worker[1..])
-            .env("HERMES_KANBAN_TASK", &id)
-            .env("HERMES_KANBAN_RUN_ID", run_id.to_string())
-            .env("HERMES_KANBAN_DB", &args.board)
-            .env("HERMES_KANBAN_BOARD", "default")
-            .env("HERMES_PROFILE", assignee(&conn, &id).unwrap_or_default())
+            .env(env::KANBAN_TASK, &id)
+            .env(env::KANBAN_RUN_ID, run_id.to_string())
+            .env(env::KANBAN_DB, &args.board)
+            .env(env::KANBAN_BOARD, "default")
+            .env(
+                env::PROFILE,
+                testkit::assignee(&conn, &id).unwrap_or_default(),
+            )
             .stdin(Stdio::null())
             .process_group(0)
             .spawn();
         match child {
             Ok(child) => {
-                conn.execute(
-                    "UPDATE tasks SET worker_pid = ?1 WHERE id = ?2",
-                    params![child.id(), id],
-                )?;
+                testkit::set_worker_pid(&conn, &id, child.id())?;
                 workers.insert(id, (child, run_id));
             }
             Err(e) => log.line(
@@ -151,47 +145,6 @@ fn tick(
                 "kanban dispatcher [default]: spawned={spawned} reclaimed=0 crashed=0 timed_out=0 promoted=0 auto_blocked=0"
             ),
         );
-    }
-    Ok(())
-}
-
-fn assignee(conn: &rusqlite::Connection, id: &str) -> Option<String> {
-    conn.query_row("SELECT assignee FROM tasks WHERE id = ?1", [id], |r| {
-        r.get(0)
-    })
-    .ok()
-    .flatten()
-}
-
-/// The gateway's judgement of a worker exit, guarded like Hermes' own
-/// (only a task still `running` that very run is touched).
-fn judge_exit(
-    conn: &rusqlite::Connection,
-    task: &str,
-    run: i64,
-    code: Option<i32>,
-) -> anyhow::Result<()> {
-    let now = jiff::Timestamp::now().as_second();
-    let (outcome, kind, count_failure) = match code {
-        Some(75) => ("rate_limited", "rate_limited", false),
-        Some(0) => ("crashed", "protocol_violation", false),
-        _ => ("crashed", "crashed", true),
-    };
-    let n = conn.execute(
-        "UPDATE tasks SET status = 'ready', claim_lock = NULL, claim_expires = NULL, worker_pid = NULL, \
-         current_run_id = NULL, consecutive_failures = consecutive_failures + ?1 \
-         WHERE id = ?2 AND status = 'running' AND current_run_id = ?3",
-        params![i64::from(count_failure), task, run],
-    )?;
-    if n == 1 {
-        conn.execute(
-            "UPDATE task_runs SET status = ?1, outcome = ?1, ended_at = ?2 WHERE id = ?3 AND ended_at IS NULL",
-            params![outcome, now, run],
-        )?;
-        conn.execute(
-            "INSERT INTO task_events (task_id, run_id, kind, payload, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![task, run, kind, format!("{{\"exit_code\":{}}}", code.unwrap_or(-1)), now],
-        )?;
     }
     Ok(())
 }

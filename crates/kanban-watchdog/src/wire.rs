@@ -40,7 +40,7 @@ pub const BLOCK_END: &str = "# <<< kanban-watchdog wiring <<<";
 const BEGIN_PREFIX: &str = "# >>> kanban-watchdog wiring";
 const END_PREFIX: &str = "# <<< kanban-watchdog wiring";
 
-pub const KEY_BIN: &str = "HERMES_BIN";
+pub const KEY_BIN: &str = hermes_board::env::BIN;
 pub const KEY_TARGET: &str = "WORKER_SHIM_TARGET";
 pub const KEY_RECORD_DIR: &str = "WORKER_SHIM_RECORD_DIR";
 
@@ -72,7 +72,7 @@ pub fn hermes(o: WireOptions) -> anyhow::Result<ExitCode> {
 fn resolve_hermes_home(given: Option<&Path>) -> anyhow::Result<PathBuf> {
     let home = match given {
         Some(h) => h.to_path_buf(),
-        None => match std::env::var_os("HERMES_HOME").filter(|v| !v.is_empty()) {
+        None => match std::env::var_os(hermes_board::env::HOME).filter(|v| !v.is_empty()) {
             Some(h) => PathBuf::from(h),
             None => std::env::var_os("HOME")
                 .filter(|v| !v.is_empty())
