@@ -566,19 +566,3 @@ proptest! {
         }
     }
 }
-
-fn merge(into: &mut serde_yaml::Value, from: serde_yaml::Value) {
-    match (into, from) {
-        (serde_yaml::Value::Mapping(a), serde_yaml::Value::Mapping(b)) => {
-            for (k, v) in b {
-                match a.get_mut(&k) {
-                    Some(existing) if existing.is_mapping() && v.is_mapping() => merge(existing, v),
-                    _ => {
-                        a.insert(k, v);
-                    }
-                }
-            }
-        }
-        (into, from) => *into = from,
-    }
-}

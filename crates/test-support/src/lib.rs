@@ -6,14 +6,17 @@
 //! - [`prerequisite_missing`]: a test whose prerequisite is missing fails
 //!   under CI and says SKIPPED elsewhere.
 //! - [`Tmpfs`]: a small filesystem that can be filled up.
+//! - [`file_names`], [`proc_alive`]: a directory's entries, a live process.
 //! - [`board`]: real Hermes-schema boards (`hermes_board::testkit`).
 //! - [`probe_record`]: an exit record for property tests and fuzzing.
 
+mod fs;
 mod prerequisite;
 mod record;
 mod tmpfs;
 mod wait;
 
+pub use fs::{file_names, proc_alive};
 pub use prerequisite::{in_ci, prerequisite_missing};
 pub use record::probe_record;
 pub use tmpfs::Tmpfs;

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use test_support::{Tmpfs, wait_for};
+use test_support::{Tmpfs, file_names as entries, proc_alive, wait_for};
 
 const SHIM: &str = env!("CARGO_BIN_EXE_worker-shim");
 
@@ -21,29 +21,6 @@ fn shim(record_dir: &Path) -> Command {
         .env_remove("HERMES_KANBAN_TASK")
         .env_remove("HERMES_KANBAN_RUN_ID");
     cmd
-}
-
-fn proc_alive(pid: i32) -> bool {
-    // A zombie is dead for our purposes.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
-}
-
-fn entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
 }
 
 /// What the kanban dispatcher makes of a worker's exit status (Hermes 0.19,

@@ -7,7 +7,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use test_support::wait_for;
+use test_support::{proc_alive, wait_for};
 
 const SHIM: &str = env!("CARGO_BIN_EXE_worker-shim");
 
@@ -405,17 +405,6 @@ fn sigterm_reaches_grandchildren_of_a_shell_worker() {
     wait_for("the grandchild to die", Duration::from_secs(10), || {
         !proc_alive(grandchild)
     });
-}
-
-fn proc_alive(pid: i32) -> bool {
-    // A zombie is dead for our purposes.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
 }
 
 #[test]

@@ -235,15 +235,7 @@ impl Harness {
     }
 
     pub fn files_in(&self, sub: &str) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(self.records.join(sub))
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        v
+        test_support::file_names(&self.records.join(sub))
     }
 
     /// Adds a ready task and claims it like the dispatcher: returns the run id.
@@ -290,7 +282,8 @@ pub fn metric_value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&s
         .sum()
 }
 
-fn merge(into: &mut serde_yaml::Value, from: serde_yaml::Value) {
+/// Merges YAML mapping `from` into `into`, recursively (`from` wins).
+pub fn merge(into: &mut serde_yaml::Value, from: serde_yaml::Value) {
     match (into, from) {
         (serde_yaml::Value::Mapping(a), serde_yaml::Value::Mapping(b)) => {
             for (k, v) in b {
