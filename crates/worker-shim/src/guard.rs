@@ -16,14 +16,14 @@
 //!   `worker-shim -- true`) never pay for one.
 //! - elsewhere (macOS, which has no parent-death signal), and on Linux with
 //!   the `portable` feature: its stdin is the read end of a pipe whose only
-//!   write end the shim holds (close-on-exec, so no worker inherits it); the
-//!   shim's death closes it and the guard reads end-of-file. No polling. The
-//!   worker has no parent-death signal here, so the guard covers the worker
-//!   too and is started as soon as the worker runs ([`GUARD_DELAY`] is zero;
-//!   a worker that has already exited at the first look gets none). A shim
-//!   SIGKILLed in the moment between the worker's fork and the guard's fork
-//!   leaves the worker running: that gap is the price of having no
-//!   parent-death signal (see the README's macOS section for its size).
+//!   lasting write end the shim holds (close-on-exec, so no worker keeps
+//!   it); the shim's death closes it and the guard reads end-of-file. No
+//!   polling. The worker has no parent-death signal here, so the guard
+//!   covers the worker too and leaves no gap: it is started *before* the
+//!   worker ([`Guard::start_before_worker`]), and the worker itself, between
+//!   its fork and its exec, writes its pid (its group) into the pipe (see
+//!   `spawn.rs`). A shim killed at any moment after that fork has a guard
+//!   that knows the group; one killed before it has no worker to leave.
 
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -34,8 +34,9 @@ pub const GUARD_ARG: &str = "--internal-group-guard";
 /// How long a worker runs before its guard is started.
 #[cfg(all(target_os = "linux", not(feature = "portable")))]
 pub const GUARD_DELAY: Duration = Duration::from_millis(20);
-/// How long a worker runs before its guard is started: no time, the guard
-/// is all that stops a worker outliving a SIGKILLed shim.
+/// How long a worker runs before its guard is started, when it was not
+/// started before the worker (it could not be): at once, the guard is all
+/// that stops a worker outliving a SIGKILLed shim.
 #[cfg(any(not(target_os = "linux"), feature = "portable"))]
 pub const GUARD_DELAY: Duration = Duration::ZERO;
 
@@ -48,9 +49,6 @@ const GUARD_BLOCKED: [libc::c_int; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGH
 /// group. Never returns.
 pub fn run_guard(pgid: &str) -> ! {
     use nix::sys::signal::{SigSet, Signal};
-    let Ok(pgid) = pgid.parse::<i32>() else {
-        std::process::exit(2);
-    };
     let mut blocked = SigSet::empty();
     for sig in GUARD_BLOCKED {
         if let Ok(sig) = Signal::try_from(sig) {
@@ -59,9 +57,53 @@ pub fn run_guard(pgid: &str) -> ! {
     }
     // Keep them blocked in case this was exec'ed without the mask.
     let _ = blocked.thread_block();
+    let Some(pgid) = worker_group(pgid) else {
+        std::process::exit(0);
+    };
     wait_for_shim_death();
-    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), Signal::SIGKILL);
+    let group = nix::unistd::Pid::from_raw(pgid);
+    let _ = nix::sys::signal::killpg(group, Signal::SIGKILL);
+    // A worker killed before it made its own group (it writes its pid just
+    // after `setpgid`, but do not rely on the order).
+    let _ = nix::sys::signal::kill(group, Signal::SIGKILL);
     std::process::exit(0)
+}
+
+/// The group to kill: on Linux, the argument.
+#[cfg(all(target_os = "linux", not(feature = "portable")))]
+fn worker_group(arg: &str) -> Option<i32> {
+    arg.parse().ok().filter(|&p| p > 0)
+}
+
+/// The group to kill: on the fallback, the first four bytes on stdin (the
+/// worker's pid in native byte order, written by the worker or the shim).
+/// End-of-file before them: the shim died before any worker was forked, or
+/// spawning it failed; nothing to kill.
+#[cfg(any(not(target_os = "linux"), feature = "portable"))]
+fn worker_group(_arg: &str) -> Option<i32> {
+    let mut pid = [0u8; 4];
+    let mut got = 0;
+    while got < pid.len() {
+        // SAFETY: reads into the rest of a local buffer.
+        let n = unsafe {
+            libc::read(
+                libc::STDIN_FILENO,
+                pid[got..].as_mut_ptr().cast(),
+                pid.len() - got,
+            )
+        };
+        if n == 0 {
+            return None;
+        }
+        if n < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return None;
+        }
+        got += n as usize;
+    }
+    Some(i32::from_ne_bytes(pid)).filter(|&p| p > 0)
 }
 
 /// SIGTERM arrives blocked (the mask set before exec survives it), so a
@@ -76,9 +118,9 @@ fn wait_for_shim_death() {
     let _ = wanted.wait();
 }
 
-/// Reads stdin (the pipe only the shim writes to, and never does) until
-/// end-of-file: every write end is closed, so the shim is gone. A shim
-/// that died before this runs has closed it already: EOF at once.
+/// Reads stdin (the pipe only the shim still holds, and no longer writes
+/// to) until end-of-file: every write end is closed, so the shim is gone.
+/// A shim that died before this runs has closed it already: EOF at once.
 #[cfg(any(not(target_os = "linux"), feature = "portable"))]
 fn wait_for_shim_death() {
     let mut buf = [0u8; 64];
@@ -102,14 +144,48 @@ pub struct Guard {
     /// The only write end of the guard's stdin pipe: closed by the shim's
     /// death (or by `finish`, after the guard is gone).
     #[cfg(any(not(target_os = "linux"), feature = "portable"))]
-    _lifeline: std::os::fd::OwnedFd,
+    lifeline: std::os::fd::OwnedFd,
 }
 
 impl Guard {
     /// Starts the guard for group `pgid`. Called from the main thread (on
     /// Linux the guard's parent-death signal fires when the thread that
     /// spawned it ends: the main thread lives as long as the shim).
+    #[cfg(all(target_os = "linux", not(feature = "portable")))]
     pub fn start(pgid: u32) -> Option<Guard> {
+        Guard::spawn(pgid)
+    }
+
+    /// Starts the guard for group `pgid`, when it could not be started
+    /// before the worker: the shim tells it the group.
+    #[cfg(any(not(target_os = "linux"), feature = "portable"))]
+    pub fn start(pgid: u32) -> Option<Guard> {
+        let guard = Guard::start_before_worker()?;
+        let pid = pgid.to_ne_bytes();
+        // SAFETY: writes 4 bytes from a local array (atomic on a pipe).
+        let n = unsafe { libc::write(guard.lifeline_fd(), pid.as_ptr().cast(), pid.len()) };
+        if n != pid.len() as isize {
+            guard.finish();
+            return None;
+        }
+        Some(guard)
+    }
+
+    /// Starts the guard before the worker exists: the worker writes its
+    /// pid into [`Guard::lifeline_fd`] between its fork and its exec.
+    #[cfg(any(not(target_os = "linux"), feature = "portable"))]
+    pub fn start_before_worker() -> Option<Guard> {
+        Guard::spawn(0)
+    }
+
+    /// The write end of the guard's stdin pipe (close-on-exec).
+    #[cfg(any(not(target_os = "linux"), feature = "portable"))]
+    pub fn lifeline_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.lifeline.as_raw_fd()
+    }
+
+    fn spawn(pgid: u32) -> Option<Guard> {
         let mut cmd = Command::new(guard_program()?);
         cmd.arg0("worker-shim-guard")
             .arg(GUARD_ARG)
@@ -156,7 +232,7 @@ impl Guard {
         Some(Guard {
             child,
             #[cfg(any(not(target_os = "linux"), feature = "portable"))]
-            _lifeline: lifeline,
+            lifeline,
         })
     }
 

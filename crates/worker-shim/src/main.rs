@@ -292,8 +292,11 @@ impl Run {
         let forwarder = Forwarder::install()
             .map_err(|e| say(&format!("signals will not be forwarded: {e}")))
             .ok();
-        let mut child = match spawn::spawn_worker(&self.command, capture_stdout) {
-            Ok(child) => child,
+        let spawn::Spawned {
+            mut child,
+            guard: early_guard,
+        } = match spawn::spawn_worker(&self.command, capture_stdout) {
+            Ok(spawned) => spawned,
             Err(failure) => {
                 say(&failure.reason);
                 return Outcome {
@@ -356,7 +359,7 @@ impl Run {
             }
         }
 
-        let (status, group_guard) = wait_for_exit(pid, forwarder.as_ref(), &mut pumps);
+        let (status, group_guard) = wait_for_exit(pid, forwarder.as_ref(), &mut pumps, early_guard);
         if let Some(g) = group_guard {
             g.finish();
         }
@@ -625,10 +628,11 @@ fn wait_for_exit(
     pid: Pid,
     forwarder: Option<&Forwarder>,
     pumps: &mut Pumps,
+    early_guard: Option<guard::Guard>,
 ) -> (Option<WaitStatus>, Option<guard::Guard>) {
-    let mut group_guard = None;
+    let mut guard_due = early_guard.is_none();
+    let mut group_guard = early_guard;
     let guard_at = Instant::now() + guard::GUARD_DELAY;
-    let mut guard_due = true;
     match forwarder {
         Some(f) => loop {
             if child::has_exited(pid) {
@@ -671,9 +675,10 @@ fn wait_for_exit(
                 pumps.on_poll(&revents);
             }
         },
-        None => {
+        None if guard_due => {
             group_guard = guard::Guard::start(pid.as_raw() as u32);
         }
+        None => {}
     }
     child::wait_exited(pid);
     loop {

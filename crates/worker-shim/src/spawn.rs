@@ -1,13 +1,14 @@
 //! Starting the worker: its own process group, on Linux a parent-death
 //! signal so a SIGKILLed shim does not leave it running (elsewhere the
-//! group guard, started at once, covers the worker too: see `guard.rs`),
-//! and the 126/127 conventions for spawn failures.
+//! group guard, started just before the worker, covers the worker too: see
+//! `guard.rs`), and the 126/127 conventions for spawn failures.
 
 use std::ffi::OsString;
 use std::io::ErrorKind;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 
+use crate::guard::Guard;
 use crate::signals::SpawnMask;
 
 /// Exit code for "command found but could not be executed" (POSIX shells).
@@ -20,12 +21,19 @@ pub struct SpawnFailure {
     pub reason: String,
 }
 
+/// The running worker, and its group guard when one was started with it.
+pub struct Spawned {
+    pub child: Child,
+    pub guard: Option<Guard>,
+}
+
 /// Spawns `argv[0]` with `argv[1..]`. stdin is inherited; stdout is piped
-/// when `capture_stdout`, stderr is always piped.
+/// when `capture_stdout`, stderr is always piped. On the POSIX fallback the
+/// group guard is started first and returned with the worker.
 ///
 /// Must be called from the thread that lives as long as the shim (the main
 /// thread): `PR_SET_PDEATHSIG` fires when the *spawning thread* exits.
-pub fn spawn_worker(argv: &[OsString], capture_stdout: bool) -> Result<Child, SpawnFailure> {
+pub fn spawn_worker(argv: &[OsString], capture_stdout: bool) -> Result<Spawned, SpawnFailure> {
     let Some((program, args)) = argv.split_first() else {
         return Err(SpawnFailure {
             code: EXIT_NOT_FOUND,
@@ -34,6 +42,13 @@ pub fn spawn_worker(argv: &[OsString], capture_stdout: bool) -> Result<Child, Sp
     };
     #[cfg(all(target_os = "linux", not(feature = "portable")))]
     let parent = std::process::id() as libc::pid_t;
+    #[cfg(all(target_os = "linux", not(feature = "portable")))]
+    let guard: Option<Guard> = None;
+    // No parent-death signal: the guard first, told the group by the worker.
+    #[cfg(any(not(target_os = "linux"), feature = "portable"))]
+    let guard = Guard::start_before_worker();
+    #[cfg(any(not(target_os = "linux"), feature = "portable"))]
+    let lifeline = guard.as_ref().map(Guard::lifeline_fd);
     let stdin_is_tty = unsafe { libc::isatty(libc::STDIN_FILENO) } == 1;
     let mut cmd = Command::new(program);
     cmd.args(args)
@@ -53,6 +68,13 @@ pub fn spawn_worker(argv: &[OsString], capture_stdout: bool) -> Result<Child, Sp
             // The worker starts with no signal blocked and the forwarded
             // ones at their default action, as without the shim.
             mask.reset_in_child();
+            // Tell the guard this process's group (its own pid, after
+            // setpgid); exec then closes this copy of the pipe.
+            #[cfg(any(not(target_os = "linux"), feature = "portable"))]
+            if let Some(fd) = lifeline {
+                let pid = libc::getpid().to_ne_bytes();
+                libc::write(fd, pid.as_ptr().cast(), pid.len());
+            }
             #[cfg(all(target_os = "linux", not(feature = "portable")))]
             {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
@@ -77,14 +99,20 @@ pub fn spawn_worker(argv: &[OsString], capture_stdout: bool) -> Result<Child, Sp
     // The closure (and the mask it holds) goes with the command: the
     // shim's own mask is restored here, after the fork.
     drop(cmd);
-    spawned.map_err(|e| {
-        let code = match e.kind() {
-            ErrorKind::NotFound => EXIT_NOT_FOUND,
-            _ => EXIT_NOT_EXECUTABLE,
-        };
-        SpawnFailure {
-            code,
-            reason: format!("cannot run {}: {e}", program.to_string_lossy()),
+    match spawned {
+        Ok(child) => Ok(Spawned { child, guard }),
+        Err(e) => {
+            if let Some(g) = guard {
+                g.finish();
+            }
+            let code = match e.kind() {
+                ErrorKind::NotFound => EXIT_NOT_FOUND,
+                _ => EXIT_NOT_EXECUTABLE,
+            };
+            Err(SpawnFailure {
+                code,
+                reason: format!("cannot run {}: {e}", program.to_string_lossy()),
+            })
         }
-    })
+    }
 }

@@ -136,3 +136,65 @@ fn a_signal_the_shim_was_started_with_ignored_stays_ignored_for_the_worker() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text, "hup ignored\nusr1 default\n");
 }
+
+fn alive(pid: i32) -> bool {
+    // A zombie is dead for our purposes.
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+    })
+}
+
+fn wait_dead(pid: i32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while alive(pid) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+#[test]
+fn a_shim_sigkilled_as_soon_as_its_worker_runs_leaves_no_worker_behind() {
+    // No waiting for a guard: killed the moment the worker has output.
+    // Linux: the worker's parent-death signal. Fallback: the guard was
+    // started before the worker and told its group by the worker itself,
+    // so the worker's children go too.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = KillOnDrop(
+        shim(tmp.path())
+            .args(["--", "sh", "-c", "sleep 300 & echo $$ $!; wait"])
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let line = lines.next().unwrap().unwrap();
+    child.0.kill().unwrap();
+    let pids: Vec<i32> = line
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let (worker, grandchild) = (pids[0], pids[1]);
+    let worker_dead = wait_dead(worker, Duration::from_secs(5));
+    // Linux covers the rest of the group only after 20 ms (guard.rs).
+    let grandchild_dead =
+        cfg!(feature = "portable") && wait_dead(grandchild, Duration::from_secs(5));
+    for pid in [worker, grandchild] {
+        // SAFETY: plain kill of a pid we started (a no-op when gone).
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    assert!(
+        worker_dead,
+        "the worker {worker} outlived its SIGKILLed shim"
+    );
+    if cfg!(feature = "portable") {
+        assert!(
+            grandchild_dead,
+            "the worker's child {grandchild} outlived the SIGKILLed shim"
+        );
+    }
+}
