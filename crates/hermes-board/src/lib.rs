@@ -7,6 +7,7 @@
 //! * [`gateway_log`]: what a line of `gateway.log` means;
 //! * [`dispatcher`]: the dispatcher's interval from Hermes' `config.yaml`;
 //! * [`env`]: the `HERMES_*` environment variables by name;
+//! * [`cli`]: a worker's `hermes` command line (profile, provider, steering);
 //! * [`DISPATCHER_PROGRESS_KINDS`] and the other event kinds of a board.
 //!
 //! Every board write:
@@ -31,6 +32,7 @@
 
 mod audit;
 mod caps;
+pub mod cli;
 pub mod dispatcher;
 pub mod env;
 mod error;

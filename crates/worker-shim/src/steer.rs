@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use exit_record::Steered;
 pub use exit_record::health::HealthDoc;
 use failure_signatures::FailureClass;
+use hermes_board::cli;
 use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{Mode, SFlag, fstatat};
 
@@ -133,10 +134,10 @@ pub fn consult(
     may_skip: bool,
     now: i64,
 ) -> Result<Consulted, HealthError> {
-    if !command.iter().skip(1).any(|a| a == "chat") {
+    if !cli::is_chat(command) {
         return Ok(Consulted::default());
     }
-    let Some(profile) = profile_env.or_else(|| profile_from_argv(command)) else {
+    let Some(profile) = profile_env.or_else(|| cli::profile(command)) else {
         return Ok(Consulted::default());
     };
     let Some(mut doc) = read_health(health_file)? else {
@@ -169,7 +170,7 @@ pub fn consult(
     if let Some(m) = entry.model.as_deref().filter(|m| !safe_name(m)) {
         return Err(unsafe_value("model", m));
     }
-    if let Some(pinned) = provider_from_argv(command) {
+    if let Some(pinned) = cli::provider(command) {
         // The task's own override: Hermes 0.22 passes `-m M --provider P`
         // for a row with `provider_override` set, which is also how the
         // watchdog steers natively there. The dispatcher has chosen; a
@@ -185,12 +186,7 @@ pub fn consult(
             ..Consulted::default()
         });
     }
-    command.push("--provider".into());
-    command.push(entry.provider.clone().into());
-    if let Some(m) = &entry.model {
-        command.push("-m".into());
-        command.push(m.into());
-    }
+    cli::append_provider(command, &entry.provider, entry.model.as_deref());
     Ok(Consulted {
         steered: Some(Steered {
             provider: entry.provider,
@@ -224,7 +220,7 @@ pub fn skip_decision(
             "not skipping: the health file holds profile {profile:?} for an unsafe provider name"
         ));
     }
-    if provider_from_argv(command).is_some_and(|p| p != provider) {
+    if cli::provider(command).is_some_and(|p| p != provider) {
         // The dispatcher pinned this task to another provider.
         return Ok(None);
     }
@@ -411,32 +407,6 @@ fn check_owner_and_mode(path: &Path, uid: u32, mode: u32, me: u32) -> Result<(),
         });
     }
     Ok(())
-}
-
-/// The last `--provider P` (or `--provider=P`) in a worker's argv: the
-/// provider the run uses (argparse: the last one wins).
-fn provider_from_argv(command: &[OsString]) -> Option<String> {
-    let mut found = None;
-    let mut it = command.iter().skip(1);
-    while let Some(a) = it.next() {
-        let a = a.to_string_lossy();
-        if a == "--provider" {
-            found = it.next().map(|p| p.to_string_lossy().into_owned());
-        } else if let Some(p) = a.strip_prefix("--provider=") {
-            found = Some(p.to_string());
-        }
-    }
-    found
-}
-
-fn profile_from_argv(command: &[OsString]) -> Option<String> {
-    let mut it = command.iter().skip(1);
-    while let Some(a) = it.next() {
-        if a == "-p" || a == "--profile" {
-            return it.next().map(|p| p.to_string_lossy().into_owned());
-        }
-    }
-    None
 }
 
 #[cfg(test)]
