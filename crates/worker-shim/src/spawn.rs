@@ -73,7 +73,11 @@ pub fn spawn_worker(argv: &[OsString], capture_stdout: bool) -> Result<Spawned, 
             #[cfg(any(not(target_os = "linux"), feature = "portable"))]
             if let Some(fd) = lifeline {
                 let pid = libc::getpid().to_ne_bytes();
+                // A guard that died meanwhile must not kill the worker with
+                // SIGPIPE: the write just fails.
+                let old = libc::signal(libc::SIGPIPE, libc::SIG_IGN);
                 libc::write(fd, pid.as_ptr().cast(), pid.len());
+                libc::signal(libc::SIGPIPE, old);
             }
             #[cfg(all(target_os = "linux", not(feature = "portable")))]
             {
