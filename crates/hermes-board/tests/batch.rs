@@ -77,9 +77,7 @@ fn batch_on(flavor: Flavor) {
     // The same batch again: every record already applied, nothing written.
     let again = b.park_batch(&reqs).unwrap();
     assert!(
-        again
-            .iter()
-            .all(|o| !matches!(o, WriteOutcome::Applied(_))),
+        again.iter().all(|o| !matches!(o, WriteOutcome::Applied(_))),
         "{flavor:?} {again:?}"
     );
     let audit = std::fs::read_to_string(db.with_extension("audit.jsonl")).unwrap();

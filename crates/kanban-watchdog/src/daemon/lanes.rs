@@ -9,6 +9,13 @@
 use super::*;
 use crate::paths::{BoardScope, DEFAULT_BOARD, discover_boards};
 
+/// The parked set is read whole at least this often (what the board's
+/// events cannot tell: a row changed by hand without an event).
+const PARKED_FULL_READ: Duration = Duration::from_secs(60);
+
+/// More tasks touched than this since the last look: read the set whole.
+const PARKED_INCREMENT_MAX: usize = 512;
+
 /// The board was found locked by another writer: until `next_try`, every
 /// access fails at once (busy timeout 0) instead of waiting, and the records
 /// for it wait; at `next_try` the loop runs the record pass again with the
@@ -40,12 +47,15 @@ pub(super) struct Lane {
     pub(super) ready: u64,
     /// The `board_info` series published for it (replaced when it changes).
     pub(super) info_labels: Option<crate::metrics::BoardInfoLabels>,
-    /// The tasks we parked or held on it, as last read, with the board's
-    /// `data_version` then (`None`: read again; set after our own writes
-    /// and a reopen). The board stays the source of truth; an idle board
-    /// is not re-read, so a tick costs the same with 10 or 10,000 parked.
+    /// The tasks we parked or held on it, kept up to date from the board's
+    /// events: each look re-reads only the tasks with an event since the
+    /// last one (`parked_events_seen`), the whole set after a reopen and at
+    /// least every [`PARKED_FULL_READ`]. The board stays the source of
+    /// truth; a tick costs the same with 10 or 10,000 parked.
+    parked_map: BTreeMap<String, hermes_board::Parked>,
     parked: Arc<Vec<hermes_board::Parked>>,
-    parked_version: Option<i64>,
+    parked_events_seen: Option<i64>,
+    parked_full_read: Option<Instant>,
     /// Bumped at every re-read of `parked`.
     pub(super) parked_gen: u64,
     /// What the last release pass saw (`parked_gen`, the daemon's
@@ -69,8 +79,10 @@ impl Lane {
             stalled_reason: None,
             ready: 0,
             info_labels: None,
+            parked_map: BTreeMap::new(),
             parked: Arc::new(Vec::new()),
-            parked_version: None,
+            parked_events_seen: None,
+            parked_full_read: None,
             parked_gen: 0,
             release_scan: None,
             next_due: None,
@@ -92,8 +104,7 @@ impl Lane {
         }
     }
 
-    /// The tasks we parked or held on this board, re-read only when the
-    /// board changed since the last read.
+    /// The tasks we parked or held on this board (see `parked_map`).
     pub(super) fn parked(&mut self) -> Result<Arc<Vec<hermes_board::Parked>>, BoardError> {
         let Some(board) = self.board.as_ref() else {
             return Err(BoardError::Busy {
@@ -101,19 +112,58 @@ impl Lane {
                 attempts: 0,
             });
         };
-        let version = board.data_version()?;
-        if self.parked_version == Some(version) {
-            return Ok(Arc::clone(&self.parked));
+        let full_due = self
+            .parked_full_read
+            .is_none_or(|t| t.elapsed() >= PARKED_FULL_READ);
+        let touched = match self.parked_events_seen {
+            Some(seen) if !full_due => {
+                let (newest, touched) = board.tasks_touched_since(seen, PARKED_INCREMENT_MAX)?;
+                touched.map(|ids| (newest, ids))
+            }
+            _ => None,
+        };
+        let changed = match touched {
+            Some((newest, ids)) => {
+                let mut changed = false;
+                for id in ids {
+                    match board.parked_task(&id)? {
+                        Some(p) if self.parked_map.get(&id) != Some(&p) => {
+                            self.parked_map.insert(id, p);
+                            changed = true;
+                        }
+                        Some(_) => {}
+                        None => changed |= self.parked_map.remove(&id).is_some(),
+                    }
+                }
+                self.parked_events_seen = Some(newest);
+                changed
+            }
+            None => {
+                // Everything again: the newest event first, so an event
+                // written meanwhile is looked at next time.
+                let (newest, _) = board.tasks_touched_since(i64::MAX, 0)?;
+                let all: BTreeMap<String, hermes_board::Parked> = board
+                    .parked()?
+                    .into_iter()
+                    .map(|p| (p.task_id.clone(), p))
+                    .collect();
+                self.parked_events_seen = Some(newest);
+                self.parked_full_read = Some(Instant::now());
+                let changed = all != self.parked_map || self.parked_gen == 0;
+                self.parked_map = all;
+                changed
+            }
+        };
+        if changed {
+            self.parked = Arc::new(self.parked_map.values().cloned().collect());
+            self.parked_gen = self.parked_gen.wrapping_add(1);
         }
-        self.parked = Arc::new(board.parked()?);
-        self.parked_version = Some(version);
-        self.parked_gen = self.parked_gen.wrapping_add(1);
         Ok(Arc::clone(&self.parked))
     }
 
-    /// Our own write, or a new connection: what we keep must be re-read.
+    /// A new connection: what we keep is read again, whole.
     pub(super) fn board_changed(&mut self) {
-        self.parked_version = None;
+        self.parked_events_seen = None;
     }
 
     /// Whether `path` is this lane's board file.
@@ -333,7 +383,6 @@ impl Daemon {
             _ => None,
         });
         for change in applied {
-            self.lanes[li].board_changed();
             let kind = change.action.to_string();
             *self.counters.board_writes.entry(kind.clone()).or_default() += 1;
             self.shared

@@ -7,24 +7,31 @@ use super::*;
 impl Daemon {
     /// Releases, on every watched board, what is due or healed.
     pub(super) fn release_due(&mut self) {
+        let mut all_done = true;
         for li in 0..self.lanes.len() {
-            self.release_due_on(li);
+            all_done &= self.release_due_on(li);
         }
-        self.heal_now.clear();
+        // A heal is forgotten only once every board has acted on it: a
+        // release postponed by a lock must still skip the old due time.
+        if all_done {
+            self.heal_now.clear();
+        }
         for li in 0..self.lanes.len() {
             self.unsteer_healed(li);
         }
     }
 
-    fn release_due_on(&mut self, li: usize) {
+    /// False when a lock or an error cut the pass short (tried again at
+    /// the next check).
+    fn release_due_on(&mut self, li: usize) -> bool {
         if self.lanes[li].board.is_none() {
-            return;
+            return true;
         }
         let parked = match self.lanes[li].parked() {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(board = %self.lanes[li].slug, "cannot list parked tasks: {e}");
-                return;
+                return false;
             }
         };
         let now = wall();
@@ -39,7 +46,7 @@ impl Daemon {
             && self.heal_now.is_empty()
             && lane.next_due.is_none_or(|d| now < d)
         {
-            return;
+            return true;
         }
         let mut next_due: Option<i64> = None;
         for p in parked.iter() {
@@ -87,12 +94,13 @@ impl Daemon {
             };
             if let Err(e) = self.board_write(li, |b| b.release(&req)) {
                 tracing::warn!(task = %p.task_id, "release postponed: {e}");
-                return;
+                return false;
             }
         }
         let lane = &mut self.lanes[li];
         lane.release_scan = Some(scan);
         lane.next_due = next_due;
+        true
     }
 
     /// Tasks we steered through their own model/provider override (Hermes
