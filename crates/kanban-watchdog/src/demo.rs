@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use hermes_board::{env, testkit};
+use hermes_board::{env, home, testkit};
 
 use crate::config::{AlertsConfig, Config, Dur, WebhookConfig};
 use crate::daemon::{Daemon, Event, Shared, channel_pair, start_watchers};
@@ -151,10 +151,13 @@ fn run_in(tmp: &Path) -> anyhow::Result<()> {
     let shim = sibling_binary("worker-shim")?;
     let me = std::env::current_exe()?;
     let hermes_home = tmp.join("hermes");
-    let db = hermes_home.join("kanban.db");
-    std::fs::create_dir_all(hermes_home.join("profiles/coder"))?;
+    let db = home::board_path(&hermes_home, home::DEFAULT_BOARD);
+    let coder_config = home::profile_config(&hermes_home, "coder");
+    if let Some(dir) = coder_config.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
     std::fs::write(
-        hermes_home.join("profiles/coder/config.yaml"),
+        &coder_config,
         "model:\n  provider: openai-codex\n  default: gpt-5\n",
     )?;
     let mut board = testkit::create_board(&db)?;
@@ -166,9 +169,9 @@ fn run_in(tmp: &Path) -> anyhow::Result<()> {
             "--board".into(),
             db.display().to_string(),
             "--log".into(),
-            hermes_home.join("logs/gateway.log").display().to_string(),
+            home::gateway_log(&hermes_home).display().to_string(),
             "--pid-file".into(),
-            hermes_home.join("gateway.pid").display().to_string(),
+            home::pid_file(&hermes_home).display().to_string(),
             "--interval-ms".into(),
             "300".into(),
         ];

@@ -4,7 +4,8 @@
 //! `block`) and then printed a provider error, or quoted one, must not be
 //! turned into a rate-limited exit.
 //!
-//! One read-only `SELECT` on `task_runs` by id, with a 200 ms busy timeout:
+//! One read-only `SELECT` on `task_runs` by id
+//! ([`hermes_board::read_run_end`]), with a 200 ms busy timeout:
 //! never creates or writes the board, never delays a clean exit (it is not
 //! reached on one). Any problem (no board, locked, an unknown schema)
 //! returns `None` and the shim behaves as it always did.
@@ -13,7 +14,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use exit_record::RunAtExit;
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 const BUSY_TIMEOUT: Duration = Duration::from_millis(200);
 
@@ -31,20 +31,9 @@ pub fn from_env() -> Option<RunAtExit> {
 
 /// Reads run `run_id` from the board at `db`, read-only.
 pub fn check(db: &Path, run_id: i64) -> Option<RunAtExit> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(db, flags).ok()?;
-    conn.busy_timeout(BUSY_TIMEOUT).ok()?;
-    let row: Option<(Option<i64>, Option<String>)> = conn
-        .query_row(
-            "SELECT ended_at, outcome FROM task_runs WHERE id = ?1",
-            [run_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()
-        .ok()?;
-    let (ended_at, outcome) = row?;
+    let run = hermes_board::read_run_end(db, run_id, BUSY_TIMEOUT).ok()??;
     Some(RunAtExit {
-        open: ended_at.is_none(),
-        outcome,
+        open: run.ended_at.is_none(),
+        outcome: run.outcome,
     })
 }
