@@ -233,16 +233,6 @@ impl Board {
         Ok(facts::run_facts(&self.conn, task_id, run_id)?)
     }
 
-    /// SQLite's `PRAGMA data_version`: changes when another connection
-    /// commits to the board, not on this connection's own commits. What the
-    /// watchdog keeps in memory from the board is re-read only when it
-    /// changed (or after its own write).
-    pub fn data_version(&self) -> Result<i64, BoardError> {
-        Ok(self
-            .conn
-            .query_row("PRAGMA data_version", [], |r| r.get(0))?)
-    }
-
     /// Tasks in `ready`, in the dispatcher's order.
     pub fn ready_tasks(&self) -> Result<Vec<ReadyTask>, BoardError> {
         let mut stmt = self.conn.prepare_cached(
@@ -306,14 +296,58 @@ impl Board {
     /// with our event as the latest scheduling decision (an operator who
     /// rescheduled or unblocked a task by hand takes it back from us).
     pub fn parked(&self) -> Result<Vec<Parked>, BoardError> {
+        self.parked_where("", None)
+    }
+
+    /// [`Board::parked`] for one task: `None` when it is not ours in
+    /// `scheduled` (any more).
+    pub fn parked_task(&self, task_id: &str) -> Result<Option<Parked>, BoardError> {
+        Ok(self.parked_where("AND t.id = ?1", Some(task_id))?.pop())
+    }
+
+    /// The newest event id, and the tasks with an event after `after_id`
+    /// (at most `limit` of them; `None` when there are more, and a full
+    /// re-read is cheaper). What changed on the board since the last look,
+    /// for what the watchdog keeps in memory.
+    pub fn tasks_touched_since(
+        &self,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<(i64, Option<Vec<String>>), BoardError> {
+        let newest: i64 =
+            self.conn
+                .query_row("SELECT COALESCE(MAX(id), 0) FROM task_events", [], |r| {
+                    r.get(0)
+                })?;
+        if newest <= after_id {
+            return Ok((newest, Some(Vec::new())));
+        }
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT DISTINCT task_id FROM task_events WHERE id > ?1 AND id <= ?2 LIMIT ?3",
+        )?;
+        let cap = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
+        let ids: Vec<String> = stmt
+            .query_map(params![after_id, newest, cap], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        if ids.len() > limit {
+            return Ok((newest, None));
+        }
+        Ok((newest, Some(ids)))
+    }
+
+    fn parked_where(&self, filter: &str, task: Option<&str>) -> Result<Vec<Parked>, BoardError> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT t.id, t.assignee, e.kind, e.payload, e.created_at FROM tasks t \
              JOIN task_events e ON e.id = (SELECT MAX(id) FROM task_events x \
                WHERE x.task_id = t.id AND x.kind IN {}) \
-             WHERE t.status = 'scheduled' AND e.kind IN ('watchdog_parked','watchdog_held')",
+             WHERE t.status = 'scheduled' AND e.kind IN ('watchdog_parked','watchdog_held') {filter}",
             writes::SCHEDULING_KINDS
         ))?;
-        let rows = stmt.query_map([], |r| {
+        let params: Vec<&dyn rusqlite::ToSql> = match &task {
+            Some(t) => vec![t],
+            None => Vec::new(),
+        };
+        let rows = stmt.query_map(params.as_slice(), |r| {
             let payload: Option<String> = r.get(3)?;
             let kind: String = r.get(2)?;
             Ok((
