@@ -199,6 +199,25 @@ pub fn record_head(line: &str) -> Option<(&str, &str)> {
     Some((level, logger))
 }
 
+/// When a line that starts a record was written (epoch s): Hermes stamps
+/// its records in the gateway's local time, to the second here. `None`
+/// for a continuation line.
+pub fn record_time(line: &str) -> Option<i64> {
+    let stamp = line.get(..19)?;
+    let dt: jiff::civil::DateTime = stamp.replacen(' ', "T", 1).parse().ok()?;
+    jiff::tz::TimeZone::system()
+        .to_timestamp(dt)
+        .ok()
+        .map(|ts| ts.as_second())
+}
+
+/// One record as Hermes writes it (`%(asctime)s %(levelname)s %(name)s:
+/// %(message)s`, no session tag), without the line end.
+pub fn record_line(at: &jiff::ZonedDateTime, level: &str, logger: &str, message: &str) -> String {
+    let stamp = at.strftime("%Y-%m-%d %H:%M:%S,%3f");
+    format!("{stamp} {level} {logger}: {message}")
+}
+
 /// For a line that starts a record: is it an ERROR or CRITICAL record of
 /// `gateway.run` (whose continuation lines are its traceback)? Only such
 /// lines are parsed further.
@@ -396,6 +415,34 @@ mod tests {
         ] {
             assert_eq!(c.classify(line), LineEvent::Other, "{line}");
         }
+    }
+
+    #[test]
+    fn log_timestamps_are_read_in_local_time() {
+        let t = record_time("2026-06-07 13:24:34,120 INFO gateway.run: x").unwrap();
+        let expected = jiff::tz::TimeZone::system()
+            .to_timestamp(jiff::civil::date(2026, 6, 7).at(13, 24, 34, 0))
+            .unwrap()
+            .as_second();
+        assert_eq!(t, expected);
+        assert_eq!(record_time("Traceback (most recent call last):"), None);
+    }
+
+    #[test]
+    fn a_written_record_reads_back_as_hermes_record() {
+        let at = jiff::Timestamp::from_second(1_780_000_000)
+            .unwrap()
+            .to_zoned_datetime(jiff::tz::TimeZone::system());
+        let line = record_line(
+            &at,
+            "INFO",
+            "gateway.run",
+            "kanban dispatcher [default]: spawned=1 reclaimed=0",
+        );
+        assert_eq!(record_head(&line), Some(("INFO", "gateway.run")));
+        assert_eq!(record_time(&line), Some(1_780_000_000));
+        let c = LineClassifier::new(&LogPatterns::default()).unwrap();
+        assert_eq!(c.classify(&line), LineEvent::Activity);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use hermes_board::{env, testkit};
+use hermes_board::{env, gateway_log, testkit};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -189,8 +189,8 @@ impl Log {
     /// `%(asctime)s %(levelname)s %(name)s: %(message)s`, as Hermes logs.
     fn line(&mut self, level: &str, msg: &str) {
         let now = jiff::ZonedDateTime::now();
-        let stamp = now.strftime("%Y-%m-%d %H:%M:%S,%3f");
-        let _ = writeln!(self.file, "{stamp} {level} gateway.run: {msg}");
+        let line = gateway_log::record_line(&now, level, "gateway.run", msg);
+        let _ = writeln!(self.file, "{line}");
     }
 }
 

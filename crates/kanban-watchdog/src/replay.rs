@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use exit_record::{ExitRecord, ReadLimits, read_record};
 use failure_signatures::{Catalogue, ClassifyContext};
+use hermes_board::gateway_log::record_time;
 
 use crate::cli::Common;
 use crate::config::Config;
@@ -128,7 +129,7 @@ fn load_log(path: &Path) -> anyhow::Result<Vec<(i64, String)>> {
     for f in files {
         let bytes = std::fs::read(&f).with_context(|| format!("cannot read {}", f.display()))?;
         for line in String::from_utf8_lossy(&bytes).lines() {
-            if let Some(t) = line_time(line) {
+            if let Some(t) = record_time(line) {
                 last = t;
             }
             out.push((last, line.to_string()));
@@ -156,15 +157,6 @@ fn board_facts(board: &hermes_board::Board, r: &ExitRecord, task: &str) -> Board
         },
         (Err(e), _) | (_, Err(e)) => BoardFacts::Unverifiable { why: e.to_string() },
     }
-}
-
-fn line_time(line: &str) -> Option<i64> {
-    let stamp = line.get(..19)?;
-    let dt: jiff::civil::DateTime = stamp.replacen(' ', "T", 1).parse().ok()?;
-    jiff::tz::TimeZone::system()
-        .to_timestamp(dt)
-        .ok()
-        .map(|ts| ts.as_second())
 }
 
 /// Times (epoch s) at which the board shows a task entering `ready` work
@@ -455,20 +447,4 @@ fn simulate(
         }
     }
     sim.out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn log_timestamps_are_read_in_local_time() {
-        let t = line_time("2026-06-07 13:24:34,120 INFO gateway.run: x").unwrap();
-        let expected = jiff::tz::TimeZone::system()
-            .to_timestamp(jiff::civil::date(2026, 6, 7).at(13, 24, 34, 0))
-            .unwrap()
-            .as_second();
-        assert_eq!(t, expected);
-        assert_eq!(line_time("Traceback (most recent call last):"), None);
-    }
 }
