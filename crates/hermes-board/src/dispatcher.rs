@@ -81,3 +81,32 @@ fn hermes_float(v: &serde_yaml::Value) -> Option<f64> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_interval_is_read_as_hermes_reads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(dispatch_interval(dir.path()), None, "no config.yaml");
+        let s = Duration::from_secs(1);
+        for (text, want) in [
+            ("45", Some(45 * s)),
+            ("'45'", Some(45 * s)),
+            ("0", None),
+            ("null", None),
+            ("abc", None),
+            ("0.2", Some(s)),
+            (".nan", Some(s)),
+            ("1e300", Some(MAX_HERMES_INTERVAL)),
+        ] {
+            std::fs::write(
+                dir.path().join("config.yaml"),
+                format!("kanban:\n  dispatch_interval_seconds: {text}\n"),
+            )
+            .unwrap();
+            assert_eq!(dispatch_interval(dir.path()), want, "{text}");
+        }
+    }
+}
