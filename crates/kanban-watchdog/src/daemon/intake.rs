@@ -278,12 +278,9 @@ impl Daemon {
             Err(e) => {
                 // Left in place: retried by the loop (a lock) or at the
                 // next event or tick, never skipped.
-                tracing::warn!(
-                    board = %self.lanes[li].slug,
-                    "{} record(s) will be retried: {e}",
-                    batch.len()
-                );
-                batch.clear();
+                for p in batch.drain(..) {
+                    tracing::warn!(board = %self.lanes[li].slug, record = %p.record.id, "record will be retried: {e}");
+                }
             }
         }
     }

@@ -150,7 +150,7 @@ pub struct Daemon {
     started_at: i64,
     interval: Duration,
     stall_after: Duration,
-    rng: u64,
+    rng: fastrand::Rng,
     known_profiles: BTreeSet<String>,
     last_health_doc: String,
     /// When `health.json` was last written (it is rewritten at least every
@@ -250,7 +250,7 @@ impl Daemon {
             started_at: now_wall,
             interval,
             stall_after,
-            rng: seed(),
+            rng: fastrand::Rng::new(),
             known_profiles: BTreeSet::new(),
             last_health_doc: String::new(),
             last_health_write: None,
@@ -454,23 +454,12 @@ impl Daemon {
         }
     }
 
+    /// Jitter only, not security.
     pub(super) fn next_random(&mut self) -> f64 {
-        // xorshift64*: jitter only, not security.
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        (self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+        self.rng.f64()
     }
 }
 
 pub fn wall() -> i64 {
     jiff::Timestamp::now().as_second()
-}
-
-fn seed() -> u64 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(1);
-    (t ^ (u64::from(std::process::id()) << 32)) | 1
 }

@@ -2,10 +2,12 @@
 //! the gauges behind `/metrics`.
 
 use super::*;
+use exit_record::health;
 
 impl Daemon {
-    /// Provider health and steering for worker-shim, written atomically
-    /// only when it changed.
+    /// Provider health and steering for worker-shim (the typed, versioned
+    /// `health.json` of [`exit_record::health`]), written atomically only
+    /// when it changed, and at least every [`HEALTH_REFRESH`].
     pub(super) fn publish_health(&mut self) {
         let mut steer = BTreeMap::new();
         // Profiles whose primary is unhealthy with no healthy fallback: the
@@ -33,7 +35,11 @@ impl Daemon {
                 Some(fb) => {
                     steer.insert(
                         profile,
-                        serde_json::json!({"provider": fb.provider, "model": fb.model, "from": primary.provider}),
+                        health::SteerEntry {
+                            provider: fb.provider,
+                            model: fb.model,
+                            from: Some(primary.provider.clone()),
+                        },
                     );
                 }
                 None if self.cfg.retry.hold_ready_for_unhealthy
@@ -42,29 +48,58 @@ impl Daemon {
                         Some(ProviderState::Unhealthy { .. })
                     ) =>
                 {
-                    hold.insert(profile, serde_json::json!({"provider": primary.provider}));
+                    hold.insert(
+                        profile,
+                        health::HoldEntry {
+                            provider: primary.provider.clone(),
+                        },
+                    );
                 }
                 None => {}
             }
         }
-        let providers: BTreeMap<&String, &ProviderState> = self.state.providers.iter().collect();
-        let doc =
-            serde_json::json!({"version": 1, "providers": providers, "steer": steer, "hold": hold});
-        let text = doc.to_string();
+        let providers = self
+            .state
+            .providers
+            .iter()
+            .map(|(name, s)| (name.clone(), provider_entry(s)))
+            .collect();
+        let mut doc = health::HealthDoc {
+            version: Some(health::HEALTH_VERSION),
+            generated_at: None,
+            providers: Some(providers),
+            steer,
+            hold: Some(hold),
+        };
+        // Compared without its time stamp: a rewrite only for a change, or
+        // to show it is fresh.
+        let text = serde_json::to_string(&doc).unwrap_or_default();
         let fresh = self
             .last_health_write
             .is_some_and(|t| t.elapsed() < HEALTH_REFRESH);
         if text == self.last_health_doc && fresh {
             return;
         }
-        let mut stamped = doc;
-        stamped["generated_at"] = serde_json::json!(wall());
-        if let Err(e) = write_atomic(&self.paths.health_file(), stamped.to_string().as_bytes()) {
+        doc.generated_at = Some(wall());
+        let stamped = match serde_json::to_vec(&doc) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!("cannot encode provider health: {e}");
+                return;
+            }
+        };
+        if let Err(e) = write_atomic(&self.paths.health_file(), &stamped) {
             tracing::error!(file = %self.paths.health_file().display(), "cannot publish provider health: {e}");
             return;
         }
-        for (profile, to) in steer.iter() {
-            tracing::info!(profile = %profile, "steering new runs of profile {profile} to {}", to["provider"]);
+        let before: Option<health::HealthDoc> = serde_json::from_str(&self.last_health_doc).ok();
+        for (profile, to) in &doc.steer {
+            let new = before
+                .as_ref()
+                .is_none_or(|b| b.steer.get(profile) != Some(to));
+            if new {
+                tracing::info!(profile = %profile, "steering new runs of profile {profile} to {}", to.provider);
+            }
         }
         self.last_health_doc = text;
         self.last_health_write = Some(Instant::now());
@@ -185,6 +220,34 @@ impl Daemon {
             *s = status;
         }
     }
+}
+
+/// A provider's state as `health.json` carries it.
+fn provider_entry(s: &ProviderState) -> health::ProviderEntry {
+    let mut e = health::ProviderEntry {
+        state: s.name().to_string(),
+        since: None,
+        until: None,
+        class: None,
+        reason: None,
+    };
+    match s {
+        ProviderState::Healthy { since } | ProviderState::Probing { since } => {
+            e.since = Some(*since)
+        }
+        ProviderState::Unhealthy {
+            since,
+            until,
+            class,
+            reason,
+        } => {
+            e.since = Some(*since);
+            e.until = *until;
+            e.class = Some(class.clone());
+            e.reason = Some(reason.clone());
+        }
+    }
+    e
 }
 
 pub(super) fn provider_status(name: &str, s: &ProviderState) -> ProviderStatus {
