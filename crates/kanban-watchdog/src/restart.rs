@@ -31,6 +31,34 @@ pub enum RestartStep {
     Disabled,
 }
 
+/// How one restart attempt went: the `result` label of
+/// `kanban_watchdog_restarts_total` and of `/status`'s restart history.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestartResult {
+    /// The restart command was started.
+    Started,
+    /// The restart command could not be started.
+    FailedToStart,
+    /// Progress came back after a restart.
+    Recovered,
+    /// A restart did not bring progress back within the grace.
+    NotRecovered,
+    /// The burst limit was hit: no more restarts.
+    Limited,
+}
+
+impl RestartResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartResult::Started => "started",
+            RestartResult::FailedToStart => "failed_to_start",
+            RestartResult::Recovered => "recovered",
+            RestartResult::NotRecovered => "not_recovered",
+            RestartResult::Limited => "limited",
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Restarter {
     /// Wall-clock times of past restarts (persisted, so a watchdog restart

@@ -1,6 +1,7 @@
 //! Dispatcher stall detection and restarts with backoff.
 
 use super::*;
+use crate::restart::RestartResult;
 
 impl Daemon {
     /// Looks at every watched board's dispatcher progress; a stall on any
@@ -116,8 +117,9 @@ impl Daemon {
     /// Every board makes progress again.
     fn on_recovery(&mut self) {
         let recovered = self.restarter.progress();
-        if recovered && self.restarts.back().is_some_and(|r| r.result == "started") {
-            self.record_restart("recovered", "progress resumed".into());
+        let started = RestartResult::Started.as_str();
+        if recovered && self.restarts.back().is_some_and(|r| r.result == started) {
+            self.record_restart(RestartResult::Recovered, "progress resumed".into());
         }
         self.alerts
             .resolve("dispatcher_restart_limit", "dispatcher progress resumed");
@@ -141,14 +143,14 @@ impl Daemon {
                     Ok(pid) => {
                         tracing::warn!(attempt, pid, "restarting the dispatcher: {argv:?}");
                         (
-                            "started",
+                            RestartResult::Started,
                             format!("attempt {attempt}: ran {argv:?} (pid {pid})"),
                         )
                     }
                     Err(e) => {
                         tracing::error!(attempt, "restart command {argv:?} failed to start: {e}");
                         (
-                            "failed_to_start",
+                            RestartResult::FailedToStart,
                             format!("attempt {attempt}: {argv:?} failed to start: {e}"),
                         )
                     }
@@ -162,7 +164,7 @@ impl Daemon {
                 next_try_in,
             } => {
                 self.record_restart(
-                    "not_recovered",
+                    RestartResult::NotRecovered,
                     format!(
                         "attempt {attempt} did not bring progress back within {}",
                         self.cfg.restart.recovery_grace
@@ -187,7 +189,7 @@ impl Daemon {
             }
             RestartStep::LimitHit { burst, interval } => {
                 self.record_restart(
-                    "limited",
+                    RestartResult::Limited,
                     format!("{burst} restarts in {}s: giving up", interval.as_secs()),
                 );
                 self.alerts.fire(
@@ -206,20 +208,20 @@ impl Daemon {
         }
     }
 
-    pub(super) fn record_restart(&mut self, result: &str, detail: String) {
+    pub(super) fn record_restart(&mut self, result: RestartResult, detail: String) {
         self.shared
             .metrics
             .restarts
             .get_or_create(&ResultLabels {
-                result: result.to_string(),
+                result: result.as_str().to_string(),
             })
             .inc();
-        if result == "started" {
+        if result == RestartResult::Started {
             self.counters.restarts += 1;
         }
         self.restarts.push_back(RestartStatus {
             at: wall(),
-            result: result.to_string(),
+            result: result.as_str().to_string(),
             detail,
         });
         while self.restarts.len() > 20 {
