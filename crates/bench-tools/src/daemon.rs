@@ -20,10 +20,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use exit_record::Failure;
 use exit_record::{
     ExitInfo, ExitRecord, SCHEMA_NAME, SCHEMA_VERSION, StreamCapture, TaskContext, record_file_name,
 };
-use failure_signatures::{Classification, FailureClass};
+use failure_signatures::FailureClass;
 use wait_timeout::ChildExt;
 
 use crate::Ctx;
@@ -409,7 +410,7 @@ fn record_body(task: &str, run: i64) -> (String, Vec<u8>) {
             tail: String::new(),
             truncated: false,
         },
-        failure: Some(Classification {
+        failure: Some(Failure {
             class: FailureClass::RateLimit,
             signature: "codex-usage-limit".into(),
             provider: None,

@@ -30,7 +30,7 @@ pub use read::{
     read_private_file, read_record,
 };
 pub use schema::{
-    ExitInfo, ExitRecord, RunAtExit, SCHEMA_NAME, SCHEMA_VERSION, Skipped, Steered, StreamCapture,
-    TaskContext, new_record_id,
+    ExitInfo, ExitRecord, Failure, RunAtExit, SCHEMA_NAME, SCHEMA_VERSION, Skipped, Steered,
+    StreamCapture, TaskContext, new_record_id,
 };
 pub use write::{WriteError, WriteOptions, write_atomic};

@@ -1,6 +1,6 @@
 //! The versioned exit-record schema.
 
-use failure_signatures::Classification;
+use failure_signatures::{Classification, FailureClass};
 use hermes_board::env;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -32,7 +32,7 @@ pub struct ExitRecord {
     pub stdout: StreamCapture,
     pub stderr: StreamCapture,
     /// `None` when no failure signature matched.
-    pub failure: Option<Classification>,
+    pub failure: Option<Failure>,
     /// Set when the shim steered this run to a fallback provider (from the
     /// watchdog's published health file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -49,6 +49,49 @@ pub struct ExitRecord {
     /// Optional: older records lack it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skipped: Option<Skipped>,
+}
+
+/// The provider failure a record reports: the record's own type, so the
+/// record's format changes only with [`SCHEMA_VERSION`], not whenever the
+/// classifier's result type does. The classes are the shared vocabulary
+/// ([`FailureClass`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    /// The failure class of the winning signature.
+    pub class: FailureClass,
+    /// Name of the winning signature.
+    pub signature: String,
+    /// The signature's provider, else one inferred from the text (never
+    /// trusted alone: see the watchdog's blame rules).
+    pub provider: Option<String>,
+    /// Whether requeueing later (without a human) makes sense.
+    pub transient: bool,
+    /// The whole line that matched: trimmed, redacted, capped at 1 KiB.
+    pub matched_line: String,
+    /// When the limit resets, in epoch seconds.
+    pub resets_at: Option<i64>,
+    /// The relative delay in seconds, when known.
+    pub retry_after_s: Option<f64>,
+}
+
+impl From<Classification> for Failure {
+    fn from(c: Classification) -> Failure {
+        Failure {
+            class: c.class,
+            signature: c.signature,
+            provider: c.provider,
+            transient: c.transient,
+            matched_line: c.matched_line,
+            resets_at: c.resets_at,
+            retry_after_s: c.retry_after_s,
+        }
+    }
+}
+
+impl From<&Classification> for Failure {
+    fn from(c: &Classification) -> Failure {
+        Failure::from(c.clone())
+    }
 }
 
 /// A run the shim skipped instead of starting the worker.

@@ -352,12 +352,13 @@ pub fn check_invariants(i: &Inputs<'_>, d: &Decision) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use exit_record::Failure;
     use exit_record::{ExitInfo, RunAtExit, StreamCapture, TaskContext};
-    use failure_signatures::{Classification, FailureClass};
+    use failure_signatures::FailureClass;
     use hermes_board::TaskDecision;
 
-    fn codex_429() -> Classification {
-        Classification {
+    fn codex_429() -> Failure {
+        Failure {
             class: FailureClass::RateLimit,
             signature: "codex-usage-limit".into(),
             provider: Some("openai-codex".into()),
@@ -368,7 +369,7 @@ mod tests {
         }
     }
 
-    fn record(task: bool, code: i32, f: Option<Classification>) -> ExitRecord {
+    fn record(task: bool, code: i32, f: Option<Failure>) -> ExitRecord {
         ExitRecord {
             schema: exit_record::SCHEMA_NAME.into(),
             schema_version: exit_record::SCHEMA_VERSION,

@@ -399,7 +399,9 @@ fn simulate(
                                 .unwrap_or_else(|_| jiff::Timestamp::now()),
                             jiff::tz::TimeZone::system(),
                         );
-                        if let Some(f) = catalogue.classify(line, &ctx)
+                        if let Some(f) = catalogue
+                            .classify(line, &ctx)
+                            .map(exit_record::Failure::from)
                             && rescue::actionable(&f)
                             && let Some(p) = f.provider.clone()
                         {

@@ -3,15 +3,16 @@
 //! functions, so every branch is tested without a board.
 
 use exit_record::ExitRecord;
+use exit_record::Failure;
+use failure_signatures::FailureClass;
 use failure_signatures::hermes_frame::{Frame, PrintedProvider};
-use failure_signatures::{Classification, FailureClass};
 
 use crate::config::{ProvidersConfig, RetryConfig};
 use crate::health::ProviderHealth;
 use crate::profiles::ChainLink;
 
 /// Failures that need a human (re-auth, billing) rather than time.
-pub fn needs_human(f: &Classification) -> bool {
+pub fn needs_human(f: &Failure) -> bool {
     matches!(
         f.class,
         FailureClass::AuthExpired | FailureClass::AuthInvalid | FailureClass::Billing
@@ -19,7 +20,7 @@ pub fn needs_human(f: &Classification) -> bool {
 }
 
 /// Failures the watchdog acts on at all.
-pub fn actionable(f: &Classification) -> bool {
+pub fn actionable(f: &Failure) -> bool {
     f.transient || needs_human(f)
 }
 
@@ -185,7 +186,7 @@ pub fn run_provider(record: &ExitRecord, chain: &[ChainLink]) -> Option<String> 
 /// past `now + providers.max_cooldown`, whatever the record says (a
 /// `resets_at` in 2100, a `retry_after_s` of 1e300): the arithmetic
 /// saturates.
-pub fn unhealthy_until(f: &Classification, cfg: &ProvidersConfig, now: i64) -> Option<i64> {
+pub fn unhealthy_until(f: &Failure, cfg: &ProvidersConfig, now: i64) -> Option<i64> {
     if needs_human(f) {
         return None;
     }
@@ -212,7 +213,7 @@ fn after(now: i64, delay_s: f64) -> Option<i64> {
 }
 
 /// One line for logs, events and alerts.
-pub fn reason_text(f: &Classification, provider: Option<&str>) -> String {
+pub fn reason_text(f: &Failure, provider: Option<&str>) -> String {
     // Records from other writers may not be redacted: never trust them.
     let mut line = failure_signatures::redact(&f.matched_line).into_owned();
     if line.len() > 200 {
@@ -254,7 +255,7 @@ pub enum BoardPlan {
 /// `jitter01` a random number in [0, 1).
 #[allow(clippy::too_many_arguments)]
 pub fn plan(
-    f: &Classification,
+    f: &Failure,
     provider: Option<&str>,
     chain: &[ChainLink],
     health: &ProviderHealth,
@@ -342,8 +343,8 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
-    fn rate_limit(resets_at: Option<i64>) -> Classification {
-        Classification {
+    fn rate_limit(resets_at: Option<i64>) -> Failure {
+        Failure {
             class: FailureClass::RateLimit,
             signature: "codex-usage-limit".into(),
             provider: None,
@@ -631,7 +632,7 @@ mod tests {
         assert_eq!(blamed_provider(&rec, &[]).as_deref(), Some("openai-codex"));
     }
 
-    fn record_with(f: Classification, stdout: &str) -> ExitRecord {
+    fn record_with(f: Failure, stdout: &str) -> ExitRecord {
         use exit_record::{ExitInfo, StreamCapture, TaskContext};
         ExitRecord {
             schema: exit_record::SCHEMA_NAME.into(),
@@ -658,8 +659,8 @@ mod tests {
         }
     }
 
-    fn auth(provider: Option<&str>) -> Classification {
-        Classification {
+    fn auth(provider: Option<&str>) -> Failure {
+        Failure {
             class: FailureClass::AuthExpired,
             signature: "xai-oauth-missing-token".into(),
             provider: provider.map(str::to_string),
@@ -716,7 +717,7 @@ mod tests {
         );
     }
 
-    fn rate_limit_named(p: &str) -> Classification {
+    fn rate_limit_named(p: &str) -> Failure {
         let mut f = rate_limit(Some(1));
         f.provider = Some(p.into());
         f

@@ -6,7 +6,8 @@
 //! or parks a task past `providers.max_cooldown`. The same invariants run
 //! under libFuzzer in `fuzz/fuzz_targets/decide.rs` (long soak).
 
-use failure_signatures::{Classification, FailureClass};
+use exit_record::Failure;
+use failure_signatures::FailureClass;
 use hermes_board::{RunFacts, RunVerdict, TaskDecision};
 use kanban_watchdog::config::Config;
 use kanban_watchdog::decide::{BoardFacts, Inputs, check_invariants, decide};
@@ -59,8 +60,8 @@ prop_compose! {
         transient in any::<bool>(),
         resets_at in proptest::option::of(any_time()),
         retry_after_s in proptest::option::of(any_f64()),
-    ) -> Classification {
-        Classification {
+    ) -> Failure {
+        Failure {
             class,
             signature: "prop".into(),
             provider,

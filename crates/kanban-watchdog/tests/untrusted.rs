@@ -9,7 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use failure_signatures::{Classification, FailureClass};
+use exit_record::Failure;
+use failure_signatures::FailureClass;
 use hermes_board::testkit;
 use serde_json::Value;
 
@@ -49,7 +50,7 @@ fn settle(h: &Harness, handled: usize) {
     std::thread::sleep(Duration::from_millis(500));
 }
 
-fn codex_2100() -> Classification {
+fn codex_2100() -> Failure {
     let mut f = rate_limit(Some(RESETS_2100));
     f.provider = Some("openai-codex".into());
     f
@@ -135,7 +136,7 @@ fn a_failure_naming_another_provider_never_blames_the_profiles_primary() {
     let mut rec = record(
         Some(("g1", run2)),
         "grok",
-        Some(Classification {
+        Some(Failure {
             class: FailureClass::RateLimit,
             signature: "generic-http-429".into(),
             provider: Some("anthropic".into()),

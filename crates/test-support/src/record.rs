@@ -1,13 +1,13 @@
 //! Exit records built in memory, for property tests and fuzzing.
 
+use exit_record::Failure;
 use exit_record::{ExitInfo, ExitRecord, StreamCapture, TaskContext};
-use failure_signatures::Classification;
 
 /// A record of one run for property tests and fuzzing: `failure` (None: a
 /// clean exit), for task `t` run 1 of profile `coder` or for no task,
 /// exiting `code`, `stdout` its captured output.
 pub fn probe_record(
-    failure: Option<Classification>,
+    failure: Option<Failure>,
     with_task: bool,
     code: Option<i32>,
     stdout: String,

@@ -246,7 +246,7 @@ impl Run {
             task: TaskContext::from_env(|k| std::env::var(k).ok()),
             stdout: StreamCapture::default(),
             stderr: StreamCapture::default(),
-            failure: Some(failure_signatures::Classification {
+            failure: Some(exit_record::Failure {
                 class: skip.class,
                 signature: SKIP_SIGNATURE.into(),
                 provider: Some(skip.provider.clone()),
@@ -459,7 +459,7 @@ impl Run {
             task: TaskContext::from_env(|k| std::env::var(k).ok()),
             stdout: outcome.stdout,
             stderr: outcome.stderr,
-            failure,
+            failure: failure.map(exit_record::Failure::from),
             steered: self.steered,
             run_at_exit,
             skipped: None,

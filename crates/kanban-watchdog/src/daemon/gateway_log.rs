@@ -67,7 +67,10 @@ impl Daemon {
                 let now = wall();
                 let ctx =
                     ClassifyContext::new(jiff::Timestamp::now(), jiff::tz::TimeZone::system());
-                if let Some(f) = self.catalogue.classify(line, &ctx)
+                if let Some(f) = self
+                    .catalogue
+                    .classify(line, &ctx)
+                    .map(exit_record::Failure::from)
                     && rescue::actionable(&f)
                     && let Some(provider) = f.provider.clone()
                 {

@@ -10,10 +10,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use exit_record::Failure;
 use exit_record::{
     ExitInfo, ExitRecord, SCHEMA_NAME, SCHEMA_VERSION, StreamCapture, TaskContext, WriteOptions,
 };
-use failure_signatures::{Classification, FailureClass};
+use failure_signatures::FailureClass;
 use hermes_board::testkit;
 use serde_json::Value;
 #[allow(unused_imports)]
@@ -300,11 +301,7 @@ pub fn merge(into: &mut serde_yaml::Value, from: serde_yaml::Value) {
 }
 
 /// A record for `task`/`run` with the given failure (None = clean exit).
-pub fn record(
-    task: Option<(&str, i64)>,
-    profile: &str,
-    failure: Option<Classification>,
-) -> ExitRecord {
+pub fn record(task: Option<(&str, i64)>, profile: &str, failure: Option<Failure>) -> ExitRecord {
     let now = jiff::Timestamp::now();
     ExitRecord {
         schema: SCHEMA_NAME.into(),
@@ -340,8 +337,8 @@ pub fn record(
     }
 }
 
-pub fn rate_limit(resets_at: Option<i64>) -> Classification {
-    Classification {
+pub fn rate_limit(resets_at: Option<i64>) -> Failure {
+    Failure {
         class: FailureClass::RateLimit,
         signature: "codex-usage-limit".into(),
         provider: None,
@@ -352,8 +349,8 @@ pub fn rate_limit(resets_at: Option<i64>) -> Classification {
     }
 }
 
-pub fn auth_expired(provider: &str) -> Classification {
-    Classification {
+pub fn auth_expired(provider: &str) -> Failure {
+    Failure {
         class: FailureClass::AuthExpired,
         signature: "xai-oauth-missing-token".into(),
         provider: Some(provider.into()),
