@@ -162,6 +162,9 @@ fn real_main() -> anyhow::Result<()> {
         (5, "idle cost", idle::run),
         (6, "scale: board size and start-up backlog", scale::run),
     ];
+    // A section that could not run (not a missed target) fails the run, so
+    // the smoke run in the test command notices a harness that rotted.
+    let mut sections_failed = 0usize;
     for (n, name, f) in sections {
         if !wanted(n) {
             continue;
@@ -169,6 +172,7 @@ fn real_main() -> anyhow::Result<()> {
         let t = Instant::now();
         eprintln!("== {n}. {name} (load {}) ==", sys::loadavg1());
         if let Err(e) = f(&ctx, &mut rows) {
+            sections_failed += 1;
             eprintln!("section {n} failed: {e:#}");
             rows.push(
                 Row::new(&format!("{n}"), name)
@@ -236,5 +240,9 @@ fn real_main() -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&work);
         let _ = std::fs::remove_dir_all(&shm);
     }
+    anyhow::ensure!(
+        sections_failed == 0,
+        "{sections_failed} section(s) could not run (see above)"
+    );
     Ok(())
 }
