@@ -10,8 +10,10 @@ use super::*;
 use crate::paths::{BoardScope, DEFAULT_BOARD, discover_boards};
 
 /// The parked set is read whole at least this often (what the board's
-/// events cannot tell: a row changed by hand without an event).
-const PARKED_FULL_READ: Duration = Duration::from_secs(60);
+/// events cannot tell: a row changed by hand without an event; every write
+/// is guarded on the row anyway). A whole read of 10,000 parked tasks costs
+/// about as much as five minutes of checks.
+const PARKED_FULL_READ: Duration = Duration::from_secs(300);
 
 /// More tasks touched than this since the last look: read the set whole.
 const PARKED_INCREMENT_MAX: usize = 512;
@@ -56,8 +58,10 @@ pub(super) struct Lane {
     parked: Arc<Vec<hermes_board::Parked>>,
     parked_events_seen: Option<i64>,
     parked_full_read: Option<Instant>,
-    /// Bumped at every re-read of `parked`.
+    /// Bumped whenever `parked` changed.
     pub(super) parked_gen: u64,
+    /// `/status`'s view of `parked`, made again only when it changed.
+    pub(super) parked_status: Option<(u64, Arc<Vec<ParkedStatus>>)>,
     /// What the last release pass saw (`parked_gen`, the daemon's
     /// `health_gen`, the minute) and the earliest due time it left
     /// waiting: the next pass is skipped while none of them changed.
@@ -84,6 +88,7 @@ impl Lane {
             parked_events_seen: None,
             parked_full_read: None,
             parked_gen: 0,
+            parked_status: None,
             release_scan: None,
             next_due: None,
         }

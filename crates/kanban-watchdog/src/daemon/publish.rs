@@ -116,17 +116,25 @@ impl Daemon {
             let labels = lane.labels();
             board_info_metric(m, lane);
             let list = lane.parked().unwrap_or_default();
-            let mine: Vec<ParkedStatus> = list
-                .iter()
-                .map(|p| ParkedStatus {
-                    task: p.task_id.clone(),
-                    board: lane.slug.clone(),
-                    kind: p.kind.as_str().to_string(),
-                    due_at: p.due_at,
-                    provider: p.provider.clone(),
-                    reason: p.reason.clone(),
-                })
-                .collect();
+            let mine = match &lane.parked_status {
+                Some((generation, v)) if *generation == lane.parked_gen => Arc::clone(v),
+                _ => {
+                    let v: Arc<Vec<ParkedStatus>> = Arc::new(
+                        list.iter()
+                            .map(|p| ParkedStatus {
+                                task: p.task_id.clone(),
+                                board: lane.slug.clone(),
+                                kind: p.kind.as_str().to_string(),
+                                due_at: p.due_at,
+                                provider: p.provider.clone(),
+                                reason: p.reason.clone(),
+                            })
+                            .collect(),
+                    );
+                    lane.parked_status = Some((lane.parked_gen, Arc::clone(&v)));
+                    v
+                }
+            };
             m.parked_tasks.get_or_create(&labels).set(mine.len() as i64);
             let last_progress = lane.heartbeat.last_progress_wall();
             m.dispatcher_last_progress
@@ -147,7 +155,7 @@ impl Daemon {
                 last_progress_at: Some(last_progress),
                 parked: mine.len() as u64,
             });
-            parked.extend(mine);
+            parked.extend(mine.iter().cloned());
         }
         // The dispatcher as a whole: stalled when any board is, its last
         // progress the latest on any board.
