@@ -396,7 +396,7 @@ impl Daemon {
         if let Some(li) = find(&self.lanes) {
             return Some(li);
         }
-        self.sync_lanes();
+        self.sync_lanes(false);
         find(&self.lanes)
     }
 }

@@ -202,12 +202,17 @@ pub(super) fn initial_lanes(paths: &Paths) -> Vec<Lane> {
 impl Daemon {
     /// With every board watched: a lane for each board the home has now,
     /// none for one it no longer has (its metrics series go with it).
-    pub(super) fn sync_lanes(&mut self) {
+    ///
+    /// `drop_gone` is false during a record pass: a lane's index must not
+    /// change while a batch of parks holds it (a removed lane would shift
+    /// the others and send a park to another board). Lanes go at a tick.
+    pub(super) fn sync_lanes(&mut self, drop_gone: bool) {
         if self.paths.boards != BoardScope::All {
             return;
         }
         let found = discover_boards(&self.paths.kanban_home);
         let gone: Vec<usize> = (0..self.lanes.len())
+            .filter(|_| drop_gone)
             .rev()
             .filter(|&i| !found.iter().any(|(s, _)| *s == self.lanes[i].slug))
             .collect();

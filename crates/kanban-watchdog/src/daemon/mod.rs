@@ -382,7 +382,7 @@ impl Daemon {
     /// One full pass: everything that is time-driven.
     pub fn tick(&mut self) {
         self.last_tick = Instant::now();
-        self.sync_lanes();
+        self.sync_lanes(true);
         self.ensure_boards();
         self.handle_records();
         self.handle_requests();
