@@ -199,6 +199,14 @@ pub fn record_head(line: &str) -> Option<(&str, &str)> {
     Some((level, logger))
 }
 
+/// The board a dispatcher line speaks for: `kanban dispatcher [<slug>]: ...`
+/// (`None` for the gateway's lines about the dispatcher as a whole).
+pub fn dispatcher_board(line: &str) -> Option<&str> {
+    let (_, rest) = line.split_once("kanban dispatcher [")?;
+    let (slug, _) = rest.split_once("]:")?;
+    crate::home::valid_board_slug(slug).then_some(slug)
+}
+
 /// When a line that starts a record was written (epoch s): Hermes stamps
 /// its records in the gateway's local time, to the second here. `None`
 /// for a continuation line.
@@ -307,6 +315,22 @@ impl LineClassifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dispatcher_line_names_its_board() {
+        let line = "2026-12-02 01:11:23,894 INFO gateway.run: kanban dispatcher [second]: spawned=1 reclaimed=0";
+        assert_eq!(dispatcher_board(line), Some("second"));
+        assert_eq!(
+            dispatcher_board(
+                "INFO gateway.run: kanban dispatcher: embedded in gateway (interval=1.0s)"
+            ),
+            None
+        );
+        assert_eq!(
+            dispatcher_board("kanban dispatcher [../x]: spawned=1"),
+            None
+        );
+    }
 
     /// Real lines from Hermes 0.19's gateway.log (interop suite runs and
     /// the format strings in gateway/kanban_watchers.py, gateway/run.py).

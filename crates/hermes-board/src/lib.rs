@@ -314,11 +314,7 @@ impl Board {
         after_id: i64,
         limit: usize,
     ) -> Result<(i64, Option<Vec<String>>), BoardError> {
-        let newest: i64 =
-            self.conn
-                .query_row("SELECT COALESCE(MAX(id), 0) FROM task_events", [], |r| {
-                    r.get(0)
-                })?;
+        let newest = self.max_event_id()?;
         if newest <= after_id {
             return Ok((newest, Some(Vec::new())));
         }

@@ -44,7 +44,7 @@ impl Daemon {
             LineEvent::Activity => {
                 // `kanban dispatcher [<slug>]: spawned=...` speaks for one
                 // board; the gateway's other activity lines for all.
-                let board = board_named(line);
+                let board = hermes_board::gateway_log::dispatcher_board(line);
                 let (now, now_wall) = (Instant::now(), wall());
                 for lane in &mut self.lanes {
                     if board.is_none_or(|b| b == lane.slug) {
@@ -89,28 +89,5 @@ impl Daemon {
             }
             LineEvent::Other => {}
         }
-    }
-}
-
-/// The board a dispatcher line names: `kanban dispatcher [<slug>]: ...`.
-fn board_named(line: &str) -> Option<&str> {
-    let (_, rest) = line.split_once("kanban dispatcher [")?;
-    let (slug, _) = rest.split_once("]:")?;
-    crate::paths::valid_board_slug(slug).then_some(slug)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::board_named;
-
-    #[test]
-    fn a_dispatcher_line_names_its_board() {
-        let line = "2026-12-02 01:11:23,894 INFO gateway.run: kanban dispatcher [second]: spawned=1 reclaimed=0";
-        assert_eq!(board_named(line), Some("second"));
-        assert_eq!(
-            board_named("INFO gateway.run: kanban dispatcher: embedded in gateway (interval=1.0s)"),
-            None
-        );
-        assert_eq!(board_named("kanban dispatcher [../x]: spawned=1"), None);
     }
 }

@@ -146,7 +146,7 @@ impl Lane {
             None => {
                 // Everything again: the newest event first, so an event
                 // written meanwhile is looked at next time.
-                let (newest, _) = board.tasks_touched_since(i64::MAX, 0)?;
+                let newest = board.max_event_id()?;
                 let all: BTreeMap<String, hermes_board::Parked> = board
                     .parked()?
                     .into_iter()
