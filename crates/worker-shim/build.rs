@@ -1,21 +1,14 @@
-//! Records which build this is for `worker-shim --version`: `git describe` of the
-//! checkout when there is one (else nothing), or `KANBAN_WATCHDOG_BUILD`
-//! when a packager sets it (one variable for both binaries). Reruns when
-//! HEAD moves, not on every build.
+//! Records which build this is for `worker-shim --version` (see
+//! `build_id` in `build-support/build_id.rs`), and links the shim with
+//! packed relative relocations.
 
-use std::path::Path;
-use std::process::Command;
+include!("../../build-support/build_id.rs");
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=../../build-support/build_id.rs");
     pack_relative_relocs();
-    println!("cargo:rerun-if-env-changed=KANBAN_WATCHDOG_BUILD");
-    let describe = std::env::var("KANBAN_WATCHDOG_BUILD")
-        .ok()
-        .filter(|s| !s.trim().is_empty())
-        .or_else(git_describe)
-        .unwrap_or_default();
-    println!("cargo:rustc-env=WORKER_SHIM_BUILD={}", describe.trim());
+    println!("cargo:rustc-env=WORKER_SHIM_BUILD={}", build_id());
 }
 
 /// Links the shim with packed relative relocations (DT_RELR) on Linux/glibc.
@@ -35,27 +28,4 @@ fn pack_relative_relocs() {
     if var("CARGO_CFG_TARGET_OS") == "linux" && var("CARGO_CFG_TARGET_ENV") == "gnu" && !off {
         println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
     }
-}
-
-fn git(args: &[&str]) -> Option<String> {
-    let out = Command::new("git").args(args).output().ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let s = String::from_utf8(out.stdout).ok()?;
-    let s = s.trim();
-    (!s.is_empty()).then(|| s.to_string())
-}
-
-fn git_describe() -> Option<String> {
-    // Rerun when HEAD moves (a commit, checkout or reset writes HEAD's
-    // reflog; a branch switch rewrites HEAD).
-    let git_dir = git(&["rev-parse", "--absolute-git-dir"])?;
-    for f in ["HEAD", "logs/HEAD"] {
-        let p = Path::new(&git_dir).join(f);
-        if p.exists() {
-            println!("cargo:rerun-if-changed={}", p.display());
-        }
-    }
-    git(&["describe", "--tags", "--always", "--abbrev=12"])
 }
