@@ -54,9 +54,11 @@
 //!   reads the rest of the old content from the copy. Then it reads the
 //!   truncated file from offset 0.
 //! * If the path is now a **different file** (rename rotation, or delete and
-//!   re-create), the old file (still open) is drained to EOF, a pending
-//!   partial line is flushed, [`TailEvent::Rotated`] is emitted, and the new
-//!   file is read from offset 0. If the old file is found at `<path>.k` with
+//!   re-create), the old file (still open) is drained to EOF,
+//!   [`TailEvent::Rotated`] is emitted, and the new file is read from
+//!   offset 0. The old file stays open for [`TailerOptions::drain_grace`]
+//!   after its last growth: lines a writer that has not reopened yet
+//!   appends to it are still read. If the old file is found at `<path>.k` with
 //!   `k >= 2`, the files `<path>.(k-1)` ... `<path>.1` were created and
 //!   rotated away between two polls: they are read in order (from offset 0)
 //!   before the current file, with one `Rotated` event per switch.
@@ -70,14 +72,17 @@
 //! # Partial lines
 //!
 //! A last line without a trailing `\n` is buffered (across polls) until it is
-//! completed. It is completed only by bytes of the *same* byte stream. When
-//! the stream ends for good -- the tailer switches to another file, the file
-//! is truncated, or the file has been deleted (`st_nlink == 0`) while the
-//! path is missing -- the pending bytes are **flushed as a line of their
-//! own**. If the writer later writes the rest of that line into the new file,
-//! it shows up as a separate line. This choice never loses bytes and never
-//! merges bytes of two different files. (Python's logging writes each record
-//! with one `write()`, so partial lines are rare in practice.)
+//! completed. It is completed only by bytes of the *same* file: a line seen
+//! half-written is usually one `write(2)` still in progress, or a record its
+//! writer finishes through the descriptor it still holds after a rotation or
+//! a deletion. So a file that leaves the path keeps its partial line while it
+//! drains, and the line is delivered whole when its writer finishes it. Only
+//! when the file is let go unfinished (quiet for the drain grace, or pushed
+//! out by newer rotated files), or truncated, are the pending bytes
+//! **delivered as a line of their own**; if the writer later writes the rest
+//! of that line elsewhere, the rest shows up as a separate line. This never
+//! loses bytes and never merges bytes of two different files; such a piece
+//! may arrive after lines of newer files.
 //!
 //! [`Tailer::position`] never points past a byte that has not been returned
 //! in a complete line: with a pending partial line it points at the start of
@@ -108,7 +113,10 @@
 //! * The tailer holds files open only while it runs. Lines not yet read from
 //!   a file that is then deleted (not rotated) are lost if the daemon
 //!   restarts before the next poll, and a file that is created and deleted
-//!   between two polls is never seen.
+//!   between two polls is never seen. Lines appended late to a file already
+//!   rotated away, and an unfinished line kept with it, are lost if the
+//!   daemon restarts while the file drains: a persisted position names the
+//!   file at the path only.
 //! * A persisted position at offset 0 (no complete line read yet) has no
 //!   fingerprint, so after a restart a copytruncate of that file cannot be
 //!   recognised; the lines in the copy are lost.
@@ -126,11 +134,14 @@ mod tailer;
 
 use std::io;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 pub use tailer::Tailer;
 
+/// Default [`TailerOptions::drain_grace`]: 2 s.
+pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(2);
 /// Default cap on the length of one line, and default read size: 64 KiB.
 pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024;
 /// Default size of one `read` call.
@@ -162,6 +173,11 @@ pub struct TailerOptions {
     /// overshoot by the lines of one `read_chunk`). Values below 1 are
     /// treated as 1.
     pub max_poll_lines: usize,
+    /// How long a file that left the path (rotated away or deleted) is
+    /// still read after its last growth: a writer that has not reopened yet
+    /// may append to it, or finish a line it was writing. Its unfinished
+    /// last line is delivered alone once this has passed.
+    pub drain_grace: Duration,
 }
 
 impl Default for TailerOptions {
@@ -172,6 +188,7 @@ impl Default for TailerOptions {
             start: StartAt::End,
             max_poll_bytes: DEFAULT_MAX_POLL_BYTES,
             max_poll_lines: DEFAULT_MAX_POLL_LINES,
+            drain_grace: DEFAULT_DRAIN_GRACE,
         }
     }
 }

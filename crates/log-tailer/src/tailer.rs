@@ -4,7 +4,7 @@ use std::fs::{self, File, Metadata};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
@@ -37,6 +37,8 @@ struct Current {
     head: Vec<u8>,
     /// `file[read_offset - min(RECENT_BYTES, read_offset) .. read_offset]`.
     recent: Vec<u8>,
+    /// When a read last found new bytes (or when the file was opened).
+    grew_at: Instant,
 }
 
 impl Current {
@@ -50,6 +52,7 @@ impl Current {
             line_start: 0,
             head: Vec::new(),
             recent: Vec::new(),
+            grew_at: Instant::now(),
         }
     }
 
@@ -129,9 +132,6 @@ enum Step {
     Switch,
 }
 
-/// Follows one log file by path. See the crate docs.
-/// How long a rotated-away file stays open after its last growth.
-const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 /// At most this many rotated-away files are kept open.
 const MAX_DRAINING: usize = 4;
 
@@ -174,6 +174,7 @@ impl Budget {
     }
 }
 
+/// Follows one log file by path. See the crate docs.
 #[derive(Debug)]
 pub struct Tailer {
     path: PathBuf,
@@ -185,10 +186,11 @@ pub struct Tailer {
     start: Option<StartAt>,
     cur: Option<Current>,
     asm: Assembler,
-    /// Files rotated away but kept open for [`DRAIN_GRACE`]: a writer that
+    /// Files rotated away but kept open for [`TailerOptions::drain_grace`]: a writer that
     /// has not reopened yet may still append a few lines to them.
     draining: Vec<Draining>,
     max_line_bytes: usize,
+    drain_grace: Duration,
     chunk: Vec<u8>,
     missing_reported: bool,
     /// An error hit after lines were already gathered; reported next poll.
@@ -210,6 +212,7 @@ impl Tailer {
             asm: Assembler::new(opts.max_line_bytes),
             draining: Vec::new(),
             max_line_bytes: opts.max_line_bytes,
+            drain_grace: opts.drain_grace,
             chunk: Vec::new(),
             missing_reported: false,
             pending_error: None,
@@ -358,10 +361,13 @@ impl Tailer {
             return Ok(Step::Stay);
         }
         if path_meta.is_none() {
-            if nlink == 0 && self.asm.has_partial() {
-                // Deleted: after a restart it could not be found again, so
-                // its pending partial line would be lost. Deliver it now.
-                debug!(path = %cur.origin.display(), "followed file deleted; flushing its partial line");
+            // A partial line of a deleted file is still the writer's: a
+            // writer that has not reopened yet finishes it in this file (a
+            // line we saw half-written is usually one write(2) still in
+            // progress). Delivered alone only once the file stayed quiet
+            // for the drain grace.
+            if nlink == 0 && self.asm.has_partial() && cur.grew_at.elapsed() >= self.drain_grace {
+                debug!(path = %cur.origin.display(), "followed file deleted and quiet; flushing its partial line");
                 self.asm.flush(out);
                 cur.line_start = cur.read_offset;
             }
@@ -374,9 +380,7 @@ impl Tailer {
     /// The path names another file: finish `cur` and move to the next file,
     /// which is the next-newer rotated sibling if files were rotated away
     /// between polls, else the file at the path.
-    fn switch(&mut self, mut cur: Current, out: &mut Vec<TailEvent>) -> Result<(), TailError> {
-        self.asm.flush(out);
-        cur.line_start = cur.read_offset;
+    fn switch(&mut self, cur: Current, out: &mut Vec<TailEvent>) -> Result<(), TailError> {
         let from = cur.position();
         // The successor of the old file is the sibling one index below it.
         // A rotation between finding it and opening it shifts every name,
@@ -401,10 +405,14 @@ impl Tailer {
             "log file rotated; following the next file"
         );
         out.push(TailEvent::Rotated { from });
+        // A pending partial line goes with its file: the writer that has
+        // not reopened yet finishes it there. It is delivered alone when
+        // the file is let go.
+        let asm = std::mem::replace(&mut self.asm, Assembler::new(self.max_line_bytes));
         self.draining.push(Draining {
             cur,
-            asm: Assembler::new(self.max_line_bytes),
-            until: Instant::now() + DRAIN_GRACE,
+            asm,
+            until: Instant::now() + self.drain_grace,
         });
         if self.draining.len() > MAX_DRAINING {
             let mut oldest = self.draining.remove(0);
@@ -415,9 +423,10 @@ impl Tailer {
     }
 
     /// Reads what late writers appended to files already rotated away, and
-    /// lets go of them once they stayed quiet for [`DRAIN_GRACE`].
+    /// lets go of them once they stayed quiet for [`TailerOptions::drain_grace`].
     fn drain_rotated(&mut self, out: &mut Vec<TailEvent>) {
         let now = Instant::now();
+        let grace = self.drain_grace;
         let chunk = &mut self.chunk;
         let budget = &mut self.budget;
         self.draining.retain_mut(|d| {
@@ -431,7 +440,7 @@ impl Tailer {
                 }
             }
             if d.cur.read_offset > before {
-                d.until = now + DRAIN_GRACE;
+                d.until = now + grace;
                 return true;
             }
             if now < d.until {
@@ -766,6 +775,7 @@ fn read_to_eof(
         if n == 0 {
             return Ok(true);
         }
+        cur.grew_at = Instant::now();
         budget.bytes = budget.bytes.saturating_sub(n);
         let data = chunk.get(..n).unwrap_or_default();
         cur.observe(data);

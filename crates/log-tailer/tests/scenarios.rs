@@ -3,6 +3,7 @@
 mod common;
 
 use std::fs;
+use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 
 use common::*;
@@ -97,18 +98,44 @@ fn rename_rotation_drains_old_file_first() {
 }
 
 #[test]
-fn rotation_mid_line_flushes_the_partial_as_a_line() {
+fn a_line_cut_by_a_rotation_is_finished_in_the_old_file() {
     let (_d, path) = setup();
     let mut t = Tailer::new(&path, opts(StartAt::Beginning));
     append(&path, b"a\nhal");
     assert_eq!(texts(&poll(&mut t)), ["a"]);
     rename_rotate(&path, 3);
-    // The writer finishes the line in the new file: it becomes its own line.
-    append(&path, b"f\nb\n");
-    assert_eq!(
-        evs(&poll(&mut t)),
-        [l("hal"), Ev::Rotated(5), l("f"), l("b")]
-    );
+    // The writer has not reopened yet: it finishes its line in the old file
+    // (now `.1`), then writes to the new one.
+    append(&sibling(&path, 1), b"f\n");
+    append(&path, b"b\n");
+    assert_eq!(evs(&poll(&mut t)), [l("half"), Ev::Rotated(7), l("b")]);
+}
+
+#[test]
+fn a_line_cut_by_a_rotation_and_finished_late_is_one_line() {
+    let (_d, path) = setup();
+    let mut t = Tailer::new(&path, opts(StartAt::Beginning));
+    append(&path, b"a\nhal");
+    assert_eq!(texts(&poll(&mut t)), ["a"]);
+    rename_rotate(&path, 3);
+    append(&path, b"b\n");
+    // The partial line stays with its file, not delivered half.
+    assert_eq!(evs(&poll(&mut t)), [Ev::Rotated(2), l("b")]);
+    append(&sibling(&path, 1), b"f\n");
+    assert_eq!(evs(&poll(&mut t)), [l("half")]);
+}
+
+#[test]
+fn an_unfinished_line_of_a_rotated_file_is_delivered_alone_after_the_grace() {
+    let (_d, path) = setup();
+    let mut t = Tailer::new(&path, quick_drain(StartAt::Beginning));
+    append(&path, b"a\nhal");
+    assert_eq!(texts(&poll(&mut t)), ["a"]);
+    rename_rotate(&path, 3);
+    append(&path, b"b\n");
+    assert_eq!(evs(&poll(&mut t)), [Ev::Rotated(2), l("b")]);
+    assert_eq!(poll_until_some(&mut t), [l("hal")]);
+    assert!(poll(&mut t).is_empty());
 }
 
 #[test]
@@ -192,16 +219,50 @@ fn truncation_then_regrowth_to_the_same_size_is_detected() {
 #[test]
 fn deleted_then_recreated_with_poll_in_between() {
     let (_d, path) = setup();
-    let mut t = Tailer::new(&path, opts(StartAt::Beginning));
+    let mut t = Tailer::new(&path, quick_drain(StartAt::Beginning));
     append(&path, b"a\n");
     assert_eq!(texts(&poll(&mut t)), ["a"]);
     append(&path, b"b\npart");
     fs::remove_file(&path).expect("rm");
-    // The open fd is drained; the partial line of a deleted file is flushed.
-    assert_eq!(evs(&poll(&mut t)), [l("b"), l("part"), Ev::Missing]);
-    assert!(poll(&mut t).is_empty());
+    // The open fd is drained; the partial line waits for its writer.
+    assert_eq!(evs(&poll(&mut t)), [l("b"), Ev::Missing]);
     append(&path, b"c\n");
-    assert_eq!(evs(&poll(&mut t)), [Ev::Rotated(8), Ev::Reopened, l("c")]);
+    assert_eq!(evs(&poll(&mut t)), [Ev::Rotated(4), Ev::Reopened, l("c")]);
+    // Nobody finished it: delivered alone once the deleted file was quiet.
+    assert_eq!(poll_until_some(&mut t), [l("part")]);
+    assert!(poll(&mut t).is_empty());
+}
+
+/// The CI flake of stop 19: a line seen half-written in a deleted file (a
+/// write(2) still copying across a page boundary, or a writer that has not
+/// finished its record) was delivered as a line of its own, and its rest
+/// as another: one log line lost to the classifier.
+#[test]
+fn a_line_half_written_when_its_file_is_deleted_is_finished_by_its_writer() {
+    let (_d, path) = setup();
+    let mut t = Tailer::new(&path, opts(StartAt::Beginning));
+    append(&path, b"a\n");
+    assert_eq!(texts(&poll(&mut t)), ["a"]);
+    let mut writer = fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .expect("the writer's descriptor");
+    writer.write_all(b"kanban dispatcher [def").expect("write");
+    fs::remove_file(&path).expect("rm");
+    assert_eq!(evs(&poll(&mut t)), [Ev::Missing]);
+    assert!(poll(&mut t).is_empty(), "still the writer's line");
+    writer.write_all(b"ault]: spawned=1\n").expect("write");
+    drop(writer);
+    append(&path, b"next\n");
+    assert_eq!(
+        evs(&poll(&mut t)),
+        [
+            l("kanban dispatcher [default]: spawned=1"),
+            Ev::Rotated(41),
+            Ev::Reopened,
+            l("next")
+        ]
+    );
 }
 
 #[test]
@@ -217,9 +278,9 @@ fn deleted_and_recreated_between_polls() {
 }
 
 #[test]
-fn missing_during_rotation_keeps_partial_until_the_switch() {
+fn missing_during_rotation_keeps_partial_with_its_file() {
     let (_d, path) = setup();
-    let mut t = Tailer::new(&path, opts(StartAt::Beginning));
+    let mut t = Tailer::new(&path, quick_drain(StartAt::Beginning));
     append(&path, b"a\npar");
     assert_eq!(texts(&poll(&mut t)), ["a"]);
     fs::rename(&path, sibling(&path, 1)).expect("rename");
@@ -227,10 +288,8 @@ fn missing_during_rotation_keeps_partial_until_the_switch() {
     assert_eq!(evs(&poll(&mut t)), [Ev::Missing]);
     assert_eq!(t.position().expect("pos").offset, 2);
     append(&path, b"new\n");
-    assert_eq!(
-        evs(&poll(&mut t)),
-        [l("par"), Ev::Rotated(5), Ev::Reopened, l("new")]
-    );
+    assert_eq!(evs(&poll(&mut t)), [Ev::Rotated(2), Ev::Reopened, l("new")]);
+    assert_eq!(poll_until_some(&mut t), [l("par")]);
 }
 
 #[test]

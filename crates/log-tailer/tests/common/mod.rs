@@ -117,3 +117,29 @@ pub fn poll(t: &mut Tailer) -> Vec<TailEvent> {
     }
     all
 }
+
+/// Options with a short drain grace, for tests that wait it out.
+pub fn quick_drain(start: StartAt) -> TailerOptions {
+    TailerOptions {
+        start,
+        drain_grace: std::time::Duration::from_millis(100),
+        ..TailerOptions::default()
+    }
+}
+
+/// Polls until a poll returns something (a file let go after its drain
+/// grace), at most 10 s; returns what that poll returned.
+pub fn poll_until_some(t: &mut Tailer) -> Vec<Ev> {
+    let start = std::time::Instant::now();
+    loop {
+        let got = evs(&poll(t));
+        if !got.is_empty() {
+            return got;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "nothing delivered within 10 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
