@@ -258,11 +258,15 @@ impl Board {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// The newest dispatcher-progress event after `after_id`: events the
+    /// The dispatcher-progress events after `after_id`: events the
     /// dispatcher writes on a live tick ([`DISPATCHER_PROGRESS_KINDS`]).
+    /// [`ProgressMark::scanned_through`] is where the next call goes on
+    /// from, so each event is looked at once however long the dispatcher
+    /// stays quiet while others (the watchdog's parks) write events.
     pub fn progress_since(&self, after_id: i64) -> Result<ProgressMark, BoardError> {
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT COALESCE(MAX(id), ?1), MAX(created_at), COUNT(*) FROM task_events \
+            "SELECT COALESCE(MAX(id), ?1), MAX(created_at), COUNT(*), \
+             (SELECT COALESCE(MAX(id), 0) FROM task_events) FROM task_events \
              WHERE id > ?1 AND kind IN {}",
             kinds::sql_list(DISPATCHER_PROGRESS_KINDS)
         ))?;
@@ -271,6 +275,9 @@ impl Board {
                 last_event_id: r.get(0)?,
                 last_event_at: r.get(1)?,
                 new_events: r.get::<_, i64>(2)? as u64,
+                // Below `after_id` only when the board was replaced: go on
+                // from its own newest event.
+                scanned_through: r.get(3)?,
             })
         })?)
     }

@@ -257,7 +257,12 @@ impl WriteOutcome {
 /// Dispatcher progress seen on the board.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProgressMark {
+    /// The newest progress event after the starting id (the starting id
+    /// when there is none).
     pub last_event_id: i64,
     pub last_event_at: Option<i64>,
+    /// Progress events after the starting id.
     pub new_events: u64,
+    /// The board's newest event of any kind when read: the next starting id.
+    pub scanned_through: i64,
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hermes_board::testkit::{
-    self, Flavor, add_link, add_task, claim, create_board_as, events, status,
+    self, Flavor, add_link, add_task, claim, comment, create_board_as, events, status,
 };
 use hermes_board::{
     AuditLog, Board, BoardError, BoardOptions, Kind, ParkRequest, ReleaseRequest, RunVerdict,
@@ -839,4 +839,43 @@ fn park_never_moves_a_task_the_worker_reported_or_someone_decided_on_on(flavor: 
         )
         .unwrap();
     assert_eq!(ours, 2, "only the two dispatcher-failed tasks were moved");
+}
+
+/// `progress_since` goes on from where it stopped: events that are not
+/// dispatcher progress (a person's comments, the watchdog's parks) move the
+/// cursor without counting as progress, so each event is looked at once
+/// however long the dispatcher stays quiet; a board replaced by a fresh
+/// one (ids start over) moves the cursor back to its newest event.
+#[test]
+fn progress_is_read_once_from_a_cursor_that_skips_other_events() {
+    testkit::on_each_flavor(progress_cursor_on);
+}
+
+fn progress_cursor_on(flavor: Flavor) {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("kanban.db");
+    let mut hermes = create_board_as(&db, flavor).unwrap();
+    add_task(&hermes, "a", "coder", "ready").unwrap();
+    add_task(&hermes, "b", "coder", "ready").unwrap();
+    claim(&mut hermes, "a", 4242).unwrap();
+    let b = board(&db);
+    let first = b.progress_since(0).unwrap();
+    assert!(first.new_events >= 1, "{flavor:?} {first:?}");
+    assert_eq!(first.scanned_through, b.max_event_id().unwrap());
+    for i in 0..5 {
+        comment(&hermes, "a", &format!("note {i}")).unwrap();
+    }
+    let quiet = b.progress_since(first.scanned_through).unwrap();
+    assert_eq!(quiet.new_events, 0, "{flavor:?} {quiet:?}");
+    assert_eq!(quiet.scanned_through, first.scanned_through + 5);
+    claim(&mut hermes, "b", 4243).unwrap();
+    let moved = b.progress_since(quiet.scanned_through).unwrap();
+    assert!(moved.new_events >= 1, "{flavor:?} {moved:?}");
+    assert!(moved.last_event_id > quiet.scanned_through);
+    let again = b.progress_since(moved.scanned_through).unwrap();
+    assert_eq!(again.new_events, 0, "{flavor:?} {again:?}");
+    // A cursor past the board's newest event: the board was replaced.
+    let replaced = b.progress_since(moved.scanned_through + 1000).unwrap();
+    assert_eq!(replaced.new_events, 0);
+    assert_eq!(replaced.scanned_through, moved.scanned_through);
 }

@@ -28,7 +28,7 @@ pub struct Heartbeat {
     last_progress_wall: i64,
     waiting_since: Option<Instant>,
     waiting_since_wall: Option<i64>,
-    last_event_id: Option<i64>,
+    scanned_through: Option<i64>,
 }
 
 impl Heartbeat {
@@ -40,7 +40,7 @@ impl Heartbeat {
             last_progress_wall: now_wall,
             waiting_since: None,
             waiting_since_wall: None,
-            last_event_id: None,
+            scanned_through: None,
         }
     }
 
@@ -52,15 +52,24 @@ impl Heartbeat {
         self.waiting_since_wall
     }
 
-    pub fn last_event_id(&self) -> Option<i64> {
-        self.last_event_id
+    /// The board event id the next look goes on from (`None` before the
+    /// first).
+    pub fn scanned_through(&self) -> Option<i64> {
+        self.scanned_through
     }
 
-    /// The board's newest dispatcher-progress event id. The first call only
-    /// sets the baseline; a higher id later is progress.
-    pub fn observe_board(&mut self, last_event_id: i64, now: Instant, now_wall: i64) -> bool {
-        let progressed = self.last_event_id.is_some_and(|prev| last_event_id > prev);
-        self.last_event_id = Some(last_event_id);
+    /// One look at the board: `new_progress` dispatcher-progress events
+    /// since the last look, which ended at `scanned_through`. The first look
+    /// only sets the baseline; progress events later are progress.
+    pub fn observe_board(
+        &mut self,
+        scanned_through: i64,
+        new_progress: u64,
+        now: Instant,
+        now_wall: i64,
+    ) -> bool {
+        let progressed = self.scanned_through.is_some() && new_progress > 0;
+        self.scanned_through = Some(scanned_through);
         if progressed {
             self.progress(now, now_wall);
         }
@@ -140,7 +149,7 @@ mod tests {
     fn waiting_work_without_progress_stalls_after_the_allowance() {
         let t0 = Instant::now();
         let mut h = Heartbeat::new(t0, 0);
-        h.observe_board(5, t0, 0);
+        h.observe_board(5, 3, t0, 0);
         // Work appears at t=100 after a long idle time: the clock starts then.
         assert_eq!(h.evaluate(2, 10 * S, t0 + 100 * S, 100), Verdict::Ok);
         assert_eq!(h.evaluate(2, 10 * S, t0 + 109 * S, 109), Verdict::Ok);
@@ -149,10 +158,10 @@ mod tests {
             Verdict::Stalled { waited: 10 * S }
         );
         // Progress on the board resets it.
-        assert!(h.observe_board(6, t0 + 111 * S, 111));
+        assert!(h.observe_board(6, 1, t0 + 111 * S, 111));
         assert_eq!(h.evaluate(2, 10 * S, t0 + 112 * S, 112), Verdict::Ok);
-        // The same event id again is not progress.
-        assert!(!h.observe_board(6, t0 + 130 * S, 130));
+        // No new progress event is not progress.
+        assert!(!h.observe_board(6, 0, t0 + 130 * S, 130));
         assert!(matches!(
             h.evaluate(2, 10 * S, t0 + 130 * S, 130),
             Verdict::Stalled { .. }

@@ -159,6 +159,9 @@ pub struct Daemon {
     last_prune: Instant,
     last_tick: Instant,
     last_publish: Instant,
+    /// The `(board, parked generation)` pairs the published parked list was
+    /// built from.
+    published_parked: Option<Vec<(String, u64)>>,
     /// The credential stores' last reading (`None`: unknown, the next
     /// reading is the baseline).
     auth_fingerprint: Option<crate::credentials::Fingerprint>,
@@ -257,6 +260,7 @@ impl Daemon {
             last_prune: now - Duration::from_secs(3600),
             last_tick: now - Duration::from_secs(3600),
             last_publish: now - Duration::from_secs(3600),
+            published_parked: None,
             gateway: None,
             heal_now: BTreeSet::new(),
             health_gen: 0,

@@ -2,6 +2,10 @@
 //! healed, steering overrides cleared, and ready tasks of an unhealthy
 //! provider held before the dispatcher spawns them into the same wall.
 
+use std::collections::HashMap;
+
+use hermes_board::profiles::ChainLink;
+
 use super::*;
 
 impl Daemon {
@@ -49,6 +53,9 @@ impl Daemon {
             return true;
         }
         let mut next_due: Option<i64> = None;
+        // One read of each profile's chain per pass, and only for a held
+        // task that is not releasable anyway.
+        let mut chains: HashMap<Option<String>, Vec<ChainLink>> = HashMap::new();
         for p in parked.iter() {
             let due = p.due_at.is_none_or(|t| t <= now);
             let provider_ok = p
@@ -61,12 +68,18 @@ impl Daemon {
                 .provider
                 .as_deref()
                 .is_some_and(|prov| self.heal_now.contains(prov));
-            let chain = self.chain_for(p.assignee.as_deref());
-            let fallback_ok = self.cfg.retry.steer_to_fallback
-                && rescue::healthy_fallback(&chain, p.provider.as_deref(), &self.state.providers)
-                    .is_some();
-            let releasable =
-                ((due || healed) && provider_ok) || (fallback_ok && p.kind == Kind::Held);
+            let releasable = ((due || healed) && provider_ok)
+                || (p.kind == Kind::Held && self.cfg.retry.steer_to_fallback && {
+                    let chain = match chains.get(&p.assignee) {
+                        Some(c) => c,
+                        None => {
+                            let c = self.chain_for(p.assignee.as_deref());
+                            chains.entry(p.assignee.clone()).or_insert(c)
+                        }
+                    };
+                    rescue::healthy_fallback(chain, p.provider.as_deref(), &self.state.providers)
+                        .is_some()
+                });
             if !releasable {
                 if let Some(t) = p.due_at.filter(|&t| t > now) {
                     next_due = Some(next_due.map_or(t, |d| d.min(t)));

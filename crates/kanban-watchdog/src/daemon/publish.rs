@@ -110,7 +110,7 @@ impl Daemon {
         let now = wall();
         let interval_s = self.interval.as_secs() as i64;
         let m = &self.shared.metrics;
-        let mut parked = Vec::new();
+        let mut parked_lists = Vec::new();
         let mut boards = Vec::new();
         for lane in &mut self.lanes {
             let labels = lane.labels();
@@ -155,8 +155,16 @@ impl Daemon {
                 last_progress_at: Some(last_progress),
                 parked: mine.len() as u64,
             });
-            parked.extend(mine.iter().cloned());
+            parked_lists.push(mine);
         }
+        // Which parked sets the list is made of: while they stay the same,
+        // the published list is moved into the new status, not rebuilt (an
+        // idle tick must not grow with the parked tasks).
+        let parked_key: Vec<(String, u64)> = self
+            .lanes
+            .iter()
+            .map(|l| (l.slug.clone(), l.parked_gen))
+            .collect();
         // The dispatcher as a whole: stalled when any board is, its last
         // progress the latest on any board.
         let last_progress = self
@@ -185,7 +193,7 @@ impl Daemon {
         let mut counters = self.counters.clone();
         counters.alerts_sent = self.shared.metrics.alerts_sent.get();
         counters.alerts_failed = self.shared.metrics.alerts_failed.get();
-        let status = Status {
+        let mut status = Status {
             version: env!("CARGO_PKG_VERSION").into(),
             generated_at: now,
             started_at: self.started_at,
@@ -219,13 +227,22 @@ impl Daemon {
                 .iter()
                 .map(|(name, s)| provider_status(name, s))
                 .collect(),
-            parked,
+            parked: Vec::new(),
             restarts: self.restarts.iter().cloned().collect(),
             incidents: self.alerts.incidents(),
             counters,
         };
         if let Ok(mut s) = self.shared.status.write() {
+            status.parked = if self.published_parked.as_ref() == Some(&parked_key) {
+                std::mem::take(&mut s.parked)
+            } else {
+                parked_lists
+                    .iter()
+                    .flat_map(|list| list.iter().cloned())
+                    .collect()
+            };
             *s = status;
+            self.published_parked = Some(parked_key);
         }
     }
 }

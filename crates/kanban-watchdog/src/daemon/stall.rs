@@ -38,7 +38,7 @@ impl Daemon {
         let stall_after = self.stall_after;
         let lane = &mut self.lanes[li];
         let board = lane.board.as_ref()?;
-        let after = lane.heartbeat.last_event_id().unwrap_or(0);
+        let after = lane.heartbeat.scanned_through().unwrap_or(0);
         let (mark, ready) = match (board.progress_since(after), board.ready_tasks()) {
             (Ok(m), Ok(r)) => (m, r),
             (Err(e), _) | (_, Err(e)) => {
@@ -47,7 +47,7 @@ impl Daemon {
             }
         };
         lane.heartbeat
-            .observe_board(mark.last_event_id, now, now_wall);
+            .observe_board(mark.scanned_through, mark.new_events, now, now_wall);
         lane.ready = ready.len() as u64;
         let verdict = lane
             .heartbeat
