@@ -24,8 +24,8 @@ use hermes_board::{env, gateway_log, testkit};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::cli::FakeGatewayArgs;
-use crate::gateway::{gateway_process, start_time};
+use kanban_watchdog::cli::FakeGatewayArgs;
+use kanban_watchdog::gateway::{gateway_process, start_time};
 
 pub fn run(args: &FakeGatewayArgs) -> anyhow::Result<()> {
     if args.replace {
@@ -38,7 +38,7 @@ pub fn run(args: &FakeGatewayArgs) -> anyhow::Result<()> {
         "argv": std::env::args().collect::<Vec<_>>(),
         "start_time": start_time(me),
     });
-    crate::state::write_atomic(&args.pid_file, pid_doc.to_string().as_bytes())
+    kanban_watchdog::state::write_atomic(&args.pid_file, pid_doc.to_string().as_bytes())
         .with_context(|| format!("cannot write {}", args.pid_file.display()))?;
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))?;
