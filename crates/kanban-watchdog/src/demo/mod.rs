@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use hermes_board::{env, home, testkit};
+use hermes_board::{home, testkit};
 
 use kanban_watchdog::config::{AlertsConfig, Config, Dur, WebhookConfig};
 use kanban_watchdog::daemon::{Daemon, Event, Shared, channel_pair, start_watchers};
@@ -230,11 +230,13 @@ fn story(
     let out = Command::new(shim)
         .args(["--", "sh", "-c", &worker])
         .env("WORKER_SHIM_RECORD_DIR", &paths.record_dir)
-        .env(env::KANBAN_TASK, "t_demo1")
-        .env(env::KANBAN_RUN_ID, run_id.to_string())
-        .env(env::KANBAN_DB, db)
-        .env(env::KANBAN_BOARD, "default")
-        .env(env::PROFILE, "coder")
+        .envs(testkit::gateway::worker_env(
+            "t_demo1",
+            run_id,
+            db,
+            home::DEFAULT_BOARD,
+            "coder",
+        ))
         .stdin(Stdio::null())
         .output()
         .context("cannot run worker-shim")?;
