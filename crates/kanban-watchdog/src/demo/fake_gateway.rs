@@ -1,8 +1,9 @@
 //! A stand-in for the Hermes gateway's embedded dispatcher, for tests and
 //! the demo: it writes `gateway.pid` like Hermes 0.19 (JSON with the
 //! process start time), logs Hermes-format lines, and every tick claims the
-//! ready tasks of a real board with Hermes' own claim SQL (from
-//! [`hermes_board::testkit`]). Without a worker
+//! ready tasks of a real board with Hermes' own claim SQL. Every Hermes
+//! format it writes (the SQL, the pid file, the log records, a worker's
+//! environment) is [`hermes_board::testkit`]'s. Without a worker
 //! command it completes each claimed task at once; with one, it spawns the
 //! worker per task with the dispatcher's environment and judges its exit
 //! like the gateway does (0 and still running = protocol violation, 75 =
@@ -20,25 +21,25 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use hermes_board::{env, gateway_log, testkit};
+use hermes_board::testkit;
+use hermes_board::testkit::gateway;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::cli::FakeGatewayArgs;
-use crate::gateway::{gateway_process, start_time};
+use kanban_watchdog::cli::FakeGatewayArgs;
+use kanban_watchdog::gateway::{gateway_process, start_time};
+
+/// The board it dispatches is Hermes' default one.
+const BOARD: &str = hermes_board::home::DEFAULT_BOARD;
 
 pub fn run(args: &FakeGatewayArgs) -> anyhow::Result<()> {
     if args.replace {
         replace_running(&args.pid_file)?;
     }
     let me = std::process::id() as i32;
-    let pid_doc = serde_json::json!({
-        "pid": me,
-        "kind": "fake-gateway",
-        "argv": std::env::args().collect::<Vec<_>>(),
-        "start_time": start_time(me),
-    });
-    crate::state::write_atomic(&args.pid_file, pid_doc.to_string().as_bytes())
+    let argv: Vec<String> = std::env::args().collect();
+    let pid_doc = gateway::pid_file_json(me, "fake-gateway", &argv, start_time(me));
+    kanban_watchdog::state::write_atomic(&args.pid_file, pid_doc.as_bytes())
         .with_context(|| format!("cannot write {}", args.pid_file.display()))?;
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))?;
@@ -50,29 +51,21 @@ pub fn run(args: &FakeGatewayArgs) -> anyhow::Result<()> {
     signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&frozen))?;
     let mut log = Log::open(&args.log)?;
     let interval = Duration::from_millis(args.interval_ms.max(10));
-    log.line(
-        "INFO",
-        &format!(
-            "kanban dispatcher: embedded in gateway (interval={:.1}s)",
-            interval.as_secs_f64()
-        ),
-    );
+    log.line("INFO", &gateway::embedded(interval));
     let mut workers: HashMap<String, (Child, i64)> = HashMap::new();
     let mut next = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         if !frozen.load(Ordering::Relaxed) && Instant::now() >= next {
             next = Instant::now() + interval;
             if let Err(e) = tick(args, &mut log, &mut workers) {
-                log.line(
-                    "ERROR",
-                    &format!("kanban dispatcher: tick failed on board default: {e}"),
-                );
+                log.line("ERROR", &gateway::tick_failed(BOARD, &e));
             }
         }
         std::thread::sleep(Duration::from_millis(10).min(interval));
     }
-    log.line("INFO", "Received SIGTERM — initiating shutdown");
-    log.line("INFO", "Gateway stopped");
+    for line in gateway::SHUTDOWN {
+        log.line("INFO", line);
+    }
     // Only remove the pid file if it is still ours (a replacement may own it).
     if gateway_process(&args.pid_file).is_some_and(|(pid, _)| pid == me) {
         let _ = std::fs::remove_file(&args.pid_file);
@@ -116,14 +109,13 @@ fn tick(
         }
         let child = Command::new(&args.worker[0])
             .args(&args.worker[1..])
-            .env(env::KANBAN_TASK, &id)
-            .env(env::KANBAN_RUN_ID, run_id.to_string())
-            .env(env::KANBAN_DB, &args.board)
-            .env(env::KANBAN_BOARD, "default")
-            .env(
-                env::PROFILE,
-                testkit::assignee(&conn, &id).unwrap_or_default(),
-            )
+            .envs(gateway::worker_env(
+                &id,
+                run_id,
+                &args.board,
+                BOARD,
+                &testkit::assignee(&conn, &id).unwrap_or_default(),
+            ))
             .stdin(Stdio::null())
             .process_group(0)
             .spawn();
@@ -132,19 +124,11 @@ fn tick(
                 testkit::set_worker_pid(&conn, &id, child.id())?;
                 workers.insert(id, (child, run_id));
             }
-            Err(e) => log.line(
-                "ERROR",
-                &format!("kanban dispatcher: spawn failed for {id}: {e}"),
-            ),
+            Err(e) => log.line("ERROR", &gateway::spawn_failed(&id, &e)),
         }
     }
     if spawned > 0 {
-        log.line(
-            "INFO",
-            &format!(
-                "kanban dispatcher [default]: spawned={spawned} reclaimed=0 crashed=0 timed_out=0 promoted=0 auto_blocked=0"
-            ),
-        );
+        log.line("INFO", &gateway::spawned(BOARD, spawned));
     }
     Ok(())
 }
@@ -186,10 +170,9 @@ impl Log {
         })
     }
 
-    /// `%(asctime)s %(levelname)s %(name)s: %(message)s`, as Hermes logs.
+    /// A record of the dispatcher, as Hermes logs it.
     fn line(&mut self, level: &str, msg: &str) {
-        let now = jiff::ZonedDateTime::now();
-        let line = gateway_log::record_line(&now, level, "gateway.run", msg);
+        let line = gateway::log_line(&jiff::ZonedDateTime::now(), level, msg);
         let _ = writeln!(self.file, "{line}");
     }
 }
