@@ -8,11 +8,11 @@
 #![no_main]
 
 use failure_signatures::{Catalogue, ClassifyContext};
+use hermes_board::profiles::ChainLink;
 use hermes_board::{RunFacts, RunVerdict, TaskDecision};
 use kanban_watchdog::config::Config;
 use kanban_watchdog::decide::{BoardFacts, Inputs, check_invariants, decide};
 use kanban_watchdog::health::ProviderHealth;
-use kanban_watchdog::profiles::ChainLink;
 use libfuzzer_sys::fuzz_target;
 use test_support::probe_record;
 

@@ -26,12 +26,12 @@
 //! [`rescue::plan`] the board action.
 
 use exit_record::ExitRecord;
+use hermes_board::profiles::ChainLink;
 use hermes_board::{RunFacts, RunVerdict};
 use serde::Serialize;
 
 use crate::config::Config;
 use crate::health::ProviderHealth;
-use crate::profiles::ChainLink;
 use crate::rescue::{self, BoardPlan};
 
 /// What the board says about a record's run.

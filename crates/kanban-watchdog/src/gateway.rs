@@ -3,10 +3,7 @@
 
 use std::path::Path;
 
-pub use hermes_board::gateway_log::{
-    LineClassifier, LineEvent, default_patterns, record_head, unanchored,
-};
-pub use hermes_board::home::PidFile;
+use hermes_board::home::PidFile;
 
 /// `Some((pid, alive))` when a pid file exists; alive means the process is
 /// running and (when the file records it) started at the recorded time, so

@@ -21,16 +21,15 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use exit_record::{ExitRecord, ReadLimits, read_record};
 use failure_signatures::{Catalogue, ClassifyContext};
-use hermes_board::gateway_log::record_time;
+use hermes_board::gateway_log::{LineClassifier, LineEvent, record_time};
+use hermes_board::profiles::Profiles;
 
 use crate::cli::Common;
 use crate::config::Config;
 use crate::decide::{self, BoardFacts, HealthChange};
-use crate::gateway::{LineClassifier, LineEvent};
 use crate::health::{ProviderHealth, Transition, until_text};
 use crate::heartbeat::dispatcher_timing;
 use crate::paths::Paths;
-use crate::profiles::Profiles;
 use crate::rescue::{self, BoardPlan};
 use crate::restart::{RestartStep, Restarter};
 

@@ -6,10 +6,10 @@ use exit_record::ExitRecord;
 use exit_record::Failure;
 use failure_signatures::FailureClass;
 use failure_signatures::hermes_frame::{Frame, PrintedProvider};
+use hermes_board::profiles::ChainLink;
 
 use crate::config::{ProvidersConfig, RetryConfig};
 use crate::health::ProviderHealth;
-use crate::profiles::ChainLink;
 
 /// Failures that need a human (re-auth, billing) rather than time.
 pub fn needs_human(f: &Failure) -> bool {

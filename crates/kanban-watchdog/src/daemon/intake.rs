@@ -2,8 +2,10 @@
 //! by the decision core ([`decide::decide`]) on what its board says about
 //! its run, then provider health and the board changed accordingly.
 
+use hermes_board::home::DEFAULT_BOARD;
+
 use super::*;
-use crate::paths::{BoardScope, DEFAULT_BOARD};
+use crate::paths::BoardScope;
 
 impl Daemon {
     /// One pass over the record directory, in order. The records for a
