@@ -726,18 +726,9 @@ mod tests {
     /// A real Hermes 0.22 worker's stdout (`provider: custom`, the interop
     /// suite's fake provider answering with Codex's 429 body): no
     /// `🔌 Provider:` line, the provider only in the failure frame's lead.
-    const REAL_022_CUSTOM: &str = "⚠️  Attempt 1/1 failed: HTTP 429: The usage limit has been reached\n\
-❌ Rate limited after 1 attempt — HTTP 429: The usage limit has been reached (resets in ~10m)\n   \
-💀 Final error: HTTP 429: The usage limit has been reached\n \
-─  ☤ Hermes  ───────────────────────────────────────────────────────────────── \n\
-                                                                                \n \
-custom is rate-limiting requests right now — its usage limit resets in ~10     \n \
-min. Send /retry after that, or switch models with /model. To avoid this in    \n \
-future, add a backup provider with hermes fallback add.                        \n\
-                                                                                \n \
-Provider said: HTTP 429: The usage limit has been reached                      \n\
-                                                                                \n \
-Limit resets at 04:11 (in 10m).                                                \n";
+    /// One fixture with failure-signatures' `hermes_frame` tests.
+    const REAL_022_CUSTOM: &str =
+        include_str!("../../failure-signatures/tests/fixtures/hermes/0.22-rate-limited-custom.txt");
 
     #[test]
     fn the_hermes_022_failure_frame_carries_the_blame() {
