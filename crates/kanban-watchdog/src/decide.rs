@@ -26,6 +26,7 @@
 //! [`rescue::plan`] the board action.
 
 use exit_record::ExitRecord;
+use failure_signatures::FailureClass;
 use hermes_board::profiles::ChainLink;
 use hermes_board::{RunFacts, RunVerdict};
 use serde::Serialize;
@@ -87,7 +88,7 @@ pub enum HealthChange {
     Unhealthy {
         provider: String,
         until: Option<i64>,
-        class: String,
+        class: FailureClass,
         reason: String,
     },
     /// A clean run on the provider: it works.
@@ -208,7 +209,7 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
             HealthChange::Unhealthy {
                 provider: p.clone(),
                 until,
-                class: f.class.as_str().to_string(),
+                class: f.class,
                 reason: reason.clone(),
             }
         }
@@ -354,7 +355,6 @@ mod tests {
     use super::*;
     use exit_record::Failure;
     use exit_record::{ExitInfo, RunAtExit, StreamCapture, TaskContext};
-    use failure_signatures::FailureClass;
     use hermes_board::TaskDecision;
 
     fn codex_429() -> Failure {

@@ -299,7 +299,7 @@ fn simulate(
                     } => {
                         if let Some(tr) = sim
                             .health
-                            .mark_unhealthy(provider, *until, class, reason, now)
+                            .mark_unhealthy(provider, *until, *class, reason, now)
                         {
                             sim.transitions(now, vec![tr]);
                         }
@@ -407,8 +407,7 @@ fn simulate(
                             let until = rescue::unhealthy_until(&f, &sim.cfg.providers, now);
                             let reason = rescue::reason_text(&f, Some(&p));
                             if let Some(tr) =
-                                sim.health
-                                    .mark_unhealthy(&p, until, f.class.as_str(), &reason, now)
+                                sim.health.mark_unhealthy(&p, until, f.class, &reason, now)
                             {
                                 sim.transitions(now, vec![tr]);
                             }

@@ -416,7 +416,7 @@ mod tests {
         let f = rate_limit(Some(10_000));
         let chain = [link("codex"), link("openrouter"), link("anthropic")];
         let mut h = ProviderHealth::default();
-        h.mark_unhealthy("codex", Some(10_000), "rate_limit", "x", 0);
+        h.mark_unhealthy("codex", Some(10_000), FailureClass::RateLimit, "x", 0);
         assert_eq!(
             plan(
                 &f,
@@ -433,7 +433,7 @@ mod tests {
                 fallback: link("openrouter")
             }
         );
-        h.mark_unhealthy("openrouter", Some(10_000), "rate_limit", "x", 0);
+        h.mark_unhealthy("openrouter", Some(10_000), FailureClass::RateLimit, "x", 0);
         assert_eq!(
             plan(
                 &f,
@@ -450,7 +450,7 @@ mod tests {
                 fallback: link("anthropic")
             }
         );
-        h.mark_unhealthy("anthropic", None, "auth_expired", "x", 0);
+        h.mark_unhealthy("anthropic", None, FailureClass::AuthExpired, "x", 0);
         assert!(matches!(
             plan(
                 &f,
@@ -493,7 +493,13 @@ mod tests {
         assert_eq!(due(3, &none), 1_000 + 300 + 15);
         // A longer cooldown already known for the provider lets the step grow.
         let mut h = ProviderHealth::default();
-        h.mark_unhealthy("xai", Some(1_000 + 7_200), "rate_limit", "x", 1_000);
+        h.mark_unhealthy(
+            "xai",
+            Some(1_000 + 7_200),
+            FailureClass::RateLimit,
+            "x",
+            1_000,
+        );
         assert_eq!(due(3, &h), 1_000 + 2_400);
     }
 

@@ -155,7 +155,7 @@ proptest! {
         let cfg = Config::default();
         let mut health = ProviderHealth::default();
         if let Some((p, until)) = unhealthy {
-            let _ = health.mark_unhealthy(p, until, "rate_limit", "x", now);
+            let _ = health.mark_unhealthy(p, until, FailureClass::RateLimit, "x", now);
         }
         let rec = probe_record(failure, with_task, code, "🔌 Provider: anthropic  Model: x\n".into());
         let inputs = Inputs {

@@ -200,7 +200,7 @@ impl Daemon {
                 if let Some(t) = self
                     .state
                     .providers
-                    .mark_unhealthy(provider, *until, class, reason, now)
+                    .mark_unhealthy(provider, *until, *class, reason, now)
                 {
                     self.on_transition(&t);
                 }

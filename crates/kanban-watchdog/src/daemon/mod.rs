@@ -269,7 +269,7 @@ impl Daemon {
             .providers
             .iter()
             .filter_map(|(name, s)| match s {
-                ProviderState::Unhealthy { class, .. } => Some((name.clone(), class.clone())),
+                ProviderState::Unhealthy { class, .. } => Some((name.clone(), class.to_string())),
                 _ => None,
             })
             .collect();
