@@ -32,7 +32,7 @@ use hermes_board::{RunFacts, RunVerdict};
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::health::ProviderHealth;
+use crate::health::{ProviderHealth, Transition};
 use crate::rescue::{self, BoardPlan};
 
 /// What the board says about a record's run.
@@ -95,6 +95,23 @@ pub enum HealthChange {
     Healthy {
         provider: String,
     },
+}
+
+impl HealthChange {
+    /// Applies the change to `health`; the transition it made, if any (see
+    /// [`ProviderHealth::mark_unhealthy`], [`ProviderHealth::observe_success`]).
+    pub fn apply(&self, health: &mut ProviderHealth, now: i64) -> Option<Transition> {
+        match self {
+            HealthChange::None => None,
+            HealthChange::Unhealthy {
+                provider,
+                until,
+                class,
+                reason,
+            } => health.mark_unhealthy(provider, *until, *class, reason, now),
+            HealthChange::Healthy { provider } => health.observe_success(provider, now),
+        }
+    }
 }
 
 /// The decision on one record.

@@ -26,7 +26,7 @@ use hermes_board::profiles::Profiles;
 
 use crate::cli::Common;
 use crate::config::Config;
-use crate::decide::{self, BoardFacts, HealthChange};
+use crate::decide::{self, BoardFacts};
 use crate::health::{ProviderHealth, Transition, until_text};
 use crate::heartbeat::dispatcher_timing;
 use crate::paths::Paths;
@@ -290,26 +290,8 @@ fn simulate(
                     now,
                     random01: jitter,
                 });
-                match &d.health {
-                    HealthChange::Unhealthy {
-                        provider,
-                        until,
-                        class,
-                        reason,
-                    } => {
-                        if let Some(tr) = sim
-                            .health
-                            .mark_unhealthy(provider, *until, *class, reason, now)
-                        {
-                            sim.transitions(now, vec![tr]);
-                        }
-                    }
-                    HealthChange::Healthy { provider } => {
-                        if let Some(tr) = sim.health.observe_success(provider, now) {
-                            sim.transitions(now, vec![tr]);
-                        }
-                    }
-                    HealthChange::None => {}
+                if let Some(tr) = d.health.apply(&mut sim.health, now) {
+                    sim.transitions(now, vec![tr]);
                 }
                 if r.failure.is_none() {
                     continue;

@@ -23,7 +23,7 @@ use prometheus_client::registry::Registry;
 
 use crate::alerts::{Alerts, Severity};
 use crate::config::Config;
-use crate::decide::{self, BoardFacts, HealthChange};
+use crate::decide::{self, BoardFacts};
 use crate::gateway::gateway_process;
 use crate::health::{ProviderState, Transition, until_text};
 use crate::heartbeat::{Heartbeat, Verdict, dispatcher_timing};
