@@ -371,33 +371,18 @@ pub fn check_invariants(i: &Inputs<'_>, d: &Decision) -> Result<(), String> {
 mod tests {
     use super::*;
     use exit_record::Failure;
-    use exit_record::{ExitInfo, RunAtExit, StreamCapture, TaskContext};
+    use exit_record::{ExitInfo, RunAtExit, TaskContext};
     use hermes_board::TaskDecision;
 
     fn codex_429() -> Failure {
         Failure {
-            class: FailureClass::RateLimit,
-            signature: "codex-usage-limit".into(),
             provider: Some("openai-codex".into()),
-            transient: true,
-            matched_line: "HTTP 429: The usage limit has been reached".into(),
-            resets_at: Some(4_102_444_800),
-            retry_after_s: None,
+            ..test_support::rate_limit(Some(4_102_444_800))
         }
     }
 
     fn record(task: bool, code: i32, f: Option<Failure>) -> ExitRecord {
         ExitRecord {
-            schema: exit_record::SCHEMA_NAME.into(),
-            schema_version: exit_record::SCHEMA_VERSION,
-            id: "rec".into(),
-            argv: vec![],
-            cwd: None,
-            pid: None,
-            shim_pid: 1,
-            started_at: jiff::Timestamp::UNIX_EPOCH,
-            ended_at: jiff::Timestamp::UNIX_EPOCH,
-            duration_ms: 0,
             exit: ExitInfo {
                 code: Some(code),
                 ..ExitInfo::default()
@@ -408,12 +393,8 @@ mod tests {
                 profile: Some("coder".into()),
                 ..TaskContext::default()
             },
-            stdout: StreamCapture::default(),
-            stderr: StreamCapture::default(),
             failure: f,
-            steered: None,
-            run_at_exit: None,
-            skipped: None,
+            ..test_support::blank_record("rec")
         }
     }
 

@@ -342,18 +342,7 @@ pub fn healthy_fallback(
 mod tests {
     use super::*;
     use crate::config::Config;
-
-    fn rate_limit(resets_at: Option<i64>) -> Failure {
-        Failure {
-            class: FailureClass::RateLimit,
-            signature: "codex-usage-limit".into(),
-            provider: None,
-            transient: true,
-            matched_line: "HTTP 429: The usage limit has been reached".into(),
-            resets_at,
-            retry_after_s: None,
-        }
-    }
+    use test_support::rate_limit;
 
     fn link(p: &str) -> ChainLink {
         ChainLink {
@@ -415,56 +404,36 @@ mod tests {
         let c = Config::default();
         let f = rate_limit(Some(10_000));
         let chain = [link("codex"), link("openrouter"), link("anthropic")];
-        let mut h = ProviderHealth::default();
-        h.mark_unhealthy("codex", Some(10_000), FailureClass::RateLimit, "x", 0);
-        assert_eq!(
+        let plan_now = |h: &ProviderHealth| {
             plan(
                 &f,
                 Some("codex"),
                 &chain,
-                &h,
+                h,
                 0,
                 &c.retry,
                 &c.providers,
                 0,
-                0.0
-            ),
+                0.0,
+            )
+        };
+        let mut h = ProviderHealth::default();
+        h.mark_unhealthy("codex", Some(10_000), FailureClass::RateLimit, "x", 0);
+        assert_eq!(
+            plan_now(&h),
             BoardPlan::Requeue {
                 fallback: link("openrouter")
             }
         );
         h.mark_unhealthy("openrouter", Some(10_000), FailureClass::RateLimit, "x", 0);
         assert_eq!(
-            plan(
-                &f,
-                Some("codex"),
-                &chain,
-                &h,
-                0,
-                &c.retry,
-                &c.providers,
-                0,
-                0.0
-            ),
+            plan_now(&h),
             BoardPlan::Requeue {
                 fallback: link("anthropic")
             }
         );
         h.mark_unhealthy("anthropic", None, FailureClass::AuthExpired, "x", 0);
-        assert!(matches!(
-            plan(
-                &f,
-                Some("codex"),
-                &chain,
-                &h,
-                0,
-                &c.retry,
-                &c.providers,
-                0,
-                0.0
-            ),
-            BoardPlan::Park { .. }
-        ));
+        assert!(matches!(plan_now(&h), BoardPlan::Park { .. }));
     }
 
     #[test]
@@ -595,29 +564,9 @@ mod tests {
 
     #[test]
     fn the_provider_hermes_printed_wins_then_the_chain_decides() {
-        use exit_record::{ExitInfo, ExitRecord, StreamCapture, TaskContext};
         let mut f = rate_limit(Some(1));
         f.provider = Some("openai-codex".into());
-        let mut rec = ExitRecord {
-            schema: exit_record::SCHEMA_NAME.into(),
-            schema_version: exit_record::SCHEMA_VERSION,
-            id: "r".into(),
-            argv: vec![],
-            cwd: None,
-            pid: None,
-            shim_pid: 1,
-            started_at: jiff::Timestamp::UNIX_EPOCH,
-            ended_at: jiff::Timestamp::UNIX_EPOCH,
-            duration_ms: 0,
-            exit: ExitInfo::default(),
-            task: TaskContext::default(),
-            stdout: StreamCapture::default(),
-            stderr: StreamCapture::default(),
-            failure: Some(f),
-            steered: None,
-            run_at_exit: None,
-            skipped: None,
-        };
+        let mut rec = record_with(f, "");
         // A Codex-style text (naming openai-codex) from a profile whose
         // chain has no openai-codex is quoted text: nobody is blamed (this
         // used to blame the profile's primary, `custom`)...
@@ -639,29 +588,13 @@ mod tests {
     }
 
     fn record_with(f: Failure, stdout: &str) -> ExitRecord {
-        use exit_record::{ExitInfo, StreamCapture, TaskContext};
         ExitRecord {
-            schema: exit_record::SCHEMA_NAME.into(),
-            schema_version: exit_record::SCHEMA_VERSION,
-            id: "r".into(),
-            argv: vec![],
-            cwd: None,
-            pid: None,
-            shim_pid: 1,
-            started_at: jiff::Timestamp::UNIX_EPOCH,
-            ended_at: jiff::Timestamp::UNIX_EPOCH,
-            duration_ms: 0,
-            exit: ExitInfo::default(),
-            task: TaskContext::default(),
-            stdout: StreamCapture {
+            stdout: exit_record::StreamCapture {
                 head: stdout.into(),
-                ..StreamCapture::default()
+                ..Default::default()
             },
-            stderr: StreamCapture::default(),
             failure: Some(f),
-            steered: None,
-            run_at_exit: None,
-            skipped: None,
+            ..test_support::blank_record("r")
         }
     }
 
