@@ -351,6 +351,22 @@ mod tests {
         }
     }
 
+    /// [`plan`] with the default config, nobody unhealthy, at 0 without jitter.
+    fn plan_at_0(f: &Failure, provider: Option<&str>, chain: &[ChainLink], used: u32) -> BoardPlan {
+        let c = Config::default();
+        let h = ProviderHealth::default();
+        plan(f, provider, chain, &h, used, &c.retry, &c.providers, 0, 0.0)
+    }
+
+    /// A failure of `class` that waiting does not mend.
+    fn lasting(class: FailureClass) -> Failure {
+        Failure {
+            class,
+            transient: false,
+            ..rate_limit(None)
+        }
+    }
+
     #[test]
     fn a_reset_time_parks_until_it_plus_margin_and_jitter() {
         let c = Config::default();
@@ -377,19 +393,8 @@ mod tests {
 
     #[test]
     fn no_reset_time_doubles_the_default_delay_up_to_the_cap() {
-        let c = Config::default();
         let f = rate_limit(None);
-        let due = |n| match plan(
-            &f,
-            None,
-            &[],
-            &ProviderHealth::default(),
-            n,
-            &c.retry,
-            &c.providers,
-            0,
-            0.0,
-        ) {
+        let due = |n| match plan_at_0(&f, None, &[], n) {
             BoardPlan::Park { due_at } => due_at.unwrap(),
             other => panic!("{other:?}"),
         };
@@ -474,41 +479,17 @@ mod tests {
 
     #[test]
     fn waiting_for_a_reauth_is_never_refused_by_the_budget() {
-        let c = Config::default();
-        let mut f = rate_limit(None);
-        f.class = FailureClass::AuthExpired;
-        f.transient = false;
+        let f = lasting(FailureClass::AuthExpired);
         assert_eq!(
-            plan(
-                &f,
-                Some("xai-oauth"),
-                &[link("xai-oauth")],
-                &ProviderHealth::default(),
-                99,
-                &c.retry,
-                &c.providers,
-                0,
-                0.0
-            ),
+            plan_at_0(&f, Some("xai-oauth"), &[link("xai-oauth")], 99),
             BoardPlan::Park { due_at: None }
         );
     }
 
     #[test]
     fn the_budget_is_enforced() {
-        let c = Config::default();
         let f = rate_limit(Some(10_000));
-        match plan(
-            &f,
-            Some("codex"),
-            &[],
-            &ProviderHealth::default(),
-            5,
-            &c.retry,
-            &c.providers,
-            0,
-            0.0,
-        ) {
+        match plan_at_0(&f, Some("codex"), &[], 5) {
             BoardPlan::Block { reason } => {
                 assert!(reason.contains("budget spent (5 in 24h)"), "{reason}");
                 assert!(reason.contains("rate_limit on codex"), "{reason}");
@@ -520,21 +501,9 @@ mod tests {
     #[test]
     fn expired_auth_parks_until_the_provider_heals() {
         let c = Config::default();
-        let mut f = rate_limit(None);
-        f.class = FailureClass::AuthExpired;
-        f.transient = false;
+        let f = lasting(FailureClass::AuthExpired);
         assert_eq!(
-            plan(
-                &f,
-                Some("xai-oauth"),
-                &[],
-                &ProviderHealth::default(),
-                0,
-                &c.retry,
-                &c.providers,
-                0,
-                0.0
-            ),
+            plan_at_0(&f, Some("xai-oauth"), &[], 0),
             BoardPlan::Park { due_at: None }
         );
         assert_eq!(unhealthy_until(&f, &c.providers, 0), None);
@@ -542,24 +511,8 @@ mod tests {
 
     #[test]
     fn non_transient_failures_are_left_to_the_dispatcher() {
-        let c = Config::default();
-        let mut f = rate_limit(None);
-        f.class = FailureClass::RequestTooLarge;
-        f.transient = false;
-        assert!(matches!(
-            plan(
-                &f,
-                None,
-                &[],
-                &ProviderHealth::default(),
-                0,
-                &c.retry,
-                &c.providers,
-                0,
-                0.0
-            ),
-            BoardPlan::Nothing(_)
-        ));
+        let f = lasting(FailureClass::RequestTooLarge);
+        assert!(matches!(plan_at_0(&f, None, &[], 0), BoardPlan::Nothing(_)));
     }
 
     #[test]
