@@ -7,12 +7,12 @@
 //! test command (crates/kanban-watchdog/tests/decision_props.rs).
 #![no_main]
 
-use failure_signatures::{Catalogue, ClassifyContext};
+use failure_signatures::{Catalogue, ClassifyContext, FailureClass};
+use hermes_board::profiles::ChainLink;
 use hermes_board::{RunFacts, RunVerdict, TaskDecision};
 use kanban_watchdog::config::Config;
 use kanban_watchdog::decide::{BoardFacts, Inputs, check_invariants, decide};
 use kanban_watchdog::health::ProviderHealth;
-use kanban_watchdog::profiles::ChainLink;
 use libfuzzer_sys::fuzz_target;
 use test_support::probe_record;
 
@@ -92,7 +92,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = health.mark_unhealthy(
             PROVIDERS[head[14] as usize % PROVIDERS.len()],
             Some(word(head, 12)),
-            "rate_limit",
+            FailureClass::RateLimit,
             "x",
             now,
         );

@@ -7,8 +7,8 @@ use std::io::Write;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use hermes_board::gateway_log::{LineClassifier, LineEvent};
 use kanban_watchdog::config::LogPatterns;
-use kanban_watchdog::gateway::{LineClassifier, LineEvent};
 use libfuzzer_sys::fuzz_target;
 use log_tailer::{StartAt, TailEvent, Tailer, TailerOptions};
 

@@ -12,8 +12,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use failure_signatures::{Catalogue, ClassifyContext};
+use hermes_board::gateway_log::{LineClassifier, LineEvent};
 use kanban_watchdog::config::LogPatterns;
-use kanban_watchdog::gateway::{LineClassifier, LineEvent};
 use log_tailer::{StartAt, TailEvent, Tailer, TailerOptions};
 
 use crate::Ctx;

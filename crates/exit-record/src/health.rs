@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 
+use failure_signatures::ReadClass;
 use serde::{Deserialize, Serialize};
 
 /// The `version` this build writes and reads.
@@ -72,9 +73,11 @@ pub struct ProviderEntry {
     /// operator reset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<i64>,
-    /// The failure class (`rate_limit`, `auth_expired`, ...).
+    /// The failure class (`rate_limit`, `auth_expired`, ...); one this
+    /// build does not know (a newer watchdog wrote the file) is kept as
+    /// [`ReadClass::Unknown`], never refusing the entry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub class: Option<String>,
+    pub class: Option<ReadClass>,
     /// One redacted line saying why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -149,7 +152,14 @@ mod tests {
         let p = &doc.providers.as_ref().unwrap()["openai-codex"];
         assert_eq!(p.state, "unhealthy");
         assert_eq!(p.until, None);
-        assert_eq!(p.class.as_deref(), Some("auth_expired"));
+        assert_eq!(
+            p.class.as_ref().map(ReadClass::as_str),
+            Some("auth_expired")
+        );
+        assert_eq!(
+            p.class.as_ref().and_then(ReadClass::known),
+            Some(failure_signatures::FailureClass::AuthExpired)
+        );
         assert_eq!(doc.steer["coder"].from.as_deref(), Some("openai-codex"));
         assert_eq!(
             doc.hold.as_ref().unwrap()["writer"].provider,
@@ -157,6 +167,19 @@ mod tests {
         );
         let again = parse_health(&serde_json::to_vec(&doc).unwrap()).unwrap();
         assert_eq!(again, doc);
+    }
+
+    #[test]
+    fn an_unknown_class_is_kept_as_written_and_costs_nothing_else() {
+        let text = TODAY.replace("auth_expired", "solar_flare");
+        let doc = parse_health(text.as_bytes()).unwrap();
+        let providers = doc.providers.as_ref().expect("the providers still read");
+        let p = &providers["openai-codex"];
+        assert_eq!(p.class, Some(ReadClass::Unknown("solar_flare".into())));
+        assert_eq!(p.until, None);
+        assert_eq!(providers["openrouter"].state, "healthy");
+        let written = serde_json::to_string(&doc).unwrap();
+        assert!(written.contains(r#""class":"solar_flare""#), "{written}");
     }
 
     #[test]

@@ -181,19 +181,9 @@ mod tests {
     use super::*;
 
     /// A real 0.22 worker (`hermes -p coder chat -q`, `provider: custom`,
-    /// the interop suite's fake provider answering with Codex's 429 body).
-    const REAL_022: &str = "⚠️  Attempt 1/1 failed: HTTP 429: The usage limit has been reached\n\
-❌ Rate limited after 1 attempt — HTTP 429: The usage limit has been reached (resets in ~10m)\n   \
-💀 Final error: HTTP 429: The usage limit has been reached\n \
-─  ☤ Hermes  ───────────────────────────────────────────────────────────────── \n\
-                                                                                \n \
-custom is rate-limiting requests right now — its usage limit resets in ~10     \n \
-min. Send /retry after that, or switch models with /model. To avoid this in    \n \
-future, add a backup provider with hermes fallback add.                        \n\
-                                                                                \n \
-Provider said: HTTP 429: The usage limit has been reached                      \n\
-                                                                                \n \
-Limit resets at 04:11 (in 10m).                                                \n";
+    /// the interop suite's fake provider answering with Codex's 429 body);
+    /// kanban-watchdog's rescue tests read the same fixture.
+    const REAL_022: &str = include_str!("../tests/fixtures/hermes/0.22-rate-limited-custom.txt");
 
     fn lead(label: &str) -> Option<PrintedProvider> {
         Some(PrintedProvider {

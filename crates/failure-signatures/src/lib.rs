@@ -161,6 +161,60 @@ impl fmt::Display for FailureClass {
     }
 }
 
+/// A failure class as a file names it: one this build knows, or the name
+/// of one it does not (a newer build wrote the file), kept as written so it
+/// is shown and written back unchanged instead of failing the whole read.
+///
+/// Serialized as the bare name (`"rate_limit"`), as a [`FailureClass`] is.
+/// Build one from text with [`From<&str>`], which keeps the two variants
+/// apart (a known name never becomes [`ReadClass::Unknown`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ReadClass {
+    /// A class this build knows.
+    Known(FailureClass),
+    /// The name of a class this build does not know.
+    Unknown(String),
+}
+
+impl ReadClass {
+    /// The class, when this build knows it.
+    pub fn known(&self) -> Option<FailureClass> {
+        match self {
+            ReadClass::Known(c) => Some(*c),
+            ReadClass::Unknown(_) => None,
+        }
+    }
+
+    /// The name as written (`rate_limit`, ...).
+    pub fn as_str(&self) -> &str {
+        match self {
+            ReadClass::Known(c) => c.as_str(),
+            ReadClass::Unknown(name) => name,
+        }
+    }
+}
+
+impl From<FailureClass> for ReadClass {
+    fn from(c: FailureClass) -> Self {
+        ReadClass::Known(c)
+    }
+}
+
+impl From<&str> for ReadClass {
+    fn from(name: &str) -> Self {
+        name.parse()
+            .map(ReadClass::Known)
+            .unwrap_or_else(|_| ReadClass::Unknown(name.to_owned()))
+    }
+}
+
+impl fmt::Display for ReadClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Error returned by [`FailureClass::from_str`] for an unknown class name.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
@@ -221,5 +275,28 @@ impl ClassifyContext {
             now: jiff::Timestamp::now(),
             local_tz: jiff::tz::TimeZone::system(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_class_is_written_as_its_bare_name_and_keeps_an_unknown_one() {
+        for c in FailureClass::ALL {
+            let read = ReadClass::from(c);
+            let text = serde_yaml::to_string(&read).unwrap();
+            assert_eq!(text, serde_yaml::to_string(&c).unwrap());
+            assert_eq!(serde_yaml::from_str::<ReadClass>(&text).unwrap(), read);
+            assert_eq!(ReadClass::from(c.as_str()), read);
+            assert_eq!(read.known(), Some(c));
+            assert_eq!(read.to_string(), c.as_str());
+        }
+        let newer: ReadClass = serde_yaml::from_str("solar_flare").unwrap();
+        assert_eq!(newer, ReadClass::Unknown("solar_flare".into()));
+        assert_eq!(newer, ReadClass::from("solar_flare"));
+        assert_eq!(newer.known(), None);
+        assert_eq!(serde_yaml::to_string(&newer).unwrap(), "solar_flare\n");
     }
 }

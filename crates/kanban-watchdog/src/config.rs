@@ -410,7 +410,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), (String, String)> {
         let fail = |k: &str, m: String| Err((k.to_string(), m));
         if let Some(board) = &self.board
-            && !crate::paths::valid_board_slug(board)
+            && !hermes_board::home::valid_board_slug(board)
         {
             return fail(
                 "board",

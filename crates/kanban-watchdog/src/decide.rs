@@ -26,12 +26,13 @@
 //! [`rescue::plan`] the board action.
 
 use exit_record::ExitRecord;
+use failure_signatures::FailureClass;
+use hermes_board::profiles::ChainLink;
 use hermes_board::{RunFacts, RunVerdict};
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::health::ProviderHealth;
-use crate::profiles::ChainLink;
+use crate::health::{ProviderHealth, Transition};
 use crate::rescue::{self, BoardPlan};
 
 /// What the board says about a record's run.
@@ -87,13 +88,30 @@ pub enum HealthChange {
     Unhealthy {
         provider: String,
         until: Option<i64>,
-        class: String,
+        class: FailureClass,
         reason: String,
     },
     /// A clean run on the provider: it works.
     Healthy {
         provider: String,
     },
+}
+
+impl HealthChange {
+    /// Applies the change to `health`; the transition it made, if any (see
+    /// [`ProviderHealth::mark_unhealthy`], [`ProviderHealth::observe_success`]).
+    pub fn apply(&self, health: &mut ProviderHealth, now: i64) -> Option<Transition> {
+        match self {
+            HealthChange::None => None,
+            HealthChange::Unhealthy {
+                provider,
+                until,
+                class,
+                reason,
+            } => health.mark_unhealthy(provider, *until, *class, reason, now),
+            HealthChange::Healthy { provider } => health.observe_success(provider, now),
+        }
+    }
 }
 
 /// The decision on one record.
@@ -208,7 +226,7 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
             HealthChange::Unhealthy {
                 provider: p.clone(),
                 until,
-                class: f.class.as_str().to_string(),
+                class: f.class,
                 reason: reason.clone(),
             }
         }
@@ -353,34 +371,18 @@ pub fn check_invariants(i: &Inputs<'_>, d: &Decision) -> Result<(), String> {
 mod tests {
     use super::*;
     use exit_record::Failure;
-    use exit_record::{ExitInfo, RunAtExit, StreamCapture, TaskContext};
-    use failure_signatures::FailureClass;
+    use exit_record::{ExitInfo, RunAtExit, TaskContext};
     use hermes_board::TaskDecision;
 
     fn codex_429() -> Failure {
         Failure {
-            class: FailureClass::RateLimit,
-            signature: "codex-usage-limit".into(),
             provider: Some("openai-codex".into()),
-            transient: true,
-            matched_line: "HTTP 429: The usage limit has been reached".into(),
-            resets_at: Some(4_102_444_800),
-            retry_after_s: None,
+            ..test_support::rate_limit(Some(4_102_444_800))
         }
     }
 
     fn record(task: bool, code: i32, f: Option<Failure>) -> ExitRecord {
         ExitRecord {
-            schema: exit_record::SCHEMA_NAME.into(),
-            schema_version: exit_record::SCHEMA_VERSION,
-            id: "rec".into(),
-            argv: vec![],
-            cwd: None,
-            pid: None,
-            shim_pid: 1,
-            started_at: jiff::Timestamp::UNIX_EPOCH,
-            ended_at: jiff::Timestamp::UNIX_EPOCH,
-            duration_ms: 0,
             exit: ExitInfo {
                 code: Some(code),
                 ..ExitInfo::default()
@@ -391,12 +393,8 @@ mod tests {
                 profile: Some("coder".into()),
                 ..TaskContext::default()
             },
-            stdout: StreamCapture::default(),
-            stderr: StreamCapture::default(),
             failure: f,
-            steered: None,
-            run_at_exit: None,
-            skipped: None,
+            ..test_support::blank_record("rec")
         }
     }
 

@@ -3,10 +3,7 @@
 
 use std::path::Path;
 
-pub use hermes_board::gateway_log::{
-    LineClassifier, LineEvent, default_patterns, record_head, unanchored,
-};
-pub use hermes_board::home::PidFile;
+use hermes_board::home::PidFile;
 
 /// `Some((pid, alive))` when a pid file exists; alive means the process is
 /// running and (when the file records it) started at the recorded time, so
@@ -16,7 +13,7 @@ pub fn gateway_process(pid_file: &Path) -> Option<(i32, bool)> {
     Some((parsed.pid, process_matches(parsed.pid, parsed.start_time)))
 }
 
-pub use crate::process_start::start_time;
+use crate::process_start::start_time;
 
 fn process_matches(pid: i32, recorded: Option<u64>) -> bool {
     match (start_time(pid), recorded) {

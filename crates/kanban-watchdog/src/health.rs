@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 
+use failure_signatures::{FailureClass, ReadClass};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,7 +24,9 @@ pub enum ProviderState {
         since: i64,
         /// `None`: until re-auth or an operator reset.
         until: Option<i64>,
-        class: String,
+        /// As persisted: a class a newer build wrote and this one does not
+        /// know is kept, not a reason to drop the whole state.
+        class: ReadClass,
         reason: String,
     },
     Probing {
@@ -47,7 +50,7 @@ pub enum Transition {
     MarkedUnhealthy {
         provider: String,
         until: Option<i64>,
-        class: String,
+        class: FailureClass,
         reason: String,
     },
     Probing {
@@ -138,7 +141,7 @@ impl ProviderHealth {
         &mut self,
         provider: &str,
         until: Option<i64>,
-        class: &str,
+        class: FailureClass,
         reason: &str,
         now: i64,
     ) -> Option<Transition> {
@@ -165,14 +168,14 @@ impl ProviderHealth {
             ProviderState::Unhealthy {
                 since: now,
                 until,
-                class: class.to_string(),
+                class: class.into(),
                 reason: reason.to_string(),
             },
         );
         Some(Transition::MarkedUnhealthy {
             provider: provider.to_string(),
             until,
-            class: class.to_string(),
+            class,
             reason: reason.to_string(),
         })
     }
@@ -267,7 +270,13 @@ mod tests {
     fn rate_limit_cools_down_then_probes_then_heals() {
         let mut h = ProviderHealth::default();
         let t = h
-            .mark_unhealthy("openai-codex", Some(1_100), "rate_limit", "429", 1_000)
+            .mark_unhealthy(
+                "openai-codex",
+                Some(1_100),
+                FailureClass::RateLimit,
+                "429",
+                1_000,
+            )
             .unwrap();
         assert_eq!(
             t.message(),
@@ -293,7 +302,7 @@ mod tests {
             .mark_unhealthy(
                 "xai-oauth",
                 None,
-                "auth_expired",
+                FailureClass::AuthExpired,
                 "xAI OAuth state is missing access_token",
                 0,
             )
@@ -308,7 +317,7 @@ mod tests {
         );
         // A timed failure never weakens "until re-auth".
         assert!(
-            h.mark_unhealthy("xai-oauth", Some(10), "rate_limit", "429", 5)
+            h.mark_unhealthy("xai-oauth", Some(10), FailureClass::RateLimit, "429", 5)
                 .is_none()
         );
         assert_eq!(h.unhealthy_until("xai-oauth"), Some(None));
@@ -320,10 +329,33 @@ mod tests {
     fn a_past_reset_time_is_ignored() {
         let mut h = ProviderHealth::default();
         assert!(
-            h.mark_unhealthy("p", Some(50), "rate_limit", "old", 100)
+            h.mark_unhealthy("p", Some(50), FailureClass::RateLimit, "old", 100)
                 .is_none()
         );
         assert!(h.is_available("p"));
+    }
+
+    #[test]
+    fn a_persisted_class_this_build_does_not_know_is_kept() {
+        let text = r#"{"providers": {
+            "a": {"state": "unhealthy", "since": 1, "until": null, "class": "solar_flare", "reason": "x"},
+            "b": {"state": "unhealthy", "since": 1, "until": 9, "class": "rate_limit", "reason": "y"}}}"#;
+        let h: ProviderHealth = serde_json::from_str(text).unwrap();
+        match h.get("a") {
+            Some(ProviderState::Unhealthy { class, .. }) => {
+                assert_eq!(*class, ReadClass::Unknown("solar_flare".into()))
+            }
+            other => panic!("{other:?}"),
+        }
+        match h.get("b") {
+            Some(ProviderState::Unhealthy { class, .. }) => {
+                assert_eq!(class.known(), Some(FailureClass::RateLimit))
+            }
+            other => panic!("{other:?}"),
+        }
+        let again: ProviderHealth =
+            serde_json::from_str(&serde_json::to_string(&h).unwrap()).unwrap();
+        assert_eq!(again, h);
     }
 
     #[derive(Clone, Debug)]
@@ -360,7 +392,7 @@ mod tests {
                         let name = format!("p{p}");
                         let until = d.map(|d| now + d);
                         let prev = before.unhealthy_until(&name);
-                        h.mark_unhealthy(&name, until, "rate_limit", "x", now);
+                        h.mark_unhealthy(&name, until, FailureClass::RateLimit, "x", now);
                         if let Some(prev) = prev {
                             let after = h.unhealthy_until(&name).expect("still unhealthy");
                             match (prev, after) {

@@ -18,7 +18,6 @@ pub mod ingest;
 pub mod metrics;
 pub mod paths;
 pub mod process_start;
-pub mod profiles;
 pub mod replay;
 pub mod requests;
 pub mod rescue;

@@ -3,8 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use hermes_board::home::{self, home_dir};
-pub use hermes_board::home::{DEFAULT_BOARD, board_path, discover_boards, valid_board_slug};
+use hermes_board::home::{self, DEFAULT_BOARD, board_path, home_dir};
 
 use crate::config::Config;
 
@@ -141,7 +140,7 @@ impl Paths {
 pub enum BoardScope {
     /// The board a config names (`board` or `board_db`).
     One { slug: String, db: PathBuf },
-    /// Every board of the kanban home (see [`discover_boards`]).
+    /// Every board of the kanban home (see [`hermes_board::home::discover_boards`]).
     All,
 }
 

@@ -21,16 +21,15 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use exit_record::{ExitRecord, ReadLimits, read_record};
 use failure_signatures::{Catalogue, ClassifyContext};
-use hermes_board::gateway_log::record_time;
+use hermes_board::gateway_log::{LineClassifier, LineEvent, record_time};
+use hermes_board::profiles::Profiles;
 
 use crate::cli::Common;
 use crate::config::Config;
-use crate::decide::{self, BoardFacts, HealthChange};
-use crate::gateway::{LineClassifier, LineEvent};
+use crate::decide::{self, BoardFacts};
 use crate::health::{ProviderHealth, Transition, until_text};
 use crate::heartbeat::dispatcher_timing;
 use crate::paths::Paths;
-use crate::profiles::Profiles;
 use crate::rescue::{self, BoardPlan};
 use crate::restart::{RestartStep, Restarter};
 
@@ -291,26 +290,8 @@ fn simulate(
                     now,
                     random01: jitter,
                 });
-                match &d.health {
-                    HealthChange::Unhealthy {
-                        provider,
-                        until,
-                        class,
-                        reason,
-                    } => {
-                        if let Some(tr) = sim
-                            .health
-                            .mark_unhealthy(provider, *until, class, reason, now)
-                        {
-                            sim.transitions(now, vec![tr]);
-                        }
-                    }
-                    HealthChange::Healthy { provider } => {
-                        if let Some(tr) = sim.health.observe_success(provider, now) {
-                            sim.transitions(now, vec![tr]);
-                        }
-                    }
-                    HealthChange::None => {}
+                if let Some(tr) = d.health.apply(&mut sim.health, now) {
+                    sim.transitions(now, vec![tr]);
                 }
                 if r.failure.is_none() {
                     continue;
@@ -408,8 +389,7 @@ fn simulate(
                             let until = rescue::unhealthy_until(&f, &sim.cfg.providers, now);
                             let reason = rescue::reason_text(&f, Some(&p));
                             if let Some(tr) =
-                                sim.health
-                                    .mark_unhealthy(&p, until, f.class.as_str(), &reason, now)
+                                sim.health.mark_unhealthy(&p, until, f.class, &reason, now)
                             {
                                 sim.transitions(now, vec![tr]);
                             }

@@ -6,10 +6,10 @@ use exit_record::ExitRecord;
 use exit_record::Failure;
 use failure_signatures::FailureClass;
 use failure_signatures::hermes_frame::{Frame, PrintedProvider};
+use hermes_board::profiles::ChainLink;
 
 use crate::config::{ProvidersConfig, RetryConfig};
 use crate::health::ProviderHealth;
-use crate::profiles::ChainLink;
 
 /// Failures that need a human (re-auth, billing) rather than time.
 pub fn needs_human(f: &Failure) -> bool {
@@ -342,23 +342,28 @@ pub fn healthy_fallback(
 mod tests {
     use super::*;
     use crate::config::Config;
-
-    fn rate_limit(resets_at: Option<i64>) -> Failure {
-        Failure {
-            class: FailureClass::RateLimit,
-            signature: "codex-usage-limit".into(),
-            provider: None,
-            transient: true,
-            matched_line: "HTTP 429: The usage limit has been reached".into(),
-            resets_at,
-            retry_after_s: None,
-        }
-    }
+    use test_support::rate_limit;
 
     fn link(p: &str) -> ChainLink {
         ChainLink {
             provider: p.into(),
             model: Some(format!("{p}-model")),
+        }
+    }
+
+    /// [`plan`] with the default config, nobody unhealthy, at 0 without jitter.
+    fn plan_at_0(f: &Failure, provider: Option<&str>, chain: &[ChainLink], used: u32) -> BoardPlan {
+        let c = Config::default();
+        let h = ProviderHealth::default();
+        plan(f, provider, chain, &h, used, &c.retry, &c.providers, 0, 0.0)
+    }
+
+    /// A failure of `class` that waiting does not mend.
+    fn lasting(class: FailureClass) -> Failure {
+        Failure {
+            class,
+            transient: false,
+            ..rate_limit(None)
         }
     }
 
@@ -388,19 +393,8 @@ mod tests {
 
     #[test]
     fn no_reset_time_doubles_the_default_delay_up_to_the_cap() {
-        let c = Config::default();
         let f = rate_limit(None);
-        let due = |n| match plan(
-            &f,
-            None,
-            &[],
-            &ProviderHealth::default(),
-            n,
-            &c.retry,
-            &c.providers,
-            0,
-            0.0,
-        ) {
+        let due = |n| match plan_at_0(&f, None, &[], n) {
             BoardPlan::Park { due_at } => due_at.unwrap(),
             other => panic!("{other:?}"),
         };
@@ -415,56 +409,36 @@ mod tests {
         let c = Config::default();
         let f = rate_limit(Some(10_000));
         let chain = [link("codex"), link("openrouter"), link("anthropic")];
-        let mut h = ProviderHealth::default();
-        h.mark_unhealthy("codex", Some(10_000), "rate_limit", "x", 0);
-        assert_eq!(
+        let plan_now = |h: &ProviderHealth| {
             plan(
                 &f,
                 Some("codex"),
                 &chain,
-                &h,
+                h,
                 0,
                 &c.retry,
                 &c.providers,
                 0,
-                0.0
-            ),
+                0.0,
+            )
+        };
+        let mut h = ProviderHealth::default();
+        h.mark_unhealthy("codex", Some(10_000), FailureClass::RateLimit, "x", 0);
+        assert_eq!(
+            plan_now(&h),
             BoardPlan::Requeue {
                 fallback: link("openrouter")
             }
         );
-        h.mark_unhealthy("openrouter", Some(10_000), "rate_limit", "x", 0);
+        h.mark_unhealthy("openrouter", Some(10_000), FailureClass::RateLimit, "x", 0);
         assert_eq!(
-            plan(
-                &f,
-                Some("codex"),
-                &chain,
-                &h,
-                0,
-                &c.retry,
-                &c.providers,
-                0,
-                0.0
-            ),
+            plan_now(&h),
             BoardPlan::Requeue {
                 fallback: link("anthropic")
             }
         );
-        h.mark_unhealthy("anthropic", None, "auth_expired", "x", 0);
-        assert!(matches!(
-            plan(
-                &f,
-                Some("codex"),
-                &chain,
-                &h,
-                0,
-                &c.retry,
-                &c.providers,
-                0,
-                0.0
-            ),
-            BoardPlan::Park { .. }
-        ));
+        h.mark_unhealthy("anthropic", None, FailureClass::AuthExpired, "x", 0);
+        assert!(matches!(plan_now(&h), BoardPlan::Park { .. }));
     }
 
     #[test]
@@ -493,47 +467,29 @@ mod tests {
         assert_eq!(due(3, &none), 1_000 + 300 + 15);
         // A longer cooldown already known for the provider lets the step grow.
         let mut h = ProviderHealth::default();
-        h.mark_unhealthy("xai", Some(1_000 + 7_200), "rate_limit", "x", 1_000);
+        h.mark_unhealthy(
+            "xai",
+            Some(1_000 + 7_200),
+            FailureClass::RateLimit,
+            "x",
+            1_000,
+        );
         assert_eq!(due(3, &h), 1_000 + 2_400);
     }
 
     #[test]
     fn waiting_for_a_reauth_is_never_refused_by_the_budget() {
-        let c = Config::default();
-        let mut f = rate_limit(None);
-        f.class = FailureClass::AuthExpired;
-        f.transient = false;
+        let f = lasting(FailureClass::AuthExpired);
         assert_eq!(
-            plan(
-                &f,
-                Some("xai-oauth"),
-                &[link("xai-oauth")],
-                &ProviderHealth::default(),
-                99,
-                &c.retry,
-                &c.providers,
-                0,
-                0.0
-            ),
+            plan_at_0(&f, Some("xai-oauth"), &[link("xai-oauth")], 99),
             BoardPlan::Park { due_at: None }
         );
     }
 
     #[test]
     fn the_budget_is_enforced() {
-        let c = Config::default();
         let f = rate_limit(Some(10_000));
-        match plan(
-            &f,
-            Some("codex"),
-            &[],
-            &ProviderHealth::default(),
-            5,
-            &c.retry,
-            &c.providers,
-            0,
-            0.0,
-        ) {
+        match plan_at_0(&f, Some("codex"), &[], 5) {
             BoardPlan::Block { reason } => {
                 assert!(reason.contains("budget spent (5 in 24h)"), "{reason}");
                 assert!(reason.contains("rate_limit on codex"), "{reason}");
@@ -545,21 +501,9 @@ mod tests {
     #[test]
     fn expired_auth_parks_until_the_provider_heals() {
         let c = Config::default();
-        let mut f = rate_limit(None);
-        f.class = FailureClass::AuthExpired;
-        f.transient = false;
+        let f = lasting(FailureClass::AuthExpired);
         assert_eq!(
-            plan(
-                &f,
-                Some("xai-oauth"),
-                &[],
-                &ProviderHealth::default(),
-                0,
-                &c.retry,
-                &c.providers,
-                0,
-                0.0
-            ),
+            plan_at_0(&f, Some("xai-oauth"), &[], 0),
             BoardPlan::Park { due_at: None }
         );
         assert_eq!(unhealthy_until(&f, &c.providers, 0), None);
@@ -567,51 +511,15 @@ mod tests {
 
     #[test]
     fn non_transient_failures_are_left_to_the_dispatcher() {
-        let c = Config::default();
-        let mut f = rate_limit(None);
-        f.class = FailureClass::RequestTooLarge;
-        f.transient = false;
-        assert!(matches!(
-            plan(
-                &f,
-                None,
-                &[],
-                &ProviderHealth::default(),
-                0,
-                &c.retry,
-                &c.providers,
-                0,
-                0.0
-            ),
-            BoardPlan::Nothing(_)
-        ));
+        let f = lasting(FailureClass::RequestTooLarge);
+        assert!(matches!(plan_at_0(&f, None, &[], 0), BoardPlan::Nothing(_)));
     }
 
     #[test]
     fn the_provider_hermes_printed_wins_then_the_chain_decides() {
-        use exit_record::{ExitInfo, ExitRecord, StreamCapture, TaskContext};
         let mut f = rate_limit(Some(1));
         f.provider = Some("openai-codex".into());
-        let mut rec = ExitRecord {
-            schema: exit_record::SCHEMA_NAME.into(),
-            schema_version: exit_record::SCHEMA_VERSION,
-            id: "r".into(),
-            argv: vec![],
-            cwd: None,
-            pid: None,
-            shim_pid: 1,
-            started_at: jiff::Timestamp::UNIX_EPOCH,
-            ended_at: jiff::Timestamp::UNIX_EPOCH,
-            duration_ms: 0,
-            exit: ExitInfo::default(),
-            task: TaskContext::default(),
-            stdout: StreamCapture::default(),
-            stderr: StreamCapture::default(),
-            failure: Some(f),
-            steered: None,
-            run_at_exit: None,
-            skipped: None,
-        };
+        let mut rec = record_with(f, "");
         // A Codex-style text (naming openai-codex) from a profile whose
         // chain has no openai-codex is quoted text: nobody is blamed (this
         // used to blame the profile's primary, `custom`)...
@@ -633,29 +541,13 @@ mod tests {
     }
 
     fn record_with(f: Failure, stdout: &str) -> ExitRecord {
-        use exit_record::{ExitInfo, StreamCapture, TaskContext};
         ExitRecord {
-            schema: exit_record::SCHEMA_NAME.into(),
-            schema_version: exit_record::SCHEMA_VERSION,
-            id: "r".into(),
-            argv: vec![],
-            cwd: None,
-            pid: None,
-            shim_pid: 1,
-            started_at: jiff::Timestamp::UNIX_EPOCH,
-            ended_at: jiff::Timestamp::UNIX_EPOCH,
-            duration_ms: 0,
-            exit: ExitInfo::default(),
-            task: TaskContext::default(),
-            stdout: StreamCapture {
+            stdout: exit_record::StreamCapture {
                 head: stdout.into(),
-                ..StreamCapture::default()
+                ..Default::default()
             },
-            stderr: StreamCapture::default(),
             failure: Some(f),
-            steered: None,
-            run_at_exit: None,
-            skipped: None,
+            ..test_support::blank_record("r")
         }
     }
 
@@ -726,18 +618,9 @@ mod tests {
     /// A real Hermes 0.22 worker's stdout (`provider: custom`, the interop
     /// suite's fake provider answering with Codex's 429 body): no
     /// `🔌 Provider:` line, the provider only in the failure frame's lead.
-    const REAL_022_CUSTOM: &str = "⚠️  Attempt 1/1 failed: HTTP 429: The usage limit has been reached\n\
-❌ Rate limited after 1 attempt — HTTP 429: The usage limit has been reached (resets in ~10m)\n   \
-💀 Final error: HTTP 429: The usage limit has been reached\n \
-─  ☤ Hermes  ───────────────────────────────────────────────────────────────── \n\
-                                                                                \n \
-custom is rate-limiting requests right now — its usage limit resets in ~10     \n \
-min. Send /retry after that, or switch models with /model. To avoid this in    \n \
-future, add a backup provider with hermes fallback add.                        \n\
-                                                                                \n \
-Provider said: HTTP 429: The usage limit has been reached                      \n\
-                                                                                \n \
-Limit resets at 04:11 (in 10m).                                                \n";
+    /// One fixture with failure-signatures' `hermes_frame` tests.
+    const REAL_022_CUSTOM: &str =
+        include_str!("../../failure-signatures/tests/fixtures/hermes/0.22-rate-limited-custom.txt");
 
     #[test]
     fn the_hermes_022_failure_frame_carries_the_blame() {

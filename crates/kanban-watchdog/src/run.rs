@@ -39,7 +39,7 @@ pub fn run(common: &Common, dry_run: bool) -> anyhow::Result<()> {
     let (cfg, config_path) = load_config(common)?;
     let paths = Paths::resolve(&cfg);
     let listen = cfg.http.listen.clone();
-    let loose = crate::gateway::unanchored(&cfg.dispatcher.patterns);
+    let loose = hermes_board::gateway_log::unanchored(&cfg.dispatcher.patterns);
     if !loose.is_empty() {
         tracing::warn!(
             "gateway-log patterns not anchored with ^ match a quote of their text in a line of \

@@ -77,7 +77,9 @@ pub struct ProviderStatus {
     pub since: i64,
     /// Unhealthy until (epoch s); `None` with state `unhealthy` = until re-auth.
     pub until: Option<i64>,
-    pub class: Option<String>,
+    /// Kept as written when this build does not know it (a status file
+    /// of a newer watchdog).
+    pub class: Option<failure_signatures::ReadClass>,
     pub reason: Option<String>,
 }
 

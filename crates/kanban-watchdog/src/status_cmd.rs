@@ -441,7 +441,7 @@ pub fn provider_state(p: &ProviderStatus, now: i64) -> String {
     }
     let class = p
         .class
-        .as_deref()
+        .as_ref()
         .map(|c| format!(" ({c})"))
         .unwrap_or_default();
     match p.until {

@@ -8,11 +8,11 @@
 
 use exit_record::Failure;
 use failure_signatures::FailureClass;
+use hermes_board::profiles::ChainLink;
 use hermes_board::{RunFacts, RunVerdict, TaskDecision};
 use kanban_watchdog::config::Config;
 use kanban_watchdog::decide::{BoardFacts, Inputs, check_invariants, decide};
 use kanban_watchdog::health::ProviderHealth;
-use kanban_watchdog::profiles::ChainLink;
 use proptest::prelude::*;
 use test_support::probe_record;
 
@@ -155,7 +155,7 @@ proptest! {
         let cfg = Config::default();
         let mut health = ProviderHealth::default();
         if let Some((p, until)) = unhealthy {
-            let _ = health.mark_unhealthy(p, until, "rate_limit", "x", now);
+            let _ = health.mark_unhealthy(p, until, FailureClass::RateLimit, "x", now);
         }
         let rec = probe_record(failure, with_task, code, "🔌 Provider: anthropic  Model: x\n".into());
         let inputs = Inputs {

@@ -8,7 +8,8 @@
 //! - [`Tmpfs`]: a small filesystem that can be filled up.
 //! - [`file_names`], [`proc_alive`]: a directory's entries, a live process.
 //! - [`board`]: real Hermes-schema boards (`hermes_board::testkit`).
-//! - [`probe_record`]: an exit record for property tests and fuzzing.
+//! - [`probe_record`], [`blank_record`], [`rate_limit`]: exit records and
+//!   a failure for unit and property tests and fuzzing.
 //! - [`webhook_receiver`]: a webhook on 127.0.0.1 keeping the alerts it gets.
 
 mod fs;
@@ -23,7 +24,7 @@ mod webhook;
 
 pub use fs::{file_names, proc_alive};
 pub use prerequisite::{in_ci, prerequisite_missing};
-pub use record::probe_record;
+pub use record::{blank_record, probe_record, rate_limit};
 pub use tmpfs::Tmpfs;
 pub use wait::{wait_for, wait_until};
 pub use webhook::webhook_receiver;

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 
 use exit_record::Steered;
 pub use exit_record::health::HealthDoc;
-use failure_signatures::FailureClass;
+use failure_signatures::{FailureClass, ReadClass};
 use hermes_board::cli;
 use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{Mode, SFlag, fstatat};
@@ -253,10 +253,10 @@ pub fn skip_decision(
         // Its cooldown is over: the watchdog probes with the next task.
         return Ok(None);
     }
-    let Some(class) = state.class.as_deref().and_then(|c| c.parse().ok()) else {
+    let Some(class) = state.class.as_ref().and_then(ReadClass::known) else {
         return Err(format!(
             "not skipping: provider {provider} is held with an unknown failure class {:?}",
-            state.class
+            state.class.as_ref().map(ReadClass::as_str)
         ));
     };
     let reason: String = failure_signatures::redact(state.reason.as_deref().unwrap_or(""))

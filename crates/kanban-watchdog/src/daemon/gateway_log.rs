@@ -76,13 +76,11 @@ impl Daemon {
                 {
                     let until = rescue::unhealthy_until(&f, &self.cfg.providers, now);
                     let reason = rescue::reason_text(&f, Some(&provider));
-                    if let Some(t) = self.state.providers.mark_unhealthy(
-                        &provider,
-                        until,
-                        f.class.as_str(),
-                        &reason,
-                        now,
-                    ) {
+                    if let Some(t) = self
+                        .state
+                        .providers
+                        .mark_unhealthy(&provider, until, f.class, &reason, now)
+                    {
                         self.on_transition(&t);
                     }
                 }

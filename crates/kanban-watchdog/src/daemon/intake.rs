@@ -2,8 +2,10 @@
 //! by the decision core ([`decide::decide`]) on what its board says about
 //! its run, then provider health and the board changed accordingly.
 
+use hermes_board::home::DEFAULT_BOARD;
+
 use super::*;
-use crate::paths::{BoardScope, DEFAULT_BOARD};
+use crate::paths::BoardScope;
 
 impl Daemon {
     /// One pass over the record directory, in order. The records for a
@@ -187,27 +189,8 @@ impl Daemon {
         } else {
             tracing::debug!(record = %record.id, "{}", d.why_text());
         }
-        match &d.health {
-            HealthChange::None => {}
-            HealthChange::Unhealthy {
-                provider,
-                until,
-                class,
-                reason,
-            } => {
-                if let Some(t) = self
-                    .state
-                    .providers
-                    .mark_unhealthy(provider, *until, class, reason, now)
-                {
-                    self.on_transition(&t);
-                }
-            }
-            HealthChange::Healthy { provider } => {
-                if let Some(t) = self.state.providers.observe_success(provider, now) {
-                    self.on_transition(&t);
-                }
-            }
+        if let Some(t) = d.health.apply(&mut self.state.providers, now) {
+            self.on_transition(&t);
         }
         let (Some(task_id), Some(run_id), Some(li)) =
             (record.task.id.clone(), record.task.run_id, lane)

@@ -6,8 +6,10 @@
 //! Hermes home: a new board gets a lane at the next check, an archived or
 //! removed one loses it.
 
+use hermes_board::home::{DEFAULT_BOARD, discover_boards};
+
 use super::*;
-use crate::paths::{BoardScope, DEFAULT_BOARD, discover_boards};
+use crate::paths::BoardScope;
 
 /// The parked set is read whole at least this often (what the board's
 /// events cannot tell: a row changed by hand without an event; every write

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use exit_record::ExitRecord;
 use failure_signatures::{Catalogue, ClassifyContext};
+use hermes_board::gateway_log::{LineClassifier, LineEvent};
+use hermes_board::profiles::{ChainLink, Profiles};
 use hermes_board::{
     AuditLog, Board, BoardError, BoardOptions, Kind, ParkRequest, ReleaseRequest, WriteOutcome,
 };
@@ -21,14 +23,13 @@ use prometheus_client::registry::Registry;
 
 use crate::alerts::{Alerts, Severity};
 use crate::config::Config;
-use crate::decide::{self, BoardFacts, HealthChange};
-use crate::gateway::{LineClassifier, LineEvent, gateway_process};
+use crate::decide::{self, BoardFacts};
+use crate::gateway::gateway_process;
 use crate::health::{ProviderState, Transition, until_text};
 use crate::heartbeat::{Heartbeat, Verdict, dispatcher_timing};
 use crate::ingest::RecordDir;
 use crate::metrics::{BoardLabels, KindLabels, Metrics, ProviderLabels, ResultLabels};
 use crate::paths::Paths;
-use crate::profiles::{ChainLink, Profiles};
 use crate::rescue::{self, BoardPlan};
 use crate::restart::{RestartStep, Restarter, spawn_detached};
 use crate::state::{PersistedState, write_atomic};
@@ -272,7 +273,7 @@ impl Daemon {
             .providers
             .iter()
             .filter_map(|(name, s)| match s {
-                ProviderState::Unhealthy { class, .. } => Some((name.clone(), class.clone())),
+                ProviderState::Unhealthy { class, .. } => Some((name.clone(), class.to_string())),
                 _ => None,
             })
             .collect();

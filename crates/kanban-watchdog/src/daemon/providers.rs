@@ -16,7 +16,7 @@ impl Daemon {
                 gauge
                     .get_or_create(&ProviderLabels {
                         provider: provider.clone(),
-                        reason: class.clone(),
+                        reason: class.as_str().to_string(),
                     })
                     .set(1);
                 self.alerts.fire(&key, Severity::Warning, &t.message());

@@ -27,7 +27,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use kanban_watchdog::cli::FakeGatewayArgs;
-use kanban_watchdog::gateway::{gateway_process, start_time};
+use kanban_watchdog::gateway::gateway_process;
+use kanban_watchdog::process_start::start_time;
 
 /// The board it dispatches is Hermes' default one.
 const BOARD: &str = hermes_board::home::DEFAULT_BOARD;

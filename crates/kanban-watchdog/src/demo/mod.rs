@@ -279,7 +279,7 @@ fn story(
     n.say(&format!(
         "provider openai-codex marked unhealthy until {} ({})",
         kanban_watchdog::health::until_text(provider.until),
-        provider.class.unwrap_or_default()
+        provider.class.as_ref().map_or("", |c| c.as_str())
     ));
     let parked = wait_for("task t_demo1 parked in scheduled", || {
         (testkit::status(board, "t_demo1").ok()? == "scheduled")

@@ -337,16 +337,9 @@ pub fn record(task: Option<(&str, i64)>, profile: &str, failure: Option<Failure>
     }
 }
 
+/// Codex's usage-limit 429 ([`test_support::rate_limit`]).
 pub fn rate_limit(resets_at: Option<i64>) -> Failure {
-    Failure {
-        class: FailureClass::RateLimit,
-        signature: "codex-usage-limit".into(),
-        provider: None,
-        transient: true,
-        matched_line: "HTTP 429: The usage limit has been reached".into(),
-        resets_at,
-        retry_after_s: None,
-    }
+    test_support::rate_limit(resets_at)
 }
 
 pub fn auth_expired(provider: &str) -> Failure {
