@@ -85,7 +85,7 @@ fuzz_target!(|data: &[u8]| {
         })
         .collect();
     let code = Some(i32::from(head[12]) - 1);
-    let record = probe_record(failure, with_task, code, text.into_owned());
+    let record = probe_record(failure.map(Into::into), with_task, code, text.into_owned());
     let cfg = Config::default();
     let mut health = ProviderHealth::default();
     if head[13] & 1 == 1 {

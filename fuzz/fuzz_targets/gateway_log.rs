@@ -12,13 +12,18 @@ use kanban_watchdog::config::LogPatterns;
 use libfuzzer_sys::fuzz_target;
 use log_tailer::{StartAt, TailEvent, Tailer, TailerOptions};
 
-static CLASSIFIER: OnceLock<LineClassifier> = OnceLock::new();
+thread_local! {
+    // Not Sync (it keeps a cell of its own): one per fuzzing thread.
+    static CLASSIFIER: LineClassifier = LineClassifier::new(&LogPatterns::default()).unwrap();
+}
 static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
 static N: AtomicU64 = AtomicU64::new(0);
 
 fuzz_target!(|data: &[u8]| {
-    let classifier =
-        CLASSIFIER.get_or_init(|| LineClassifier::new(&LogPatterns::default()).unwrap());
+    CLASSIFIER.with(|classifier| one_input(classifier, data));
+});
+
+fn one_input(classifier: &LineClassifier, data: &[u8]) {
     let dir = DIR.get_or_init(|| tempfile::tempdir().unwrap());
     let path = dir
         .path()
@@ -30,6 +35,7 @@ fuzz_target!(|data: &[u8]| {
             start: StartAt::Beginning,
             max_line_bytes: max,
             read_chunk: 97,
+            ..TailerOptions::default()
         },
     );
     let _ = tailer.poll();
@@ -60,4 +66,4 @@ fuzz_target!(|data: &[u8]| {
     let _ = classifier.classify(&String::from_utf8_lossy(data));
     drop(tailer);
     let _ = std::fs::remove_file(&path);
-});
+}
