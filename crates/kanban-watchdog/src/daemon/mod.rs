@@ -34,7 +34,7 @@ use crate::rescue::{self, BoardPlan};
 use crate::restart::{RestartStep, Restarter, spawn_detached};
 use crate::state::{PersistedState, write_atomic};
 use crate::status::{
-    BoardStatus, Counters, DispatcherStatus, ParkedStatus, ProviderStatus, RestartStatus, Status,
+    BoardStatus, DispatcherStatus, ParkedStatus, ProviderStatus, RestartStatus, Status,
 };
 
 mod events;
@@ -147,7 +147,6 @@ pub struct Daemon {
     restarts: VecDeque<RestartStatus>,
     alerts: Alerts,
     shared: Shared,
-    counters: Counters,
     started_at: i64,
     interval: Duration,
     stall_after: Duration,
@@ -250,7 +249,6 @@ impl Daemon {
             tailer,
             restarts: VecDeque::new(),
             shared,
-            counters: Counters::default(),
             started_at: now_wall,
             interval,
             stall_after,

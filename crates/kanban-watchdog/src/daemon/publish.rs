@@ -190,9 +190,7 @@ impl Daemon {
             "ok"
         };
         let primary = self.lanes.iter().find(|l| l.db == self.paths.board_db);
-        let mut counters = self.counters.clone();
-        counters.alerts_sent = self.shared.metrics.alerts_sent.get();
-        counters.alerts_failed = self.shared.metrics.alerts_failed.get();
+        let counters = self.shared.metrics.counters();
         let mut status = Status {
             version: env!("CARGO_PKG_VERSION").into(),
             generated_at: now,

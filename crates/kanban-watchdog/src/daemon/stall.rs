@@ -212,13 +212,8 @@ impl Daemon {
         self.shared
             .metrics
             .restarts
-            .get_or_create(&ResultLabels {
-                result: result.as_str().to_string(),
-            })
+            .get_or_create(&ResultLabels::new(result))
             .inc();
-        if result == RestartResult::Started {
-            self.counters.restarts += 1;
-        }
         self.restarts.push_back(RestartStatus {
             at: wall(),
             result: result.as_str().to_string(),
