@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use rusqlite::Row;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Every event kind we write starts with this, so operators can tell ours apart.
 pub const EVENT_PREFIX: &str = "watchdog_";
@@ -96,7 +96,7 @@ pub struct ReadyTask {
 }
 
 /// Why the watchdog moved a task.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     /// A delayed retry after a transient failure (counts against the budget).
@@ -109,8 +109,18 @@ pub enum Kind {
     Blocked,
 }
 
+impl AsRef<str> for Kind {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
 impl Kind {
-    /// Its name in the watchdog's `/status` (`parked`, `held`, ...).
+    /// Every kind.
+    pub const ALL: [Kind; 4] = [Kind::Parked, Kind::Held, Kind::Requeued, Kind::Blocked];
+
+    /// Its name in the watchdog's `/status` (`parked`, `held`, ...), as
+    /// serialized.
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Parked => "parked",
@@ -341,8 +351,14 @@ mod tests {
             assert_eq!(a.to_string(), a.as_str());
             assert!(!WriteAction::ALL[..i].contains(&a), "{a} listed twice");
         }
-        for kind in [Kind::Parked, Kind::Held, Kind::Requeued, Kind::Blocked] {
+        for kind in Kind::ALL {
             assert!(WriteAction::ALL.contains(&WriteAction::from(kind)));
+            assert_eq!(
+                serde_json::to_value(kind).unwrap(),
+                serde_json::Value::from(kind.as_str())
+            );
+            let back: Kind = serde_json::from_value(kind.as_str().into()).unwrap();
+            assert_eq!(back, kind);
         }
     }
 }

@@ -117,8 +117,12 @@ impl Daemon {
     /// Every board makes progress again.
     fn on_recovery(&mut self) {
         let recovered = self.restarter.progress();
-        let started = RestartResult::Started.as_str();
-        if recovered && self.restarts.back().is_some_and(|r| r.result == started) {
+        if recovered
+            && self
+                .restarts
+                .back()
+                .is_some_and(|r| r.result == RestartResult::Started)
+        {
             self.record_restart(RestartResult::Recovered, "progress resumed".into());
         }
         self.alerts
@@ -216,7 +220,7 @@ impl Daemon {
             .inc();
         self.restarts.push_back(RestartStatus {
             at: wall(),
-            result: result.as_str().to_string(),
+            result: result.into(),
             detail,
         });
         while self.restarts.len() > 20 {
