@@ -18,6 +18,8 @@ use std::collections::BTreeMap;
 use failure_signatures::ReadClass;
 use serde::{Deserialize, Serialize};
 
+use crate::ReadName;
+
 /// The `version` this build writes and reads.
 pub const HEALTH_VERSION: u32 = 1;
 
@@ -61,11 +63,46 @@ pub struct HealthDoc {
     pub hold: Option<BTreeMap<String, HoldEntry>>,
 }
 
+/// The name of a provider's state (`state` of the watchdog's
+/// `ProviderState`): `healthy`, `unhealthy` or `probing`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthState {
+    Healthy,
+    Unhealthy,
+    Probing,
+}
+
+impl HealthState {
+    /// Its name, as serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthState::Healthy => "healthy",
+            HealthState::Unhealthy => "unhealthy",
+            HealthState::Probing => "probing",
+        }
+    }
+}
+
+impl AsRef<str> for HealthState {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for HealthState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A provider's state (the watchdog's `ProviderState`, tagged by `state`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProviderEntry {
-    /// `healthy`, `unhealthy` or `probing`.
-    pub state: String,
+    /// `healthy`, `unhealthy` or `probing`; one this build does not know
+    /// (a newer watchdog wrote the file) is kept as [`ReadName::Unknown`]:
+    /// not unhealthy, never refusing the entry.
+    pub state: ReadName<HealthState>,
     /// Since when (epoch s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<i64>,
@@ -150,7 +187,7 @@ mod tests {
         assert_eq!(doc.version, Some(HEALTH_VERSION));
         assert_eq!(doc.generated_at, Some(1_700_000_000));
         let p = &doc.providers.as_ref().unwrap()["openai-codex"];
-        assert_eq!(p.state, "unhealthy");
+        assert_eq!(p.state, HealthState::Unhealthy);
         assert_eq!(p.until, None);
         assert_eq!(
             p.class.as_ref().map(ReadClass::as_str),
@@ -177,9 +214,23 @@ mod tests {
         let p = &providers["openai-codex"];
         assert_eq!(p.class, Some(ReadClass::Unknown("solar_flare".into())));
         assert_eq!(p.until, None);
-        assert_eq!(providers["openrouter"].state, "healthy");
+        assert_eq!(providers["openrouter"].state, HealthState::Healthy);
         let written = serde_json::to_string(&doc).unwrap();
         assert!(written.contains(r#""class":"solar_flare""#), "{written}");
+    }
+
+    #[test]
+    fn an_unknown_state_is_kept_as_written_and_costs_nothing_else() {
+        let text = TODAY.replace(r#""state":"healthy""#, r#""state":"draining""#);
+        let doc = parse_health(text.as_bytes()).unwrap();
+        let providers = doc.providers.as_ref().expect("the providers still read");
+        assert_eq!(
+            providers["openrouter"].state,
+            ReadName::Unknown("draining".into())
+        );
+        assert_eq!(providers["openai-codex"].state, HealthState::Unhealthy);
+        let written = serde_json::to_string(&doc).unwrap();
+        assert!(written.contains(r#""state":"draining""#), "{written}");
     }
 
     #[test]

@@ -15,12 +15,14 @@
 
 mod atomic;
 pub mod health;
+mod named;
 mod paths;
 mod read;
 mod schema;
 mod write;
 
 pub use atomic::{AtomicOptions, TempName, write_file_atomic};
+pub use named::ReadName;
 pub use paths::{
     DirProblem, UnsafeDir, check_private_dir, default_record_dir, ensure_private_dir,
     is_record_file_name, record_file_name,

@@ -59,7 +59,7 @@ pub use run_end::{RunEnd, read_run_end};
 pub use schema::REQUIRED_COLUMNS;
 pub use types::{
     BoardOptions, ClearOverride, EVENT_PREFIX, Kind, ParkRequest, Parked, ProgressMark, ReadyTask,
-    ReleaseRequest, RunRow, Steered, TaskRow, WriteOutcome,
+    ReleaseRequest, RunRow, Steered, TaskRow, WriteAction, WriteOutcome,
 };
 
 use std::path::{Path, PathBuf};

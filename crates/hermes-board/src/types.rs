@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use rusqlite::Row;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Every event kind we write starts with this, so operators can tell ours apart.
 pub const EVENT_PREFIX: &str = "watchdog_";
@@ -96,7 +96,7 @@ pub struct ReadyTask {
 }
 
 /// Why the watchdog moved a task.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     /// A delayed retry after a transient failure (counts against the budget).
@@ -109,8 +109,18 @@ pub enum Kind {
     Blocked,
 }
 
+impl AsRef<str> for Kind {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
 impl Kind {
-    /// Its name in the watchdog's `/status` (`parked`, `held`, ...).
+    /// Every kind.
+    pub const ALL: [Kind; 4] = [Kind::Parked, Kind::Held, Kind::Requeued, Kind::Blocked];
+
+    /// Its name in the watchdog's `/status` (`parked`, `held`, ...), as
+    /// serialized.
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Parked => "parked",
@@ -219,11 +229,71 @@ pub struct TaskState {
     pub consecutive_failures: i64,
 }
 
+/// What a committed change did: the audit line's `action` and the `kind`
+/// label of the watchdog's `board_writes` counter (`park`, `release`, ...).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteAction {
+    /// [`Kind::Parked`].
+    Park,
+    /// [`Kind::Held`].
+    Hold,
+    /// [`Kind::Requeued`].
+    Requeue,
+    /// [`Kind::Blocked`].
+    Block,
+    /// A parked task returned to the dispatcher.
+    Release,
+    /// An override we set cleared.
+    Unsteer,
+}
+
+impl WriteAction {
+    /// Every action, in the order listed.
+    pub const ALL: [WriteAction; 6] = [
+        WriteAction::Park,
+        WriteAction::Hold,
+        WriteAction::Requeue,
+        WriteAction::Block,
+        WriteAction::Release,
+        WriteAction::Unsteer,
+    ];
+
+    /// Its name, as serialized (`park`, `hold`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteAction::Park => "park",
+            WriteAction::Hold => "hold",
+            WriteAction::Requeue => "requeue",
+            WriteAction::Block => "block",
+            WriteAction::Release => "release",
+            WriteAction::Unsteer => "unsteer",
+        }
+    }
+}
+
+impl From<Kind> for WriteAction {
+    fn from(kind: Kind) -> Self {
+        match kind {
+            Kind::Parked => WriteAction::Park,
+            Kind::Held => WriteAction::Hold,
+            Kind::Requeued => WriteAction::Requeue,
+            Kind::Blocked => WriteAction::Block,
+        }
+    }
+}
+
+impl std::fmt::Display for WriteAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One committed (or, in dry-run, would-be) change: also the audit line.
 #[derive(Clone, Debug, Serialize)]
 pub struct Change {
     pub at: i64,
-    pub action: &'static str,
+    pub action: WriteAction,
     pub task: String,
     pub record_id: Option<String>,
     pub reason: String,
@@ -265,4 +335,30 @@ pub struct ProgressMark {
     pub new_events: u64,
     /// The board's newest event of any kind when read: the next starting id.
     pub scanned_through: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_action_serializes_as_its_name_and_all_lists_each_once() {
+        for (i, a) in WriteAction::ALL.into_iter().enumerate() {
+            assert_eq!(
+                serde_json::to_value(a).unwrap(),
+                serde_json::Value::from(a.as_str())
+            );
+            assert_eq!(a.to_string(), a.as_str());
+            assert!(!WriteAction::ALL[..i].contains(&a), "{a} listed twice");
+        }
+        for kind in Kind::ALL {
+            assert!(WriteAction::ALL.contains(&WriteAction::from(kind)));
+            assert_eq!(
+                serde_json::to_value(kind).unwrap(),
+                serde_json::Value::from(kind.as_str())
+            );
+            let back: Kind = serde_json::from_value(kind.as_str().into()).unwrap();
+            assert_eq!(back, kind);
+        }
+    }
 }

@@ -9,7 +9,7 @@ use crate::caps::BoardInfo;
 use crate::facts::RunVerdict;
 use crate::types::{
     Change, ClearOverride, Kind, ParkRequest, ReleaseRequest, Steered, TaskRow, TaskState,
-    WriteOutcome,
+    WriteAction, WriteOutcome,
 };
 
 const ACTOR: &str = "kanban-watchdog";
@@ -375,12 +375,7 @@ pub(crate) fn park(
         .unwrap_or(before.clone());
     Ok(WriteOutcome::Applied(Change {
         at: now,
-        action: match req.kind {
-            Kind::Parked => "park",
-            Kind::Held => "hold",
-            Kind::Requeued => "requeue",
-            Kind::Blocked => "block",
-        },
+        action: req.kind.into(),
         task: task.id,
         record_id: req.record_id.clone(),
         reason: req.reason.clone(),
@@ -461,7 +456,7 @@ pub(crate) fn release(
         .unwrap_or(before.clone());
     Ok(WriteOutcome::Applied(Change {
         at: now,
-        action: "release",
+        action: WriteAction::Release,
         task: task.id,
         record_id,
         reason: req.reason.clone(),
@@ -627,7 +622,7 @@ pub(crate) fn clear_override(
     let st = state(&task);
     Ok(WriteOutcome::Applied(Change {
         at: now,
-        action: "unsteer",
+        action: WriteAction::Unsteer,
         task: task.id,
         record_id: None,
         reason: req.reason.clone(),

@@ -67,7 +67,7 @@ pub fn labels(alert: &Alert, severity: Severity) -> Map<String, Value> {
     };
     let mut l = Map::new();
     l.insert("alertname".into(), kind.into());
-    l.insert("severity".into(), severity_name(severity).into());
+    l.insert("severity".into(), severity.as_str().into());
     l.insert("instance".into(), alert.host.clone().into());
     l.insert("source".into(), alert.source.into());
     if let Some(s) = subject {
@@ -81,13 +81,6 @@ pub fn labels(alert: &Alert, severity: Severity) -> Map<String, Value> {
         l.insert(name.into(), s.into());
     }
     l
-}
-
-fn severity_name(s: Severity) -> &'static str {
-    match s {
-        Severity::Warning => "warning",
-        Severity::Critical => "critical",
-    }
 }
 
 /// RFC 3339 in UTC, with the fraction of a second when there is one (Go

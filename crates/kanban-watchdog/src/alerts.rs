@@ -13,18 +13,34 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use wait_timeout::ChildExt;
 
 use crate::config::AlertsConfig;
 use crate::metrics::Metrics;
 use crate::status::IncidentStatus;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Warning,
     Critical,
+}
+
+impl Severity {
+    /// Its name, as serialized (`warning`, `critical`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+impl AsRef<str> for Severity {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
 }
 
 /// What is delivered to every sink.
@@ -188,10 +204,7 @@ impl Alerts {
             .iter()
             .map(|(k, i)| IncidentStatus {
                 key: k.clone(),
-                severity: match i.severity {
-                    Severity::Warning => "warning".into(),
-                    Severity::Critical => "critical".into(),
-                },
+                severity: i.severity.into(),
                 since: i.started_at,
                 summary: i.summary.clone(),
             })

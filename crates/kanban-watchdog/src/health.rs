@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 
+use exit_record::health::HealthState;
 use failure_signatures::{FailureClass, ReadClass};
 use serde::{Deserialize, Serialize};
 
@@ -35,12 +36,18 @@ pub enum ProviderState {
 }
 
 impl ProviderState {
-    pub fn name(&self) -> &'static str {
+    /// Which state, without its data (the `state` tag).
+    pub fn state(&self) -> HealthState {
         match self {
-            ProviderState::Healthy { .. } => "healthy",
-            ProviderState::Unhealthy { .. } => "unhealthy",
-            ProviderState::Probing { .. } => "probing",
+            ProviderState::Healthy { .. } => HealthState::Healthy,
+            ProviderState::Unhealthy { .. } => HealthState::Unhealthy,
+            ProviderState::Probing { .. } => HealthState::Probing,
         }
+    }
+
+    /// `healthy`, `unhealthy` or `probing`.
+    pub fn name(&self) -> &'static str {
+        self.state().as_str()
     }
 }
 

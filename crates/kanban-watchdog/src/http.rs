@@ -17,6 +17,7 @@ use tokio::sync::Semaphore;
 
 use crate::daemon::Shared;
 use crate::metrics;
+use crate::status::DispatchState;
 
 // Limits, as hyper servers in production set them. Without them, about
 // 1,100 idle loopback connections under systemd's default of 1,024 open
@@ -181,7 +182,9 @@ fn route(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
         "/healthz" => respond(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" => {
             let (ready, why) = match shared.status.read() {
-                Ok(s) if s.dispatcher.state == "unknown" => (false, "board not available"),
+                Ok(s) if s.dispatcher.state == DispatchState::Unknown => {
+                    (false, "board not available")
+                }
                 Ok(s) if s.dispatcher.stalled => (false, "dispatcher stalled"),
                 Ok(_) => (true, "ok"),
                 Err(_) => (false, "state unavailable"),

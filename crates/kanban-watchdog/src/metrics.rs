@@ -10,20 +10,41 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::restart::RestartResult;
+use crate::status::Counters;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProviderLabels {
     pub provider: String,
     pub reason: String,
 }
 
+/// A board write's action (`kind="park"`, ...).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: String,
 }
 
+impl KindLabels {
+    pub fn new(action: hermes_board::WriteAction) -> Self {
+        KindLabels {
+            kind: action.as_str().to_string(),
+        }
+    }
+}
+
+/// A restart attempt's result (`result="started"`, ...).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: String,
+}
+
+impl ResultLabels {
+    pub fn new(result: RestartResult) -> Self {
+        ResultLabels {
+            result: result.as_str().to_string(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -76,6 +97,33 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// The counters of `/status`, read from the registry (the one place
+    /// they are kept). Reading never creates a series: a board write
+    /// action not yet seen is absent from `board_writes`, as from
+    /// `/metrics`. `restarts` counts the restarts started.
+    pub fn counters(&self) -> Counters {
+        let board_writes = hermes_board::WriteAction::ALL
+            .into_iter()
+            .filter_map(|action| {
+                let n = self.board_writes.get(&KindLabels::new(action))?.get();
+                Some((action.as_str().to_string(), n))
+            })
+            .collect();
+        Counters {
+            records_handled: self.records_handled.get(),
+            records_quarantined: self.records_quarantined.get(),
+            board_writes,
+            board_busy_retries: self.board_busy_retries.get(),
+            providers_skipped: self.providers_skipped.get(),
+            restarts: self
+                .restarts
+                .get(&ResultLabels::new(RestartResult::Started))
+                .map_or(0, |c| c.get()),
+            alerts_sent: self.alerts_sent.get(),
+            alerts_failed: self.alerts_failed.get(),
+        }
+    }
+
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("kanban_watchdog");
         r.register(
@@ -186,4 +234,57 @@ pub fn encode(registry: &Registry) -> String {
         tracing::error!("cannot encode metrics: {e}");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hermes_board::WriteAction;
+
+    #[test]
+    fn the_status_counters_are_read_from_the_registry_without_adding_series() {
+        let m = Metrics::default();
+        let mut registry = Registry::default();
+        m.register(&mut registry);
+        let before = encode(&registry);
+        assert_eq!(m.counters(), Counters::default());
+        assert_eq!(encode(&registry), before, "reading added a series");
+
+        m.records_handled.inc_by(3);
+        m.records_quarantined.inc();
+        m.board_busy_retries.inc_by(2);
+        m.providers_skipped.inc();
+        m.alerts_sent.inc();
+        m.alerts_failed.inc_by(4);
+        m.board_writes
+            .get_or_create(&KindLabels::new(WriteAction::Park))
+            .inc_by(2);
+        m.board_writes
+            .get_or_create(&KindLabels::new(WriteAction::Release))
+            .inc();
+        m.restarts
+            .get_or_create(&ResultLabels::new(RestartResult::Started))
+            .inc_by(2);
+        m.restarts
+            .get_or_create(&ResultLabels::new(RestartResult::Limited))
+            .inc();
+        let before = encode(&registry);
+        let c = m.counters();
+        assert_eq!(encode(&registry), before, "reading added a series");
+        assert_eq!(
+            c,
+            Counters {
+                records_handled: 3,
+                records_quarantined: 1,
+                board_writes: [("park".to_string(), 2), ("release".to_string(), 1)]
+                    .into_iter()
+                    .collect(),
+                board_busy_retries: 2,
+                providers_skipped: 1,
+                restarts: 2,
+                alerts_sent: 1,
+                alerts_failed: 4,
+            }
+        );
+    }
 }

@@ -10,6 +10,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
+
 use crate::config::RestartConfig;
 
 /// What the restarter wants done now.
@@ -33,7 +35,8 @@ pub enum RestartStep {
 
 /// How one restart attempt went: the `result` label of
 /// `kanban_watchdog_restarts_total` and of `/status`'s restart history.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RestartResult {
     /// The restart command was started.
     Started,
@@ -47,7 +50,23 @@ pub enum RestartResult {
     Limited,
 }
 
+impl AsRef<str> for RestartResult {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
 impl RestartResult {
+    /// Every result.
+    pub const ALL: [RestartResult; 5] = [
+        RestartResult::Started,
+        RestartResult::FailedToStart,
+        RestartResult::Recovered,
+        RestartResult::NotRecovered,
+        RestartResult::Limited,
+    ];
+
+    /// Its name, as serialized and as the metric's label.
     pub fn as_str(self) -> &'static str {
         match self {
             RestartResult::Started => "started",

@@ -266,6 +266,33 @@ mod tests {
         assert!(s.restarts.iter().all(|t| (0..=now + 5).contains(t)));
     }
 
+    /// A state file of another build whose last status names states this
+    /// build does not know still loads, provider health and all.
+    #[test]
+    fn a_last_status_with_unknown_states_does_not_cost_the_state_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("state.json");
+        let mut status = serde_json::to_value(Status::default()).unwrap();
+        status["dispatcher"]["state"] = "degraded".into();
+        status["incidents"] = serde_json::json!([
+            {"key": "k", "severity": "info", "since": 1, "summary": "s"}
+        ]);
+        let doc = serde_json::json!({
+            "version": STATE_VERSION,
+            "providers": {"providers": {"a": {"state": "probing", "since": 5}}},
+            "auth_fingerprint": "ours",
+            "last_status": status,
+        });
+        std::fs::write(&path, serde_json::to_vec(&doc).unwrap()).unwrap();
+        let s = PersistedState::load(&path);
+        assert_eq!(s.auth_fingerprint.as_deref(), Some("ours"));
+        assert_eq!(s.providers.get("a").map(|p| p.name()), Some("probing"));
+        let last = s.last_status.expect("the last status read");
+        assert_eq!(last.dispatcher.state.as_str(), "degraded");
+        assert_eq!(last.incidents[0].severity.as_str(), "info");
+        assert!(path.exists(), "not moved aside");
+    }
+
     #[test]
     fn appends_never_go_through_a_link() {
         let tmp = tempfile::tempdir().unwrap();

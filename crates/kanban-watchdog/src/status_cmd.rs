@@ -11,10 +11,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::alerts::Severity;
 use crate::cli::Common;
 use crate::paths::Paths;
 use crate::state::PersistedState;
-use crate::status::{ParkedStatus, ProviderStatus, Status};
+use crate::status::{DispatchState, ParkedStatus, ProviderStatus, Status};
+use exit_record::health::HealthState;
 
 /// How long to wait for the daemon before falling back to the state file.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -95,7 +97,7 @@ pub fn status(common: &Common, json: bool) -> anyhow::Result<ExitCode> {
 /// unavailable, the restart limit hit, a stall a restart did not cure), so
 /// a script or a check can tell; else 0.
 pub fn exit_code(s: &Status) -> ExitCode {
-    if s.incidents.iter().any(|i| i.severity == "critical") {
+    if s.incidents.iter().any(|i| i.severity == Severity::Critical) {
         ExitCode::from(2)
     } else {
         ExitCode::SUCCESS
@@ -259,7 +261,7 @@ pub fn render(s: &Status, source: &Source, now: i64) -> String {
                 let why = b.problem.as_deref().or(b.reason.as_deref()).unwrap_or("");
                 vec![
                     b.slug.clone(),
-                    b.state.clone(),
+                    cell(b.state.as_str()),
                     b.ready_tasks.to_string(),
                     waiting,
                     b.parked.to_string(),
@@ -275,7 +277,7 @@ pub fn render(s: &Status, source: &Source, now: i64) -> String {
 
     let d = &s.dispatcher;
     let _ = writeln!(w);
-    let _ = writeln!(w, "DISPATCHER  {}", d.state);
+    let _ = writeln!(w, "DISPATCHER  {}", cell(d.state.as_str()));
     if let Some(reason) = &d.reason {
         let _ = writeln!(w, "  why            {reason}");
     }
@@ -287,7 +289,7 @@ pub fn render(s: &Status, source: &Source, now: i64) -> String {
     // An idle Hermes dispatcher logs nothing and writes no events: its
     // next cycle cannot be seen, and is never "overdue".
     let next = match d.next_cycle_at {
-        _ if d.state == "idle" => "not observable while idle".into(),
+        _ if d.state == DispatchState::Idle => "not observable while idle".into(),
         Some(t) if t >= now => fmt_relative(t, now),
         // The snapshot is a check old: a few seconds late is not overdue.
         Some(t) if now - t <= d.interval_s.ceil() as i64 + 5 => "due now".into(),
@@ -348,7 +350,11 @@ pub fn render(s: &Status, source: &Source, now: i64) -> String {
                 if many {
                     row.push(p.board.clone());
                 }
-                row.extend([p.kind.clone(), parked_returns(p, now), cell(&p.reason)]);
+                row.extend([
+                    cell(p.kind.as_str()),
+                    parked_returns(p, now),
+                    cell(&p.reason),
+                ]);
                 row
             })
             .collect();
@@ -372,7 +378,7 @@ pub fn render(s: &Status, source: &Source, now: i64) -> String {
         }
         let rows = s.restarts[s.restarts.len() - shown..]
             .iter()
-            .map(|r| vec![fmt_ago(r.at, now), r.result.clone(), cell(&r.detail)])
+            .map(|r| vec![fmt_ago(r.at, now), cell(r.result.as_str()), cell(&r.detail)])
             .collect();
         w.push_str(&table(&["WHEN", "RESULT", "DETAIL"], rows));
     }
@@ -387,7 +393,7 @@ pub fn render(s: &Status, source: &Source, now: i64) -> String {
             .iter()
             .map(|i| {
                 vec![
-                    i.severity.clone(),
+                    cell(i.severity.as_str()),
                     fmt_ago(i.since, now),
                     i.key.clone(),
                     // Whole, never cut: the summary is what to do.
@@ -436,8 +442,8 @@ pub fn render(s: &Status, source: &Source, now: i64) -> String {
 /// `healthy`, `probing`, `unhealthy, 4m12s left`, `unhealthy, until re-auth`,
 /// `unhealthy, cooldown over` (probing at the next check).
 pub fn provider_state(p: &ProviderStatus, now: i64) -> String {
-    if p.state != "unhealthy" {
-        return p.state.clone();
+    if p.state != HealthState::Unhealthy {
+        return cell(p.state.as_str());
     }
     let class = p
         .class
@@ -573,6 +579,8 @@ pub fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
 mod tests {
     use super::*;
     use crate::status::{DispatcherStatus, IncidentStatus, RestartStatus};
+    use exit_record::ReadName;
+    use hermes_board::Kind;
 
     #[test]
     fn durations_read_like_a_clock() {
@@ -603,7 +611,7 @@ mod tests {
     fn provider_states_say_how_long() {
         let mut p = ProviderStatus {
             name: "openai".into(),
-            state: "unhealthy".into(),
+            state: HealthState::Unhealthy.into(),
             since: 0,
             until: Some(1252),
             class: Some("rate_limit".into()),
@@ -620,7 +628,7 @@ mod tests {
         p.until = None;
         p.class = None;
         assert_eq!(provider_state(&p, 1000), "unhealthy, until re-auth");
-        p.state = "probing".into();
+        p.state = HealthState::Probing.into();
         assert_eq!(provider_state(&p, 1000), "probing");
     }
 
@@ -629,7 +637,7 @@ mod tests {
         let mut p = ParkedStatus {
             task: "t_1".into(),
             board: "default".into(),
-            kind: "parked".into(),
+            kind: Kind::Parked.into(),
             due_at: Some(1180),
             provider: Some("xai-oauth".into()),
             reason: "r".into(),
@@ -681,7 +689,7 @@ mod tests {
             boards: Vec::new(),
             record_dir: "/r".into(),
             dispatcher: DispatcherStatus {
-                state: "stalled".into(),
+                state: DispatchState::Stalled.into(),
                 stalled: true,
                 reason: Some("dispatcher stalled: 2 ready task(s) waited".into()),
                 last_progress_at: Some(now - 12),
@@ -695,7 +703,7 @@ mod tests {
             },
             providers: vec![ProviderStatus {
                 name: "xai-oauth".into(),
-                state: "unhealthy".into(),
+                state: HealthState::Unhealthy.into(),
                 since: now - 60,
                 until: None,
                 class: Some("auth_expired".into()),
@@ -704,7 +712,7 @@ mod tests {
             parked: vec![ParkedStatus {
                 task: "t_a".into(),
                 board: "default".into(),
-                kind: "held".into(),
+                kind: Kind::Held.into(),
                 due_at: None,
                 provider: Some("xai-oauth".into()),
                 reason: "provider unhealthy".into(),
@@ -712,13 +720,13 @@ mod tests {
             restarts: (0..7)
                 .map(|i| RestartStatus {
                     at: now - 600 + i,
-                    result: format!("r{i}"),
+                    result: ReadName::Unknown(format!("r{i}")),
                     detail: "d".into(),
                 })
                 .collect(),
             incidents: vec![IncidentStatus {
                 key: "dispatcher_stalled".into(),
-                severity: "warning".into(),
+                severity: Severity::Warning.into(),
                 since: now - 250,
                 summary: "stalled".into(),
             }],
@@ -761,7 +769,7 @@ mod tests {
             board_problem: Some(why.clone()),
             incidents: vec![IncidentStatus {
                 key: "board_unavailable".into(),
-                severity: "critical".into(),
+                severity: Severity::Critical.into(),
                 since: now - 5,
                 summary: format!("cannot use the board; no task will be rescued: {why}"),
             }],
@@ -777,7 +785,7 @@ mod tests {
             "the incident is cut:\n{out}"
         );
         assert_eq!(exit_code(&s), ExitCode::from(2));
-        s.incidents[0].severity = "warning".into();
+        s.incidents[0].severity = Severity::Warning.into();
         assert_eq!(exit_code(&s), ExitCode::SUCCESS);
         s.board_problem = None;
         s.board_info = Some(hermes_board::BoardInfo {
@@ -799,7 +807,7 @@ mod tests {
         let now = 10_000;
         let mut s = Status::default();
         s.dispatcher.interval_s = 2.0;
-        s.dispatcher.state = "idle".into();
+        s.dispatcher.state = DispatchState::Idle.into();
         s.dispatcher.next_cycle_at = Some(now - 600);
         let src = Source::Daemon {
             url: "http://127.0.0.1:9464".into(),
@@ -810,7 +818,7 @@ mod tests {
             "{out}"
         );
         assert!(!out.contains("overdue"), "{out}");
-        s.dispatcher.state = "ok".into();
+        s.dispatcher.state = DispatchState::Ok.into();
         s.dispatcher.next_cycle_at = Some(now - 4);
         let out = render(&s, &src, now);
         assert!(out.contains("next cycle     due now"), "{out}");

@@ -8,9 +8,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::thread::JoinHandle;
 
+use exit_record::health::HealthState;
+use hermes_board::Kind;
+use kanban_watchdog::alerts::Severity;
+use kanban_watchdog::restart::RestartResult;
 use kanban_watchdog::state::PersistedState;
 use kanban_watchdog::status::{
-    Counters, DispatcherStatus, IncidentStatus, ParkedStatus, ProviderStatus, RestartStatus, Status,
+    Counters, DispatchState, DispatcherStatus, IncidentStatus, ParkedStatus, ProviderStatus,
+    RestartStatus, Status,
 };
 
 fn now() -> i64 {
@@ -31,7 +36,7 @@ fn sample_status(pid: u32) -> Status {
         record_dir: "/home/op/.local/state/kanban-watchdog/records".into(),
         boards: Vec::new(),
         dispatcher: DispatcherStatus {
-            state: "ok".into(),
+            state: DispatchState::Ok.into(),
             stalled: false,
             reason: None,
             last_progress_at: Some(now - 12),
@@ -46,7 +51,7 @@ fn sample_status(pid: u32) -> Status {
         providers: vec![
             ProviderStatus {
                 name: "openai".into(),
-                state: "unhealthy".into(),
+                state: HealthState::Unhealthy.into(),
                 since: now - 48,
                 until: Some(now + 252),
                 class: Some("rate_limit".into()),
@@ -54,7 +59,7 @@ fn sample_status(pid: u32) -> Status {
             },
             ProviderStatus {
                 name: "xai-oauth".into(),
-                state: "unhealthy".into(),
+                state: HealthState::Unhealthy.into(),
                 since: now - 600,
                 until: None,
                 class: Some("auth_expired".into()),
@@ -65,7 +70,7 @@ fn sample_status(pid: u32) -> Status {
             ParkedStatus {
                 board: "default".into(),
                 task: "t_rate".into(),
-                kind: "parked".into(),
+                kind: Kind::Parked.into(),
                 due_at: Some(now + 180),
                 provider: Some("openai".into()),
                 reason: "rate limited; retry 1".into(),
@@ -73,7 +78,7 @@ fn sample_status(pid: u32) -> Status {
             ParkedStatus {
                 board: "default".into(),
                 task: "t_auth".into(),
-                kind: "held".into(),
+                kind: Kind::Held.into(),
                 due_at: None,
                 provider: Some("xai-oauth".into()),
                 reason: "provider unhealthy".into(),
@@ -81,12 +86,12 @@ fn sample_status(pid: u32) -> Status {
         ],
         restarts: vec![RestartStatus {
             at: now - 900,
-            result: "recovered".into(),
+            result: RestartResult::Recovered.into(),
             detail: "progress resumed".into(),
         }],
         incidents: vec![IncidentStatus {
             key: "provider_unhealthy:xai-oauth".into(),
-            severity: "warning".into(),
+            severity: Severity::Warning.into(),
             since: now - 600,
             summary: "provider xai-oauth marked unhealthy".into(),
         }],

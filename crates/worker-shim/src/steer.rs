@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 
 use exit_record::Steered;
 pub use exit_record::health::HealthDoc;
+use exit_record::health::HealthState;
 use failure_signatures::{FailureClass, ReadClass};
 use hermes_board::cli;
 use nix::fcntl::{AtFlags, OFlag, openat};
@@ -246,7 +247,7 @@ pub fn skip_decision(
             "not skipping: provider {provider} is held but has no state in the health file"
         ));
     };
-    if state.state != "unhealthy" {
+    if state.state != HealthState::Unhealthy {
         return Ok(None);
     }
     if state.until.is_some_and(|t| t <= now) {

@@ -76,7 +76,6 @@ impl Daemon {
                     ),
                 }
                 self.shared.metrics.records_quarantined.inc();
-                self.counters.records_quarantined += 1;
                 return RecordPass::Continue;
             }
         };
@@ -278,12 +277,10 @@ impl Daemon {
             return;
         }
         self.shared.metrics.records_handled.inc();
-        self.counters.records_handled += 1;
         if let Some(skip) = &record.skipped {
             // The shim did not start a worker whose provider is held.
             tracing::info!(record = %record.id, provider = %skip.provider, "a worker run was skipped by the shim: {}", skip.reason);
             self.shared.metrics.providers_skipped.inc();
-            self.counters.providers_skipped += 1;
         }
     }
 

@@ -377,7 +377,6 @@ impl Daemon {
         let audit_failed = board.audit_failed_appends().saturating_sub(audit_before);
         if retried > 0 {
             self.shared.metrics.board_busy_retries.inc_by(retried);
-            self.counters.board_busy_retries += retried;
         }
         if audit_failed > 0 {
             self.shared
@@ -395,12 +394,10 @@ impl Daemon {
             _ => None,
         });
         for change in applied {
-            let kind = change.action.to_string();
-            *self.counters.board_writes.entry(kind.clone()).or_default() += 1;
             self.shared
                 .metrics
                 .board_writes
-                .get_or_create(&KindLabels { kind })
+                .get_or_create(&KindLabels::new(change.action))
                 .inc();
             let verb = if change.dry_run {
                 "would change"

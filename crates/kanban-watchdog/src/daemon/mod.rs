@@ -12,6 +12,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use exit_record::ExitRecord;
+use exit_record::health::HealthState;
 use failure_signatures::{Catalogue, ClassifyContext};
 use hermes_board::gateway_log::{LineClassifier, LineEvent};
 use hermes_board::profiles::{ChainLink, Profiles};
@@ -34,7 +35,8 @@ use crate::rescue::{self, BoardPlan};
 use crate::restart::{RestartStep, Restarter, spawn_detached};
 use crate::state::{PersistedState, write_atomic};
 use crate::status::{
-    BoardStatus, Counters, DispatcherStatus, ParkedStatus, ProviderStatus, RestartStatus, Status,
+    BoardStatus, DispatchState, DispatcherStatus, ParkedStatus, ProviderStatus, RestartStatus,
+    Status,
 };
 
 mod events;
@@ -147,7 +149,6 @@ pub struct Daemon {
     restarts: VecDeque<RestartStatus>,
     alerts: Alerts,
     shared: Shared,
-    counters: Counters,
     started_at: i64,
     interval: Duration,
     stall_after: Duration,
@@ -250,7 +251,6 @@ impl Daemon {
             tailer,
             restarts: VecDeque::new(),
             shared,
-            counters: Counters::default(),
             started_at: now_wall,
             interval,
             stall_after,

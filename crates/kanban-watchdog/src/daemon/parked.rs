@@ -220,7 +220,6 @@ impl Daemon {
             match self.board_write(li, |b| b.park(&req)) {
                 Ok(WriteOutcome::Applied(_)) => {
                     self.shared.metrics.providers_skipped.inc();
-                    self.counters.providers_skipped += 1;
                 }
                 Ok(_) => {}
                 Err(e) => {

@@ -124,7 +124,7 @@ impl Daemon {
                             .map(|p| ParkedStatus {
                                 task: p.task_id.clone(),
                                 board: lane.slug.clone(),
-                                kind: p.kind.as_str().to_string(),
+                                kind: p.kind.into(),
                                 due_at: p.due_at,
                                 provider: p.provider.clone(),
                                 reason: p.reason.clone(),
@@ -181,18 +181,16 @@ impl Daemon {
             .filter_map(|l| l.stalled_reason.as_deref())
             .collect();
         let state = if self.lanes.iter().all(|l| l.board.is_none()) {
-            "unknown"
+            DispatchState::Unknown
         } else if !reasons.is_empty() {
-            "stalled"
+            DispatchState::Stalled
         } else if ready == 0 {
-            "idle"
+            DispatchState::Idle
         } else {
-            "ok"
+            DispatchState::Ok
         };
         let primary = self.lanes.iter().find(|l| l.db == self.paths.board_db);
-        let mut counters = self.counters.clone();
-        counters.alerts_sent = self.shared.metrics.alerts_sent.get();
-        counters.alerts_failed = self.shared.metrics.alerts_failed.get();
+        let counters = self.shared.metrics.counters();
         let mut status = Status {
             version: env!("CARGO_PKG_VERSION").into(),
             generated_at: now,
@@ -250,7 +248,7 @@ impl Daemon {
 /// A provider's state as `health.json` carries it.
 fn provider_entry(s: &ProviderState) -> health::ProviderEntry {
     let mut e = health::ProviderEntry {
-        state: s.name().to_string(),
+        state: s.state().into(),
         since: None,
         until: None,
         class: None,
@@ -279,7 +277,7 @@ pub(super) fn provider_status(name: &str, s: &ProviderState) -> ProviderStatus {
     match s {
         ProviderState::Healthy { since } | ProviderState::Probing { since } => ProviderStatus {
             name: name.into(),
-            state: s.name().into(),
+            state: s.state().into(),
             since: *since,
             until: None,
             class: None,
@@ -292,7 +290,7 @@ pub(super) fn provider_status(name: &str, s: &ProviderState) -> ProviderStatus {
             reason,
         } => ProviderStatus {
             name: name.into(),
-            state: "unhealthy".into(),
+            state: HealthState::Unhealthy.into(),
             since: *since,
             until: *until,
             class: Some(class.clone()),
@@ -330,14 +328,14 @@ pub(super) fn board_info_metric(metrics: &Metrics, lane: &mut Lane) {
 }
 
 /// `ok`, `idle`, `stalled` or `unknown` (no board yet) for one board.
-fn lane_state(lane: &Lane) -> &'static str {
+fn lane_state(lane: &Lane) -> DispatchState {
     if lane.board.is_none() {
-        "unknown"
+        DispatchState::Unknown
     } else if lane.stalled_reason.is_some() {
-        "stalled"
+        DispatchState::Stalled
     } else if lane.ready == 0 {
-        "idle"
+        DispatchState::Idle
     } else {
-        "ok"
+        DispatchState::Ok
     }
 }

@@ -117,8 +117,12 @@ impl Daemon {
     /// Every board makes progress again.
     fn on_recovery(&mut self) {
         let recovered = self.restarter.progress();
-        let started = RestartResult::Started.as_str();
-        if recovered && self.restarts.back().is_some_and(|r| r.result == started) {
+        if recovered
+            && self
+                .restarts
+                .back()
+                .is_some_and(|r| r.result == RestartResult::Started)
+        {
             self.record_restart(RestartResult::Recovered, "progress resumed".into());
         }
         self.alerts
@@ -212,16 +216,11 @@ impl Daemon {
         self.shared
             .metrics
             .restarts
-            .get_or_create(&ResultLabels {
-                result: result.as_str().to_string(),
-            })
+            .get_or_create(&ResultLabels::new(result))
             .inc();
-        if result == RestartResult::Started {
-            self.counters.restarts += 1;
-        }
         self.restarts.push_back(RestartStatus {
             at: wall(),
-            result: result.as_str().to_string(),
+            result: result.into(),
             detail,
         });
         while self.restarts.len() > 20 {

@@ -19,11 +19,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use exit_record::health::HealthState;
 use hermes_board::{home, testkit};
 
 use kanban_watchdog::config::{AlertsConfig, Config, Dur, WebhookConfig};
 use kanban_watchdog::daemon::{Daemon, Event, Shared, channel_pair, start_watchers};
 use kanban_watchdog::paths::Paths;
+use kanban_watchdog::restart::RestartResult;
 use webhook::webhook_receiver;
 
 const TIMEOUT: Duration = Duration::from_secs(25);
@@ -274,7 +276,7 @@ fn story(
         status()?
             .providers
             .into_iter()
-            .find(|p| p.name == "openai-codex" && p.state == "unhealthy")
+            .find(|p| p.name == "openai-codex" && p.state == HealthState::Unhealthy)
     })?;
     n.say(&format!(
         "provider openai-codex marked unhealthy until {} ({})",
@@ -366,7 +368,7 @@ fn story(
         status()?
             .restarts
             .into_iter()
-            .find(|r| r.result == "started")
+            .find(|r| r.result == RestartResult::Started)
     })?;
     n.say(&format!("restart: {}", restart.detail));
     wait_for("the waiting tasks to be claimed again", || {
