@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hermes_board::testkit::{
@@ -387,11 +387,33 @@ fn an_unknown_schema_is_refused_loudly() {
 }
 
 /// A second writer that takes the write lock in bursts, as Hermes does.
-fn bursty_writer(db: &Path, stop: Arc<AtomicBool>, hold: Duration) -> std::thread::JoinHandle<u64> {
+/// A second writer holding the write lock for `hold` every `2 * hold`, as
+/// Hermes' workers do. Returned once its first burst is committed, so the
+/// writes of the test overlap its bursts however loaded the machine is;
+/// `bursts` counts the committed ones.
+struct BurstyWriter {
+    bursts: Arc<AtomicU64>,
+    handle: std::thread::JoinHandle<()>,
+}
+
+impl BurstyWriter {
+    fn count(&self) -> u64 {
+        self.bursts.load(Ordering::SeqCst)
+    }
+
+    fn join(self) -> u64 {
+        let BurstyWriter { bursts, handle } = self;
+        handle.join().unwrap();
+        bursts.load(Ordering::SeqCst)
+    }
+}
+
+fn bursty_writer(db: &Path, stop: Arc<AtomicBool>, hold: Duration) -> BurstyWriter {
     let db = db.to_path_buf();
-    std::thread::spawn(move || {
+    let bursts = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&bursts);
+    let handle = std::thread::spawn(move || {
         let mut conn = testkit::connect(&db).unwrap();
-        let mut n = 0;
         while !stop.load(Ordering::Relaxed) {
             let tx = conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -403,14 +425,20 @@ fn bursty_writer(db: &Path, stop: Arc<AtomicBool>, hold: Duration) -> std::threa
             .unwrap();
             std::thread::sleep(hold);
             tx.commit().unwrap();
-            n += 1;
+            counted.fetch_add(1, Ordering::SeqCst);
             // A gap as long as the burst: without it SQLite's busy handler
             // (which sleeps between tries) can be starved for its whole
             // timeout on a loaded machine.
             std::thread::sleep(hold);
         }
-        n
-    })
+    });
+    let writer = BurstyWriter { bursts, handle };
+    test_support::wait_until(
+        "the second writer's first burst",
+        Duration::from_secs(30),
+        || (writer.count() > 0).then_some(()),
+    );
+    writer
 }
 
 #[test]
@@ -448,9 +476,15 @@ fn writes_succeed_against_a_concurrent_writer_holding_locks_in_bursts_on(flavor:
         .applied()
         .expect("released");
     }
+    // The second writer was still writing when ours were done.
+    let during = writer.count();
+    test_support::wait_until(
+        "another burst after our writes",
+        Duration::from_secs(30),
+        || (writer.count() > during).then_some(()),
+    );
     stop.store(true, Ordering::Relaxed);
-    let bursts = writer.join().unwrap();
-    assert!(bursts > 0);
+    writer.join();
     let conn = testkit::connect(&db).unwrap();
     let ready: i64 = conn
         .query_row("SELECT COUNT(*) FROM tasks WHERE status='ready'", [], |r| {
@@ -725,7 +759,7 @@ fn run_facts_tell_who_ended_a_run_and_who_decided_on_the_task_since_on(flavor: F
     // missing file is never created.
     drop(b);
     stop.store(true, Ordering::Relaxed);
-    writer.join().unwrap();
+    writer.join();
     hermes
         .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
         .unwrap();
@@ -830,7 +864,7 @@ fn park_never_moves_a_task_the_worker_reported_or_someone_decided_on_on(flavor: 
         assert_eq!(status(&hermes, id).unwrap(), "scheduled");
     }
     stop.store(true, Ordering::Relaxed);
-    writer.join().unwrap();
+    writer.join();
     let ours: i64 = hermes
         .query_row(
             "SELECT COUNT(*) FROM task_events WHERE kind LIKE 'watchdog_%'",
