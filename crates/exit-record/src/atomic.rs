@@ -54,6 +54,16 @@ impl Default for AtomicOptions {
 /// replaces a link at `path` rather than following it. The directory must
 /// exist.
 pub fn write_file_atomic(path: &Path, body: &[u8], opts: AtomicOptions) -> std::io::Result<()> {
+    write_file_atomic_with(path, opts, |file| file.write_all(body))
+}
+
+/// [`write_file_atomic`] with the body written by `write` straight into the
+/// temp file (buffer it yourself): no copy of a large body in memory.
+pub fn write_file_atomic_with(
+    path: &Path,
+    opts: AtomicOptions,
+    write: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -76,7 +86,7 @@ pub fn write_file_atomic(path: &Path, body: &[u8], opts: AtomicOptions) -> std::
         if opts.mode != 0o600 {
             file.set_permissions(std::fs::Permissions::from_mode(opts.mode))?;
         }
-        file.write_all(body)?;
+        write(&mut file)?;
         if opts.fsync {
             file.sync_all()?;
         }

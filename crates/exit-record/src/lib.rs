@@ -21,7 +21,7 @@ mod read;
 mod schema;
 mod write;
 
-pub use atomic::{AtomicOptions, TempName, write_file_atomic};
+pub use atomic::{AtomicOptions, TempName, write_file_atomic, write_file_atomic_with};
 pub use named::ReadName;
 pub use paths::{
     DirProblem, UnsafeDir, check_private_dir, default_record_dir, ensure_private_dir,

@@ -1,8 +1,9 @@
 //! Atomic record writes: a reader polling the directory never parses a partial file.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::atomic::{AtomicOptions, TempName, write_file_atomic};
+use crate::atomic::{AtomicOptions, TempName, write_file_atomic_with};
 
 use crate::paths::{UnsafeDir, ensure_private_dir, record_file_name};
 use crate::schema::ExitRecord;
@@ -38,7 +39,7 @@ impl Default for WriteOptions {
 }
 
 /// Writes `record` as `<dir>/<id>.json` (mode 0600), creating `dir` (mode
-/// 0700) when missing, with [`write_file_atomic`]: the bytes go to a hidden
+/// 0700) when missing, with [`crate::write_file_atomic`]: the bytes go to a hidden
 /// temp file in the same directory first (created with `O_EXCL|O_NOFOLLOW`:
 /// never through a link or into a file someone else left there) and are
 /// renamed into place.
@@ -51,16 +52,25 @@ pub fn write_atomic(
     record: &ExitRecord,
     opts: WriteOptions,
 ) -> Result<PathBuf, WriteError> {
-    let mut body = serde_json::to_vec_pretty(record)?;
+    // A record that cannot be serialized fails here, before the directory
+    // is touched; the bytes are then streamed into the temp file: a record
+    // holds up to two head+tail captures (more once JSON escapes them),
+    // never worth a second copy in the shim's memory.
+    serde_json::to_writer_pretty(std::io::sink(), record)?;
     ensure_private_dir(dir)?;
     let final_path = dir.join(record_file_name(&record.id));
-    body.push(b'\n');
     let atomic = AtomicOptions {
         fsync: opts.fsync,
         temp: TempName::Fixed,
         ..AtomicOptions::default()
     };
-    write_file_atomic(&final_path, &body, atomic).map_err(|source| WriteError::Io {
+    let body = |file: &mut std::fs::File| {
+        let mut out = std::io::BufWriter::with_capacity(16 * 1024, file);
+        serde_json::to_writer_pretty(&mut out, record).map_err(std::io::Error::other)?;
+        out.write_all(b"\n")?;
+        out.flush()
+    };
+    write_file_atomic_with(&final_path, atomic, body).map_err(|source| WriteError::Io {
         path: final_path.clone(),
         source,
     })?;

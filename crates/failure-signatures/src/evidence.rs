@@ -76,57 +76,151 @@ pub fn tail_zone_start(text: &str) -> usize {
     0
 }
 
-fn build(pattern: &str) -> Regex {
-    match RegexBuilder::new(pattern).build() {
-        Ok(re) => re,
-        // The patterns below are static; a unit test compiles each of them.
-        Err(e) => panic!("static evidence regex must compile: {e}"),
+/// A static evidence pattern, compiled on first use in the form the text
+/// needs. On ASCII-only text the pattern runs as an ASCII regex over bytes
+/// (`\w`, `\d`, `\s`, `\b`, `.`, `[^...]` and `(?i)` mean there exactly what
+/// their Unicode forms mean on ASCII text; no pattern has a non-ASCII
+/// literal under `(?i)`, and non-ASCII characters are written as literals,
+/// not in classes, which ASCII mode rejects), which is a fraction of the Unicode automaton's
+/// memory: Unicode `\w` alone is hundreds of kilobytes of NFA states, the
+/// UTF-8 compiler's cache another 300 KB while it builds. Any other text
+/// gets the Unicode regex, as before.
+struct Pattern {
+    source: &'static str,
+    unicode: OnceLock<Regex>,
+    ascii: OnceLock<regex::bytes::Regex>,
+}
+
+impl Pattern {
+    const fn new(source: &'static str) -> Pattern {
+        Pattern {
+            source,
+            unicode: OnceLock::new(),
+            ascii: OnceLock::new(),
+        }
+    }
+
+    fn unicode(&self) -> &Regex {
+        self.unicode
+            .get_or_init(|| match RegexBuilder::new(self.source).build() {
+                Ok(re) => re,
+                // The patterns are static; a unit test compiles each of them.
+                Err(e) => panic!("static evidence regex must compile: {e}"),
+            })
+    }
+
+    fn ascii(&self) -> &regex::bytes::Regex {
+        self.ascii.get_or_init(|| {
+            match regex::bytes::RegexBuilder::new(self.source)
+                .unicode(false)
+                .build()
+            {
+                Ok(re) => re,
+                Err(e) => panic!("static evidence regex must compile: {e}"),
+            }
+        })
+    }
+
+    fn is_match(&self, hay: &str) -> bool {
+        if hay.is_ascii() {
+            self.ascii().is_match(hay.as_bytes())
+        } else {
+            self.unicode().is_match(hay)
+        }
+    }
+
+    /// The matched texts, in order.
+    fn find_all<'h>(&self, hay: &'h str) -> Vec<&'h str> {
+        if hay.is_ascii() {
+            // ASCII text: every byte offset is a char boundary.
+            self.ascii()
+                .find_iter(hay.as_bytes())
+                .map(|m| &hay[m.range()])
+                .collect()
+        } else {
+            self.unicode().find_iter(hay).map(|m| m.as_str()).collect()
+        }
     }
 }
 
+/// Why a line reads as quoted text, in order: the first rule that matches
+/// names it. Each rule compiles when it is first reached.
+static QUOTED_RULES: [(Pattern, &str); 13] = [
+    // Unified diffs and patches.
+    (
+        Pattern::new(r"^(?:[+-](?:[^+-]|$)|@@ |diff --git |index [0-9a-f]+\.\.)"),
+        "a diff line",
+    ),
+    // Markdown: quote, heading, list item, table row, code fence.
+    (
+        Pattern::new(r"^[ \t]*(?:>|#{1,6} |[*] |- |[0-9]+\. |\||```)"),
+        "Markdown",
+    ),
+    // Source code that raises, catches, compares or tests an error.
+    (
+        Pattern::new(
+            r"^[ \t]*(?:raise |throw |except\b|catch\b|if |elif |else\b|case |when |assert|expect\(|return |def |fn |class |struct |enum |const |let |var |import |from \S+ import|#\[|//|/\*|\* |# |-- |@)",
+        ),
+        "source code",
+    ),
+    (
+        Pattern::new(r"(?:==|!=)[ \t]*[0-9]{3}\b|\b[0-9]{3}[ \t]*(?:==|!=)"),
+        "a comparison in code",
+    ),
+    (
+        Pattern::new(
+            r#"\b(?:assert[A-Za-z_]*|expect|mock[A-Za-z_]*|patch|respond(?:With)?|status)\(\s*[0-9]{3}\b"#,
+        ),
+        "a test or mock",
+    ),
+    // A call with keyword arguments (`super().__init__(message="Request timed out.")`)
+    // and an object-literal line with an unquoted key (`type: 'rate_limit_error',`).
+    (
+        Pattern::new(r"^[ \t]*[A-Za-z_][\w.]*(?:\(\))?(?:\.[A-Za-z_]\w*)*\(.*\b[a-z_]\w*="),
+        "source code",
+    ),
+    // Test code (`it('retries on 429', ...)`) and an object literal's
+    // string property with an unquoted key (`message: "Rate limit exceeded",`).
+    (
+        Pattern::new(r#"^[ \t]*(?:it|test|describe|expect|context)(?:\.\w+)?\(\s*["'`]"#),
+        "test code",
+    ),
+    (
+        Pattern::new(r#"^[ \t]*[A-Za-z_$][\w$]*[ \t]*:[ \t]*["'`].*["'`][ \t]*,?[ \t]*$"#),
+        "an object literal in code",
+    ),
+    // Issue, PR and commit titles, changelog entries.
+    (
+        Pattern::new(
+            r"^[ \t]*(?:\[(?:Bug|BUG|Feature|FEATURE|Feature Request|Enhancement)\]|(?:fix|feat|chore|docs|refactor|perf|test|ci|build)(?:\([^)]*\))?!?: |(?:Fix(?:ed|es)?|Add(?:ed|s)?|Handle[sd]?|Improve[sd]?|Retry|Support(?:ed|s)?|Closes|Resolves|Bump(?:ed|s)?)\b)",
+        ),
+        "an issue, commit or changelog title",
+    ),
+    // Trees and diagrams (`│ └── InternalServerError (5xx)`).
+    (Pattern::new(r"(?:├|└)──"), "a tree drawing"),
+    // Test runners: pytest, cargo test, jest/vitest, go test.
+    (
+        Pattern::new(
+            r"(?:\bPASSED\b|\bpassed\b|\bok\b$|\.\.\. ok\b|^[ \t]*(?:✓|✔|√)|^[ \t]*--- PASS|^[ \t]*PASS\b|\bSKIPPED\b|\bXFAIL\b)",
+        ),
+        "test output",
+    ),
+    // Access logs of a local server: `"POST /v1/x HTTP/1.1" 429 -`.
+    (
+        Pattern::new(
+            r#""(?:GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS) [^"]* HTTP/[0-9.]+" [0-9]{3}\b"#,
+        ),
+        "an access-log line",
+    ),
+    (
+        Pattern::new(r"\b(?:INFO|DEBUG)\b.*\b(?:127\.0\.0\.1|localhost)(?::[0-9]+)?\b"),
+        "a local server's log",
+    ),
+];
+
 /// Why `line` reads as quoted text, if it does.
 pub fn quoted(line: &str) -> Option<&'static str> {
-    static RULES: OnceLock<Vec<(Regex, &'static str)>> = OnceLock::new();
-    let rules = RULES.get_or_init(|| {
-        [
-            // Unified diffs and patches.
-            (r"^(?:[+-](?:[^+-]|$)|@@ |diff --git |index [0-9a-f]+\.\.)", "a diff line"),
-            // Markdown: quote, heading, list item, table row, code fence.
-            (r"^[ \t]*(?:>|#{1,6} |[*] |- |[0-9]+\. |\||```)", "Markdown"),
-            // Source code that raises, catches, compares or tests an error.
-            (
-                r"^[ \t]*(?:raise |throw |except\b|catch\b|if |elif |else\b|case |when |assert|expect\(|return |def |fn |class |struct |enum |const |let |var |import |from \S+ import|#\[|//|/\*|\* |# |-- |@)",
-                "source code",
-            ),
-            (r"(?:==|!=)[ \t]*[0-9]{3}\b|\b[0-9]{3}[ \t]*(?:==|!=)", "a comparison in code"),
-            (r#"\b(?:assert[A-Za-z_]*|expect|mock[A-Za-z_]*|patch|respond(?:With)?|status)\(\s*[0-9]{3}\b"#, "a test or mock"),
-            // A call with keyword arguments (`super().__init__(message="Request timed out.")`)
-            // and an object-literal line with an unquoted key (`type: 'rate_limit_error',`).
-            (r"^[ \t]*[A-Za-z_][\w.]*(?:\(\))?(?:\.[A-Za-z_]\w*)*\(.*\b[a-z_]\w*=", "source code"),
-            // Test code (`it('retries on 429', ...)`) and an object literal's
-            // string property with an unquoted key (`message: "Rate limit exceeded",`).
-            (r#"^[ \t]*(?:it|test|describe|expect|context)(?:\.\w+)?\(\s*["'`]"#, "test code"),
-            (r#"^[ \t]*[A-Za-z_$][\w$]*[ \t]*:[ \t]*["'`].*["'`][ \t]*,?[ \t]*$"#, "an object literal in code"),
-            // Issue, PR and commit titles, changelog entries.
-            (
-                r"^[ \t]*(?:\[(?:Bug|BUG|Feature|FEATURE|Feature Request|Enhancement)\]|(?:fix|feat|chore|docs|refactor|perf|test|ci|build)(?:\([^)]*\))?!?: |(?:Fix(?:ed|es)?|Add(?:ed|s)?|Handle[sd]?|Improve[sd]?|Retry|Support(?:ed|s)?|Closes|Resolves|Bump(?:ed|s)?)\b)",
-                "an issue, commit or changelog title",
-            ),
-            // Trees and diagrams (`│ └── InternalServerError (5xx)`).
-            (r"[├└]──", "a tree drawing"),
-            // Test runners: pytest, cargo test, jest/vitest, go test.
-            (
-                r"(?:\bPASSED\b|\bpassed\b|\bok\b$|\.\.\. ok\b|^[ \t]*(?:✓|✔|√)|^[ \t]*--- PASS|^[ \t]*PASS\b|\bSKIPPED\b|\bXFAIL\b)",
-                "test output",
-            ),
-            // Access logs of a local server: `"POST /v1/x HTTP/1.1" 429 -`.
-            (r#""(?:GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS) [^"]* HTTP/[0-9.]+" [0-9]{3}\b"#, "an access-log line"),
-            (r"\b(?:INFO|DEBUG)\b.*\b(?:127\.0\.0\.1|localhost)(?::[0-9]+)?\b", "a local server's log"),
-        ]
-        .into_iter()
-        .map(|(p, why)| (build(p), why))
-        .collect()
-    });
+    let rules = &QUOTED_RULES;
     let trimmed = line.trim_end();
     if let Some(why) = rules
         .iter()
@@ -138,39 +232,34 @@ pub fn quoted(line: &str) -> Option<&'static str> {
     (explains(trimmed) && !error_framed(trimmed)).then_some("an explanation of an error")
 }
 
+static EXPLAINS: Pattern = Pattern::new(
+    r"\b(?:means|meaning|indicates|what it|how to|is not an?|isn't an?|will throw|throws|bypass(?:es)?|treats?|handling|handles?|handled|more robust|looks? (?:the same|like)|specifically|occurs? when|happens when|you (?:may|might|will|can) (?:see|get|receive|encounter)|if you (?:see|get|receive|encounter))\b",
+);
+
 /// Docs and agent prose explaining an error ("... means ...", "how to fix").
 fn explains(line: &str) -> bool {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| {
-        build(
-            r"\b(?:means|meaning|indicates|what it|how to|is not an?|isn't an?|will throw|throws|bypass(?:es)?|treats?|handling|handles?|handled|more robust|looks? (?:the same|like)|specifically|occurs? when|happens when|you (?:may|might|will|can) (?:see|get|receive|encounter)|if you (?:see|get|receive|encounter))\b",
-        )
-    })
-    .is_match(line)
+    EXPLAINS.is_match(line)
 }
+
+static ERROR_FRAMED: Pattern = Pattern::new(
+    r#"(?:\b[A-Z]\w*(?:Error|Exception)\b|\bERROR\b|\b(?:[Ee]rror|ERR|[Ff]atal|FATAL):|\[ERROR\]|API Error|["']error["']\s*:|["']type["']\s*:\s*["']error["']|^\W*(?:✕|❌|⚠️|📝|📋|■|⎿))"#,
+);
 
 /// Lines a failing program prints: an exception type, an error label, a
 /// JSON error body, a log level.
 pub fn error_framed(line: &str) -> bool {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| {
-        build(
-            r#"(?:\b[A-Z]\w*(?:Error|Exception)\b|\bERROR\b|\b(?:[Ee]rror|ERR|[Ff]atal|FATAL):|\[ERROR\]|API Error|["']error["']\s*:|["']type["']\s*:\s*["']error["']|^\W*(?:✕|❌|⚠️|📝|📋|■|⎿))"#,
-        )
-    })
-    .is_match(line)
+    ERROR_FRAMED.is_match(line)
 }
+
+static SOURCE_LINE: Pattern = Pattern::new(
+    r"^[ \t]*(?:(?:const|let|var|def|function|return|import|export|async|await|app\.|res\.|router\.|server\.|if \(|for \(|while \()\b.*|[^ \t].*(?:;|=>[ \t]*\{|\)[ \t]*\{|\)[ \t]*=>[ \t]*\{)[ \t]*)$",
+);
 
 /// Whether the frame reads like source code: at least two statement-like
 /// lines (ending with `;`, opening a block after `)`/`=>`, or starting with
 /// a declaration keyword). A stack trace's `at f (file:1:2) {` does not count.
 pub fn in_source_code(frame: &str) -> bool {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    let re = RE.get_or_init(|| {
-        build(
-            r"^[ \t]*(?:(?:const|let|var|def|function|return|import|export|async|await|app\.|res\.|router\.|server\.|if \(|for \(|while \()\b.*|[^ \t].*(?:;|=>[ \t]*\{|\)[ \t]*\{|\)[ \t]*=>[ \t]*\{)[ \t]*)$",
-        )
-    });
+    let re = &SOURCE_LINE;
     frame
         .lines()
         .filter(|l| !l.trim_start().starts_with("at ") && re.is_match(l))
@@ -178,18 +267,15 @@ pub fn in_source_code(frame: &str) -> bool {
         >= 2
 }
 
+static MARKDOWN_DOCUMENT: Pattern = Pattern::new(
+    r"(?m)^[ \t]*(?:#{1,6} \S|\*\*[^*\n]{1,60}\*\*:?[ \t]*$|={3,}[ \t]*$|-{3,}[ \t]*$)",
+);
+
 /// Whether the lines around a match look like a Markdown document (a
 /// heading or a bold label such as `**Error**:` within [`FRAME_LINES`]):
 /// documentation or a report quoting an error, not a program dying of it.
 pub fn in_markdown_document(frame: &str) -> bool {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    let re = RE.get_or_init(|| {
-        RegexBuilder::new(
-            r"(?m)^[ \t]*(?:#{1,6} \S|\*\*[^*\n]{1,60}\*\*:?[ \t]*$|={3,}[ \t]*$|-{3,}[ \t]*$)",
-        )
-        .build()
-        .unwrap_or_else(|e| panic!("static evidence regex must compile: {e}"))
-    });
+    let re = &MARKDOWN_DOCUMENT;
     re.is_match(frame)
 }
 
@@ -228,33 +314,27 @@ pub fn followed_by_narrative(after: &str) -> bool {
     false
 }
 
+static URL: Pattern = Pattern::new(r"https?://[^\s'\x22<>)]+");
+static LLM_URL: Pattern = Pattern::new(
+    r"(?x)^https?://(?:[^/\s]*\.)?(?:openai\.com|anthropic\.com|claude\.ai|x\.ai|openrouter\.ai|googleapis\.com|amazonaws\.com|azure\.com|githubcopilot\.com|mistral\.ai|groq\.com|together\.xyz|together\.ai|fireworks\.ai|cohere\.(?:ai|com)|deepseek\.com|perplexity\.ai|cerebras\.ai|moonshot\.(?:cn|ai)|bigmodel\.cn|aliyuncs\.com|nousresearch\.com|chatgpt\.com|ai\.google\.dev)(?:[:/]|$)
+            | /(?:v1/)?(?:chat/completions|completions|messages|responses|embeddings)\b | :(?:stream)?[Gg]enerateContent\b",
+);
+
 /// For a generic match: the line names a URL that is neither a known LLM API
 /// host nor an LLM API path (`https://huggingface.co/datasets/...`,
 /// `https://registry.npmjs.org/...`): the failed request was the agent's own
 /// tool's, not the provider's.
 pub fn foreign_url(line: &str) -> Option<&'static str> {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    static LLM: OnceLock<Regex> = OnceLock::new();
-    let url = RE.get_or_init(|| build(r"https?://[^\s'\x22<>)]+"));
-    let llm = LLM.get_or_init(|| {
-        build(
-            r"(?x)^https?://(?:[^/\s]*\.)?(?:openai\.com|anthropic\.com|claude\.ai|x\.ai|openrouter\.ai|googleapis\.com|amazonaws\.com|azure\.com|githubcopilot\.com|mistral\.ai|groq\.com|together\.xyz|together\.ai|fireworks\.ai|cohere\.(?:ai|com)|deepseek\.com|perplexity\.ai|cerebras\.ai|moonshot\.(?:cn|ai)|bigmodel\.cn|aliyuncs\.com|nousresearch\.com|chatgpt\.com|ai\.google\.dev)(?:[:/]|$)
-            | /(?:v1/)?(?:chat/completions|completions|messages|responses|embeddings)\b | :(?:stream)?[Gg]enerateContent\b",
-        )
-    });
-    let found: Vec<&str> = url.find_iter(line).map(|m| m.as_str()).collect();
+    let (url, llm) = (&URL, &LLM_URL);
+    let found: Vec<&str> = url.find_all(line);
     if !found.is_empty() && found.iter().all(|u| !llm.is_match(u)) {
         return Some("a request to a URL that is not an LLM API");
     }
     None
 }
 
-/// Whether `frame` (a line and its neighbours) names an LLM provider or API.
-pub fn has_api_context(frame: &str) -> bool {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    let re = RE.get_or_init(|| {
-        build(
-            r#"(?x)
+static API_CONTEXT: Pattern = Pattern::new(
+    r#"(?x)
             (?i:provider)["']?[ \t]*[:=]
             | \b(?:openai|anthropic|litellm|groq|mistralai|cohere|together|fireworks|google\.genai|google\.api_core|vertexai|botocore|ollama)\.[A-Za-z_.]*(?:Error|Exception)\b
             | \b(?:APIStatusError|APIConnectionError|APITimeoutError|APIError|RateLimitError|InternalServerError|ServiceUnavailableError|OverloadedError|AuthenticationError|PermissionDeniedError|ThrottlingException|ServiceUnavailableException|ModelNotReadyException)\b
@@ -270,8 +350,11 @@ pub fn has_api_context(frame: &str) -> bool {
             | (?i:\b(?:openai|anthropic|claude|gemini|codex|grok|x\.ai|mistral|deepseek|groq|qwen|ollama|openrouter|bedrock|vertex\ ?ai|copilot|cohere|together\.ai|fireworks|perplexity|cerebras|moonshot|kimi|litellm)\b|\bgpt-[0-9o]|\bglm-[0-9])
             | \b(?:help\.openai\.com|platform\.openai\.com|docs\.anthropic\.com|docs\.claude\.com|ai\.google\.dev|console\.anthropic\.com|cloud\.google\.com/vertex-ai)
             "#,
-        )
-    });
+);
+
+/// Whether `frame` (a line and its neighbours) names an LLM provider or API.
+pub fn has_api_context(frame: &str) -> bool {
+    let re = &API_CONTEXT;
     re.is_match(frame)
 }
 
@@ -392,6 +475,65 @@ mod tests {
             "npm ERR! 429 Too Many Requests - GET https://registry.npmjs.org/left-pad"
         ));
         assert!(!has_api_context("Error: HTTP 429 Too Many Requests"));
+    }
+
+    fn all_patterns() -> Vec<&'static Pattern> {
+        QUOTED_RULES
+            .iter()
+            .map(|(p, _)| p)
+            .chain([
+                &EXPLAINS,
+                &ERROR_FRAMED,
+                &SOURCE_LINE,
+                &MARKDOWN_DOCUMENT,
+                &URL,
+                &LLM_URL,
+                &API_CONTEXT,
+            ])
+            .collect()
+    }
+
+    #[test]
+    fn every_pattern_compiles_in_both_forms() {
+        for p in all_patterns() {
+            p.unicode();
+            p.ascii();
+        }
+    }
+
+    /// The ASCII form stands in for the Unicode one on ASCII text only:
+    /// there both must find exactly the same matches, line by line and over
+    /// frames of lines (for the multi-line patterns).
+    #[test]
+    fn ascii_form_matches_as_the_unicode_form_on_ascii_text() {
+        let corpus = [
+            include_str!("../tests/corpus/failures-major.yaml"),
+            include_str!("../tests/corpus/failures-more.yaml"),
+            include_str!("../tests/corpus/failures-hermes-022.yaml"),
+            include_str!("../tests/corpus/lookalikes.yaml"),
+            include_str!("../tests/fixtures/provider-errors.yaml"),
+        ]
+        .concat();
+        let lines: Vec<&str> = corpus.lines().filter(|l| l.is_ascii()).collect();
+        let frames: Vec<String> = lines
+            .chunks(2 * FRAME_LINES + 1)
+            .map(|c| c.join("\n"))
+            .collect();
+        let mut checked = 0;
+        for p in all_patterns() {
+            let (u, a) = (p.unicode(), p.ascii());
+            for hay in lines
+                .iter()
+                .copied()
+                .chain(frames.iter().map(String::as_str))
+            {
+                let by_unicode: Vec<_> = u.find_iter(hay).map(|m| m.range()).collect();
+                let by_ascii: Vec<_> = a.find_iter(hay.as_bytes()).map(|m| m.range()).collect();
+                assert_eq!(by_unicode, by_ascii, "{} on {hay:?}", p.source);
+                checked += usize::from(!by_unicode.is_empty());
+            }
+        }
+        assert!(checked > 1_000, "only {checked} matches compared");
     }
 
     #[test]

@@ -180,124 +180,145 @@ const ZONE: &str = r"(?: \s* (?: \( (?P<z1> [a-z][a-z0-9_+:-]* (?: /[a-z0-9_+-]+
 const BESIDE: &str = r"(?: \s* \( \s* in \s+ (?P<beside> [0-9]{1,5} \s* [hm] (?: \s* [0-9]{1,2} \s* m )? ) \s* \) )?";
 const MONTH_EN: &str = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*";
 
-/// The extractors in precedence order; each level is a list of regexes.
-fn levels() -> &'static [Vec<Extractor>] {
-    static LEVELS: OnceLock<Vec<Vec<Extractor>>> = OnceLock::new();
-    LEVELS.get_or_init(|| {
-        vec![
-            // 1. epoch
-            vec![
-                Extractor {
-                    re: build(
-                        r#"(?i) \b (?: resets?_?at | x-ratelimit-reset(?:-[a-z]+)? | reset_?time | reset )
+/// How many precedence levels of extractors there are.
+const LEVELS: usize = 6;
+
+/// The extractors of one precedence level (0-based), compiled on first use:
+/// most texts are settled by an early level (or the matched line), so the
+/// later levels' regexes (a megabyte or more of automata together) are
+/// usually never built.
+fn level(i: usize) -> &'static [Extractor] {
+    static LEVEL: [OnceLock<Vec<Extractor>>; LEVELS] = [const { OnceLock::new() }; LEVELS];
+    LEVEL[i].get_or_init(|| build_level(i))
+}
+
+/// The levels in precedence order, each compiled when it is reached.
+fn lazy_levels() -> impl Iterator<Item = &'static [Extractor]> {
+    (0..LEVELS).map(level)
+}
+
+/// Every level, compiled now.
+#[cfg(test)]
+fn levels() -> Vec<&'static [Extractor]> {
+    lazy_levels().collect()
+}
+
+/// The extractors of level `i` in precedence order; each level is a list of regexes.
+fn build_level(i: usize) -> Vec<Extractor> {
+    match i {
+        // 1. epoch
+        0 => vec![
+            Extractor {
+                re: build(
+                    r#"(?i) \b (?: resets?_?at | x-ratelimit-reset(?:-[a-z]+)? | reset_?time | reset )
                             (?:\\?["'])? \s* [:=] \s* (?:\\?["'])? ([0-9]{13}|[0-9]{10}) \b"#,
-                    ),
-                    convert: epoch,
-                },
-                Extractor {
-                    re: build(r"(?i) \b limit \s reached \| ([0-9]{13}|[0-9]{10}) \b"),
-                    convert: epoch,
-                },
-            ],
-            // 2. ISO-8601, HTTP-date
-            vec![
-                Extractor {
-                    re: build(
-                        r#"(?i) \b (?: resets?(?:_?at|_?time)? | x-ratelimit-reset(?:-[a-z]+)? | retry[_-]?after
+                ),
+                convert: epoch,
+            },
+            Extractor {
+                re: build(r"(?i) \b limit \s reached \| ([0-9]{13}|[0-9]{10}) \b"),
+                convert: epoch,
+            },
+        ],
+        // 2. ISO-8601, HTTP-date
+        1 => vec![
+            Extractor {
+                re: build(
+                    r#"(?i) \b (?: resets?(?:_?at|_?time)? | x-ratelimit-reset(?:-[a-z]+)? | retry[_-]?after
                               | try \s+ again \s+ (?:at|after) | available \s+ (?:again \s+)? (?:at|after|from) | until )
                         (?:\\?["'])? \s* (?:(?:at|after|on) \s+)? [:=]? \s* (?:\\?["'])?
                         ( [0-9]{4}-[0-9]{2}-[0-9]{2} [Tt\x20] [0-9]{2}:[0-9]{2} (?: :[0-9]{2} (?:[.,][0-9]{1,9})? )?
                           (?: [Zz] \b | \x20? [+-][0-9]{2} (?: :?[0-9]{2} )? | \x20 (?:UTC|GMT) \b )? )"#,
-                    ),
-                    convert: iso,
-                },
-                Extractor {
-                    re: build(&format!(
-                        r#"(?i) \b (?: retry[_-]?after | x-ratelimit-reset(?:-[a-z]+)? | resets?(?:_?at)? )
+                ),
+                convert: iso,
+            },
+            Extractor {
+                re: build(&format!(
+                    r#"(?i) \b (?: retry[_-]?after | x-ratelimit-reset(?:-[a-z]+)? | resets?(?:_?at)? )
                             (?:\\?["'])? \s* [:=] \s* (?:\\?["'])?
                             (?:mon|tue|wed|thu|fri|sat|sun)[a-z]* , \s+ ([0-9]{{1,2}}) [\x20-] ({MONTH_EN}) [\x20-] ([0-9]{{4}})
                             \s+ ([0-9]{{2}}):([0-9]{{2}}):([0-9]{{2}}) \s+ (?:GMT|UTC) \b"#
-                    )),
-                    convert: http_date,
-                },
-            ],
-            // 3. wall clock / calendar date
-            vec![
-                Extractor {
-                    re: build(&format!(
-                        r"(?i) {WALL_KEYWORD}
+                )),
+                convert: http_date,
+            },
+        ],
+        // 3. wall clock / calendar date
+        2 => vec![
+            Extractor {
+                re: build(&format!(
+                    r"(?i) {WALL_KEYWORD}
                             (?: (?:mon|tue|wed|thu|fri|sat|sun)[a-z]* \.? ,? \s+ )?
                             (?: (?P<mon>{MONTH_EN}) \.? \s+ (?P<day>[0-9]{{1,2}}) (?:st|nd|rd|th)? \b
                                 (?: ,? \s+ (?P<year>[0-9]{{4}}) \b )? (?: ,? \s+ (?: at \s+ )? )? )?
                             {TIME}? {ZONE} {BESIDE}"
-                    )),
-                    convert: wall_month_first,
-                },
-                Extractor {
-                    // Unicode: localized month names (`févr.`, `mär`, `août`).
-                    re: builder(
-                        &format!(
-                            r"(?i) {WALL_KEYWORD}
+                )),
+                convert: wall_month_first,
+            },
+            Extractor {
+                // Unicode: localized month names (`févr.`, `mär`, `août`).
+                re: builder(
+                    &format!(
+                        r"(?i) {WALL_KEYWORD}
                             (?P<day>[0-9]{{1,2}}) \.? \s+ (?: de \s+ )? (?P<mon>\p{{L}}{{3,10}}) \.?
                             (?: ,? \s+ (?: de \s+ )? (?P<year>[0-9]{{4}}) \b )?
                             (?: ,? \s+ (?: (?: at | à | às | as | a \s+ las? | um | alle | om ) \s+ )? )?
                             {TIME}? {ZONE}"
-                        ),
-                        true,
                     ),
-                    convert: wall_day_first,
-                },
-                Extractor {
-                    re: build(&format!(
-                        r"(?i) {WALL_KEYWORD}
+                    true,
+                ),
+                convert: wall_day_first,
+            },
+            Extractor {
+                re: build(&format!(
+                    r"(?i) {WALL_KEYWORD}
                             (?P<a>[0-9]{{1,4}}) (?P<sep>[/.]) (?P<b>[0-9]{{1,2}}) [/.] (?P<c>[0-9]{{1,4}}) \b \.?
                             (?: ,? \s+ (?: at \s+ )? {TIME} )? {ZONE}"
-                    )),
-                    convert: wall_numeric,
-                },
-            ],
-            // 4. Gemini retryDelay
-            vec![Extractor {
-                re: build(
-                    r#"(?i) (?: \b retry_?delay (?:\\?["'])? \s* [:=] \s* (?:\\?["'])? ([0-9]+(?:\.[0-9]+)?) s \b
+                )),
+                convert: wall_numeric,
+            },
+        ],
+        // 4. Gemini retryDelay
+        3 => vec![Extractor {
+            re: build(
+                r#"(?i) (?: \b retry_?delay (?:\\?["'])? \s* [:=] \s* (?:\\?["'])? ([0-9]+(?:\.[0-9]+)?) s \b
                              | \b retry_delay \s* \{ \s* seconds \s* : \s* ([0-9]+) )"#,
-                ),
-                convert: seconds_capture,
-            }],
-            // 5. resets_in_seconds
-            vec![Extractor {
+            ),
+            convert: seconds_capture,
+        }],
+        // 5. resets_in_seconds
+        4 => vec![Extractor {
+            re: build(
+                r#"(?i) \b resets?_in_s(?:ec(?:ond)?s?)? (?:\\?["'])? \s* [:=] \s* (?:\\?["'])? ([0-9]+(?:\.[0-9]+)?) \b"#,
+            ),
+            convert: seconds_capture,
+        }],
+        // 6. relative durations
+        5 => vec![
+            Extractor {
+                // Not `retrying`: that is the client's own backoff.
                 re: build(
-                    r#"(?i) \b resets?_in_s(?:ec(?:ond)?s?)? (?:\\?["'])? \s* [:=] \s* (?:\\?["'])? ([0-9]+(?:\.[0-9]+)?) \b"#,
-                ),
-                convert: seconds_capture,
-            }],
-            // 6. relative durations
-            vec![
-                Extractor {
-                    // Not `retrying`: that is the client's own backoff.
-                    re: build(
-                        r"(?i) (?: \b (?: try \s+ again | retry | resets? | available (?:\s+ again)? ) \s+ (?:in|after)
+                    r"(?i) (?: \b (?: try \s+ again | retry | resets? | available (?:\s+ again)? ) \s+ (?:in|after)
                                  | \b please \s+ wait (?: \s+ for )?
                                  | 请等待 )
                             \s* (?: about \s+ | approximately \s+ | ~ \s* )?",
-                    ),
-                    convert: duration_after_keyword,
-                },
-                Extractor {
-                    // Copilot in Japanese: `84 seconds を待ってから、もう一度お試しください`.
-                    re: build(r"(?i) \b ([0-9][0-9a-z.\x20]{0,60}?) \s* を待って"),
-                    convert: duration_before_suffix,
-                },
-                Extractor {
-                    re: build(
-                        r#"(?i) \b (?: retry[_-]after ((?:[_-]?ms)?) (?:[_-]?s(?:ec(?:ond)?s?)?)? | x-ratelimit-reset(?:-[a-z]+)? () )
+                ),
+                convert: duration_after_keyword,
+            },
+            Extractor {
+                // Copilot in Japanese: `84 seconds を待ってから、もう一度お試しください`.
+                re: build(r"(?i) \b ([0-9][0-9a-z.\x20]{0,60}?) \s* を待って"),
+                convert: duration_before_suffix,
+            },
+            Extractor {
+                re: build(
+                    r#"(?i) \b (?: retry[_-]after ((?:[_-]?ms)?) (?:[_-]?s(?:ec(?:ond)?s?)?)? | x-ratelimit-reset(?:-[a-z]+)? () )
                             (?:\\?["'])? \s* [:=] \s* (?:\\?["'])?"#,
-                    ),
-                    convert: duration_after_header,
-                },
-            ],
-        ]
-    })
+                ),
+                convert: duration_after_header,
+            },
+        ],
+        _ => unreachable!("there are {LEVELS} levels"),
+    }
 }
 
 /// Finds the reset time for a classification whose matched line is `line`
@@ -308,7 +329,6 @@ pub(crate) fn extract(
     line_start: usize,
     ctx: &ClassifyContext,
 ) -> Option<Reset> {
-    let levels = levels();
     // 1. The matched line, seen with the line after it so that a cut
     //    duration (`in 5 days 22 hours 11` / `minutes.`) reads whole.
     let line_end = line_start.saturating_add(line.len());
@@ -317,7 +337,7 @@ pub(crate) fn extract(
     } else {
         (line, line.len())
     };
-    for level in levels {
+    for level in lazy_levels() {
         let first = level
             .iter()
             .flat_map(|ex| ex.occurrences(hay, limit, ctx))
@@ -327,23 +347,18 @@ pub(crate) fn extract(
         }
     }
     // 2. The rest of the text, nearest first.
-    if let Some(r) = nearest(levels, text, line_start, ctx) {
+    if let Some(r) = nearest(text, line_start, ctx) {
         return Some(r);
     }
     // 3. The lines around, joined: a hard wrap inside a word.
     let (joined, joined_line_start) = joined_window(text, line_start)?;
-    nearest(levels, &joined, joined_line_start, ctx)
+    nearest(&joined, joined_line_start, ctx)
 }
 
 /// The highest-precedence occurrence in `text`, nearest to `anchor` within
 /// its level (on a tie the later one).
-fn nearest(
-    levels: &[Vec<Extractor>],
-    text: &str,
-    anchor: usize,
-    ctx: &ClassifyContext,
-) -> Option<Reset> {
-    for level in levels {
+fn nearest(text: &str, anchor: usize, ctx: &ClassifyContext) -> Option<Reset> {
+    for level in lazy_levels() {
         let nearest = level
             .iter()
             .flat_map(|ex| ex.occurrences(text, text.len() + 1, ctx))
