@@ -109,6 +109,7 @@ pub struct SpawnMask {
 
 impl SpawnMask {
     /// Blocks the forwarded signals in the calling thread until dropped.
+    #[cfg(any(not(target_os = "linux"), feature = "portable"))]
     pub fn enter() -> SpawnMask {
         let signals = forwarded();
         // SAFETY: plain libc calls on local sigset_t values.
@@ -121,6 +122,54 @@ impl SpawnMask {
             let mut old: libc::sigset_t = std::mem::zeroed();
             libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
             SpawnMask { old, signals }
+        }
+    }
+
+    /// Blocks every signal in the calling thread until dropped (glibc's
+    /// internal ones excepted, which are only ever sent to the shim's own
+    /// threads): for a child that shares the shim's memory until its exec
+    /// (`spawn/vfork.rs`), where no signal may reach a handler of the shim's
+    /// until [`reset_handlers_in_child`](Self::reset_handlers_in_child).
+    #[cfg(all(target_os = "linux", not(feature = "portable")))]
+    pub fn enter_all() -> SpawnMask {
+        // SAFETY: plain libc calls on local sigset_t values.
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+            SpawnMask {
+                old,
+                signals: forwarded(),
+            }
+        }
+    }
+
+    /// In the child, before it unblocks anything: every signal with a
+    /// handler (the shim's, which must not run in a child sharing its
+    /// memory) goes back to its default action. Ignored and default
+    /// signals are left as they are; exec would reset the handlers anyway.
+    ///
+    /// # Safety
+    /// Call only between fork (or clone) and exec.
+    #[cfg(all(target_os = "linux", not(feature = "portable")))]
+    pub unsafe fn reset_handlers_in_child(&self) {
+        // SAFETY: sigaction() is async-signal-safe; the sigaction values
+        // are local. Signal numbers the kernel or glibc refuse (glibc's
+        // internal 32 and 33) fail the query and are skipped.
+        unsafe {
+            // _NSIG on Linux: signals 1..=64.
+            for sig in 1..65 {
+                let mut current: libc::sigaction = std::mem::zeroed();
+                if libc::sigaction(sig, std::ptr::null(), &mut current) == 0
+                    && current.sa_sigaction != libc::SIG_IGN
+                    && current.sa_sigaction != libc::SIG_DFL
+                {
+                    let mut dfl: libc::sigaction = std::mem::zeroed();
+                    dfl.sa_sigaction = libc::SIG_DFL;
+                    libc::sigaction(sig, &dfl, std::ptr::null_mut());
+                }
+            }
         }
     }
 
