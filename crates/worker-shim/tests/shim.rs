@@ -440,6 +440,83 @@ fn a_background_grandchild_holding_the_pipe_does_not_hang_the_shim() {
     assert_eq!(only_record(tmp.path())["stdout"]["head"], "started\n");
 }
 
+#[test]
+fn the_command_is_looked_up_and_run_as_execvp_does() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let rec = tmp.path().join("rec");
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    // In a: found but not executable. In b: the real one.
+    std::fs::write(a.join("prog"), "#!/bin/sh\necho a\n").unwrap();
+    std::fs::set_permissions(a.join("prog"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    make_exe(&b.join("prog"), "#!/bin/sh\necho b \"$@\"\n");
+    // No `#!` line: the kernel cannot exec it, /bin/sh runs it.
+    make_exe(&b.join("bare"), "echo bare \"$@\"\n");
+
+    let path = format!("{}:{}", a.display(), b.display());
+    let out = run(shim(&rec).env("PATH", &path).args(["--", "prog", "x y"]));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "b x y\n");
+    assert_eq!(out.status.code(), Some(0));
+
+    // Only the one that is not executable: 126, permission denied.
+    let out = run(shim(&rec).env("PATH", &a).args(["--", "prog"]));
+    assert_eq!(out.status.code(), Some(126));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot run prog: Permission denied"), "{err}");
+
+    // An empty entry is the current directory.
+    let out = run(shim(&rec)
+        .env("PATH", format!("{}:", a.display()))
+        .current_dir(&b)
+        .args(["--", "prog", "here"]));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "b here\n");
+
+    // Scripts without `#!`, by PATH and by path.
+    let out = run(shim(&rec).env("PATH", &path).args(["--", "bare", "1", "2"]));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "bare 1 2\n");
+    assert_eq!(out.status.code(), Some(0));
+    let out = run(shim(&rec).arg("--").arg(b.join("bare")).arg("3"));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "bare 3\n");
+
+    // PATH unset: execvp's default, /bin:/usr/bin.
+    let out = run(shim(&rec).env_remove("PATH").args(["--", "true"]));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+
+    // Not on PATH at all: 127.
+    let out = run(shim(&rec).env("PATH", &path).args(["--", "no-such-prog"]));
+    assert_eq!(out.status.code(), Some(127));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot run no-such-prog: No such file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn many_arguments_and_variables_reach_the_worker_intact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args: Vec<String> = (0..5000).map(|i| format!("arg {i} é")).collect();
+    let mut cmd = shim(tmp.path());
+    for i in 0..500 {
+        cmd.env(format!("H15C_VAR_{i}"), format!("value {i}"));
+    }
+    let out = run(cmd
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "echo \"$#\" \"$1\" \"${5000}\"; env | grep -c '^H15C_VAR_'; echo \"$H15C_VAR_499\"",
+            "argv0",
+        ])
+        .args(&args));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "5000 arg 0 é arg 4999 é\n500\nvalue 499\n"
+    );
+}
+
 fn make_exe(path: &PathBuf, body: &str) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::write(path, body).unwrap();
