@@ -11,8 +11,10 @@
 //! nothing, takes no lock and cannot panic. What it does, in std's order
 //! (std's `do_exec`, with the shim's `pre_exec` closure in its place):
 //! stdout (when captured) and stderr onto the pipes; `setpgid(0, 0)`;
-//! SIGPIPE to its default action as std does; the signal dispositions and
-//! the empty mask of [`SpawnMask::reset_in_child`]; the parent-death SIGKILL
+//! SIGPIPE to its default action as std does; no signal blocked and the
+//! forwarded ones at their default action unless ignored (what
+//! `SpawnMask::reset_in_child` gives the portable path's worker; see
+//! [`AllBlocked`]); the parent-death SIGKILL
 //! and the check that the shim is still its parent; the terminal's
 //! foreground group when stdin is a tty; then `execvp`'s search, done by
 //! hand on the prepared candidates (glibc's `execvp`: a name with a `/` is
@@ -36,7 +38,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use crate::signals::SpawnMask;
+use crate::signals::AllBlocked;
 
 use super::Worker;
 
@@ -78,7 +80,6 @@ struct ChildData {
     /// The shim's pid, for the parent-death check.
     parent: libc::pid_t,
     stdin_is_tty: bool,
-    mask: *const SpawnMask,
     /// errno of what failed in the child, 0 if it exec'ed.
     error: AtomicI32,
 }
@@ -115,7 +116,7 @@ pub fn spawn(program: &OsString, args: &[OsString], capture_stdout: bool) -> io:
     candidate_ptrs.push(std::ptr::null());
 
     // Until the clone is done: the child starts with every signal blocked.
-    let mask = SpawnMask::enter_all();
+    let mask = AllBlocked::enter();
     let mut data = ChildData {
         candidates: candidate_ptrs.as_ptr(),
         argv: argv.as_ptr(),
@@ -127,7 +128,6 @@ pub fn spawn(program: &OsString, args: &[OsString], capture_stdout: bool) -> io:
         stderr_fd: stderr_write.as_raw_fd(),
         parent: std::process::id() as libc::pid_t,
         stdin_is_tty,
-        mask: &mask,
         error: AtomicI32::new(0),
     };
     // SAFETY: `child_main` follows clone's contract for a CLONE_VM child:
@@ -287,9 +287,8 @@ unsafe fn prepare_and_exec(data: *mut ChildData) -> libc::c_int {
     // and reads only memory prepared before the clone.
     unsafe {
         let d = &*data;
-        let mask = &*d.mask;
         // Still everything blocked: no handler of the shim's may run here.
-        mask.reset_handlers_in_child();
+        AllBlocked::default_handled_in_child();
         for (fd, target) in [
             (d.stdout_fd, libc::STDOUT_FILENO),
             (d.stderr_fd, libc::STDERR_FILENO),
@@ -322,8 +321,9 @@ unsafe fn prepare_and_exec(data: *mut ChildData) -> libc::c_int {
             return errno();
         }
         // The worker starts with no signal blocked and the forwarded ones
-        // at their default action, as without the shim.
-        mask.reset_in_child();
+        // at their default action (no handler is left), as without the
+        // shim.
+        AllBlocked::unblock_all_in_child();
         if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
             return errno();
         }
