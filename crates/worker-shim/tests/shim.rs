@@ -585,6 +585,64 @@ fn masquerade_mode_runs_the_real_program_of_the_same_name() {
 }
 
 #[test]
+fn a_worker_started_on_a_terminal_is_its_foreground_group_and_reads_from_it() {
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let out_file = tmp.path().join("out");
+    let mut cmd = shim(&tmp.path().join("rec"));
+    // The worker's own group (`$$` is the worker) against the terminal's
+    // foreground group, then a line typed on the terminal.
+    cmd.args(sh(
+        "set -- $(sed 's/.*) //' /proc/$$/stat); echo \"pgrp=$3 tpgid=$6\"; read line; echo \"got=$line\"",
+    ))
+    .stdin(Stdio::from(pty.slave))
+    .stdout(std::fs::File::create(&out_file).unwrap())
+    .stderr(Stdio::null());
+    // SAFETY: setsid and ioctl are async-signal-safe: the shim leads a new
+    // session whose controlling terminal is its stdin, as in a terminal.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    drop(cmd);
+    std::fs::File::from(pty.master)
+        .write_all(b"hello\n")
+        .unwrap();
+    // A worker left in a background group would be stopped by its read.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the worker did not finish: {}",
+                std::fs::read_to_string(&out_file).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "{status:?}");
+    let out = std::fs::read_to_string(&out_file).unwrap();
+    let mut lines = out.lines();
+    let groups = lines.next().unwrap_or_default();
+    let (pgrp, tpgid) = groups
+        .strip_prefix("pgrp=")
+        .and_then(|g| g.split_once(" tpgid="))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(pgrp, tpgid, "{out}");
+    assert_eq!(lines.next(), Some("got=hello"), "{out}");
+}
+
+#[test]
 fn the_worker_starts_with_no_signal_blocked() {
     // The shim reads the signals it forwards from a signalfd (they are
     // blocked in the shim); the worker must not inherit that mask.
