@@ -329,18 +329,8 @@ impl Run {
             waiting: Vec::new(),
         };
         for (name, fd, to_fd, cap) in [
-            (
-                "stdout",
-                child.stdout.take().map(OwnedFd::from),
-                libc::STDOUT_FILENO,
-                &out_cap,
-            ),
-            (
-                "stderr",
-                child.stderr.take().map(OwnedFd::from),
-                libc::STDERR_FILENO,
-                &err_cap,
-            ),
+            ("stdout", child.stdout.take(), libc::STDOUT_FILENO, &out_cap),
+            ("stderr", child.stderr.take(), libc::STDERR_FILENO, &err_cap),
         ] {
             if let (Some(fd), Some(cap)) = (fd, cap) {
                 let pipe = WaitingPipe {

@@ -4,8 +4,8 @@
 //! sent to the worker's process group. The worker is reaped only after the
 //! loop has stopped forwarding, so a forwarded signal can never hit a
 //! recycled pid. The worker starts with an empty signal mask and default
-//! dispositions ([`SpawnMask`]), so it sees every signal as without the
-//! shim.
+//! dispositions (`SpawnMask` on the POSIX fallback, `AllBlocked` on Linux),
+//! so it sees every signal as without the shim.
 //!
 //! Two backends behind one [`Forwarder`]:
 //! - Linux: the signals are blocked and read from a `signalfd`, without a
@@ -102,11 +102,13 @@ fn deliver(pid: Pid, leads_group: bool, sig: libc::c_int) {
 /// inherited handler in the child and be lost. Blocked, it stays pending
 /// until the child has reset the disposition, then acts as without the
 /// shim; in the shim it is delivered when the mask is restored.
+#[cfg(any(not(target_os = "linux"), feature = "portable"))]
 pub struct SpawnMask {
     old: libc::sigset_t,
     signals: Vec<libc::c_int>,
 }
 
+#[cfg(any(not(target_os = "linux"), feature = "portable"))]
 impl SpawnMask {
     /// Blocks the forwarded signals in the calling thread until dropped.
     pub fn enter() -> SpawnMask {
@@ -149,6 +151,93 @@ impl SpawnMask {
     }
 }
 
+/// Every signal blocked in the spawning thread while the worker is cloned
+/// with the shim's memory (`spawn/vfork.rs`), and what that child does
+/// before exec. The child starts with every signal blocked, so no handler of
+/// the shim's can run in it (on the shim's memory) until
+/// [`default_handled_in_child`](Self::default_handled_in_child) has put
+/// every handled signal back to its default action; only then
+/// [`unblock_all_in_child`](Self::unblock_all_in_child) empties its mask.
+/// The worker gets what `SpawnMask::reset_in_child` gives it: the
+/// forwarded signals at their default action unless ignored (they have no
+/// handler with the signalfd, and one with a handler is reset with the
+/// rest), no signal blocked.
+#[cfg(all(target_os = "linux", not(feature = "portable")))]
+pub struct AllBlocked {
+    old: libc::sigset_t,
+}
+
+#[cfg(all(target_os = "linux", not(feature = "portable")))]
+impl AllBlocked {
+    /// Blocks every signal in the calling thread until dropped (glibc's
+    /// internal ones excepted, which are only ever sent to the shim's own
+    /// threads, never to the child).
+    pub fn enter() -> AllBlocked {
+        // SAFETY: plain libc calls on local sigset_t values.
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+            AllBlocked { old }
+        }
+    }
+
+    /// In the child, with every signal still blocked: every signal with a
+    /// handler goes back to its default action (exec would do it anyway).
+    /// Ignored and default signals are left as they are: a signal the shim
+    /// was started with ignored (`nohup`) stays ignored for the worker.
+    ///
+    /// # Safety
+    /// Call only between clone (or fork) and exec.
+    pub unsafe fn default_handled_in_child() {
+        // SAFETY: sigaction() is async-signal-safe; the sigaction values
+        // are local. Signal numbers glibc refuses (its internal 32 and 33)
+        // fail the query and are skipped.
+        unsafe {
+            // _NSIG on Linux: signals 1..=64.
+            for sig in 1..65 {
+                let mut current: libc::sigaction = std::mem::zeroed();
+                if libc::sigaction(sig, std::ptr::null(), &mut current) == 0
+                    && current.sa_sigaction != libc::SIG_IGN
+                    && current.sa_sigaction != libc::SIG_DFL
+                {
+                    let mut dfl: libc::sigaction = std::mem::zeroed();
+                    dfl.sa_sigaction = libc::SIG_DFL;
+                    libc::sigaction(sig, &dfl, std::ptr::null_mut());
+                }
+            }
+        }
+    }
+
+    /// In the child, after [`default_handled_in_child`]: no signal
+    /// blocked, as the worker must start.
+    ///
+    /// # Safety
+    /// Call only between clone (or fork) and exec.
+    ///
+    /// [`default_handled_in_child`]: Self::default_handled_in_child
+    pub unsafe fn unblock_all_in_child() {
+        // SAFETY: pthread_sigmask() is async-signal-safe; the set is local.
+        unsafe {
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        }
+    }
+}
+
+#[cfg(all(target_os = "linux", not(feature = "portable")))]
+impl Drop for AllBlocked {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask saved by `enter`.
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut());
+        }
+    }
+}
+
+#[cfg(any(not(target_os = "linux"), feature = "portable"))]
 impl Drop for SpawnMask {
     fn drop(&mut self) {
         // SAFETY: restores the mask saved by `enter`.

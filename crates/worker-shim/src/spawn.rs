@@ -2,14 +2,20 @@
 //! signal so a SIGKILLed shim does not leave it running (elsewhere the
 //! group guard, started just before the worker, covers the worker too: see
 //! `guard.rs`), and the 126/127 conventions for spawn failures.
+//!
+//! On Linux (without the `portable` feature) the worker is started with a
+//! `clone(CLONE_VM | CLONE_VFORK)` of its own, as glibc's `posix_spawn`
+//! does, not a fork (`spawn/vfork.rs`); elsewhere with std's `Command` and
+//! a `pre_exec` closure. Both start it the same way and fail the same way.
 
 use std::ffi::OsString;
 use std::io::ErrorKind;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::os::fd::OwnedFd;
 
 use crate::guard::Guard;
-use crate::signals::SpawnMask;
+
+#[cfg(all(target_os = "linux", not(feature = "portable")))]
+mod vfork;
 
 /// Exit code for "command found but could not be executed" (POSIX shells).
 pub const EXIT_NOT_EXECUTABLE: i32 = 126;
@@ -21,9 +27,23 @@ pub struct SpawnFailure {
     pub reason: String,
 }
 
+/// The started worker: its pid (reaped by the caller, with `waitpid`) and
+/// the read ends of its stdout and stderr pipes (close-on-exec).
+pub struct Worker {
+    pid: u32,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+}
+
+impl Worker {
+    pub fn id(&self) -> u32 {
+        self.pid
+    }
+}
+
 /// The running worker, and its group guard when one was started with it.
 pub struct Spawned {
-    pub child: Child,
+    pub child: Worker,
     pub guard: Option<Guard>,
 }
 
@@ -41,14 +61,50 @@ pub fn spawn_worker(argv: &[OsString], capture_stdout: bool) -> Result<Spawned, 
         });
     };
     #[cfg(all(target_os = "linux", not(feature = "portable")))]
-    let parent = std::process::id() as libc::pid_t;
-    #[cfg(all(target_os = "linux", not(feature = "portable")))]
-    let guard: Option<Guard> = None;
+    let (spawned, guard): (_, Option<Guard>) = (vfork::spawn(program, args, capture_stdout), None);
     // No parent-death signal: the guard first, told the group by the worker.
     #[cfg(any(not(target_os = "linux"), feature = "portable"))]
     let guard = Guard::start_before_worker();
     #[cfg(any(not(target_os = "linux"), feature = "portable"))]
-    let lifeline = guard.as_ref().map(Guard::lifeline_fd);
+    let spawned = spawn_with_command(
+        program,
+        args,
+        capture_stdout,
+        guard.as_ref().map(Guard::lifeline_fd),
+    );
+    match spawned {
+        Ok(child) => Ok(Spawned { child, guard }),
+        Err(e) => {
+            if let Some(g) = guard {
+                g.finish();
+            }
+            let code = match e.kind() {
+                ErrorKind::NotFound => EXIT_NOT_FOUND,
+                _ => EXIT_NOT_EXECUTABLE,
+            };
+            Err(SpawnFailure {
+                code,
+                reason: format!("cannot run {}: {e}", program.to_string_lossy()),
+            })
+        }
+    }
+}
+
+/// The POSIX fallback: std's `Command`, with a `pre_exec` closure (so a
+/// full fork) that resets the signals and tells the guard the group.
+#[cfg(any(not(target_os = "linux"), feature = "portable"))]
+fn spawn_with_command(
+    program: &OsString,
+    args: &[OsString],
+    capture_stdout: bool,
+    lifeline: Option<std::os::fd::RawFd>,
+) -> std::io::Result<Worker> {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+
+    use crate::signals::SpawnMask;
+
+    // SAFETY: isatty only inspects fd 0.
     let stdin_is_tty = unsafe { libc::isatty(libc::STDIN_FILENO) } == 1;
     let mut cmd = Command::new(program);
     cmd.args(args)
@@ -70,7 +126,6 @@ pub fn spawn_worker(argv: &[OsString], capture_stdout: bool) -> Result<Spawned, 
             mask.reset_in_child();
             // Tell the guard this process's group (its own pid, after
             // setpgid); exec then closes this copy of the pipe.
-            #[cfg(any(not(target_os = "linux"), feature = "portable"))]
             if let Some(fd) = lifeline {
                 let pid = libc::getpid().to_ne_bytes();
                 // A guard that died meanwhile must not kill the worker with
@@ -78,16 +133,6 @@ pub fn spawn_worker(argv: &[OsString], capture_stdout: bool) -> Result<Spawned, 
                 let old = libc::signal(libc::SIGPIPE, libc::SIG_IGN);
                 libc::write(fd, pid.as_ptr().cast(), pid.len());
                 libc::signal(libc::SIGPIPE, old);
-            }
-            #[cfg(all(target_os = "linux", not(feature = "portable")))]
-            {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // The shim may have died between fork and prctl.
-                if libc::getppid() != parent {
-                    libc::_exit(EXIT_NOT_EXECUTABLE);
-                }
             }
             if stdin_is_tty {
                 // Like tini: give the terminal to the worker's group so it can
@@ -103,20 +148,10 @@ pub fn spawn_worker(argv: &[OsString], capture_stdout: bool) -> Result<Spawned, 
     // The closure (and the mask it holds) goes with the command: the
     // shim's own mask is restored here, after the fork.
     drop(cmd);
-    match spawned {
-        Ok(child) => Ok(Spawned { child, guard }),
-        Err(e) => {
-            if let Some(g) = guard {
-                g.finish();
-            }
-            let code = match e.kind() {
-                ErrorKind::NotFound => EXIT_NOT_FOUND,
-                _ => EXIT_NOT_EXECUTABLE,
-            };
-            Err(SpawnFailure {
-                code,
-                reason: format!("cannot run {}: {e}", program.to_string_lossy()),
-            })
-        }
-    }
+    let mut child = spawned?;
+    Ok(Worker {
+        pid: child.id(),
+        stdout: child.stdout.take().map(OwnedFd::from),
+        stderr: child.stderr.take().map(OwnedFd::from),
+    })
 }

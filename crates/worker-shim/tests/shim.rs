@@ -440,6 +440,83 @@ fn a_background_grandchild_holding_the_pipe_does_not_hang_the_shim() {
     assert_eq!(only_record(tmp.path())["stdout"]["head"], "started\n");
 }
 
+#[test]
+fn the_command_is_looked_up_and_run_as_execvp_does() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let rec = tmp.path().join("rec");
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    // In a: found but not executable. In b: the real one.
+    std::fs::write(a.join("prog"), "#!/bin/sh\necho a\n").unwrap();
+    std::fs::set_permissions(a.join("prog"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    make_exe(&b.join("prog"), "#!/bin/sh\necho b \"$@\"\n");
+    // No `#!` line: the kernel cannot exec it, /bin/sh runs it.
+    make_exe(&b.join("bare"), "echo bare \"$@\"\n");
+
+    let path = format!("{}:{}", a.display(), b.display());
+    let out = run(shim(&rec).env("PATH", &path).args(["--", "prog", "x y"]));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "b x y\n");
+    assert_eq!(out.status.code(), Some(0));
+
+    // Only the one that is not executable: 126, permission denied.
+    let out = run(shim(&rec).env("PATH", &a).args(["--", "prog"]));
+    assert_eq!(out.status.code(), Some(126));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot run prog: Permission denied"), "{err}");
+
+    // An empty entry is the current directory.
+    let out = run(shim(&rec)
+        .env("PATH", format!("{}:", a.display()))
+        .current_dir(&b)
+        .args(["--", "prog", "here"]));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "b here\n");
+
+    // Scripts without `#!`, by PATH and by path.
+    let out = run(shim(&rec).env("PATH", &path).args(["--", "bare", "1", "2"]));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "bare 1 2\n");
+    assert_eq!(out.status.code(), Some(0));
+    let out = run(shim(&rec).arg("--").arg(b.join("bare")).arg("3"));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "bare 3\n");
+
+    // PATH unset: execvp's default, /bin:/usr/bin.
+    let out = run(shim(&rec).env_remove("PATH").args(["--", "true"]));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+
+    // Not on PATH at all: 127.
+    let out = run(shim(&rec).env("PATH", &path).args(["--", "no-such-prog"]));
+    assert_eq!(out.status.code(), Some(127));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot run no-such-prog: No such file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn many_arguments_and_variables_reach_the_worker_intact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args: Vec<String> = (0..5000).map(|i| format!("arg {i} é")).collect();
+    let mut cmd = shim(tmp.path());
+    for i in 0..500 {
+        cmd.env(format!("H15C_VAR_{i}"), format!("value {i}"));
+    }
+    let out = run(cmd
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "echo \"$#\" \"$1\" \"${5000}\"; env | grep -c '^H15C_VAR_'; echo \"$H15C_VAR_499\"",
+            "argv0",
+        ])
+        .args(&args));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "5000 arg 0 é arg 4999 é\n500\nvalue 499\n"
+    );
+}
+
 fn make_exe(path: &PathBuf, body: &str) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::write(path, body).unwrap();
@@ -505,6 +582,64 @@ fn masquerade_mode_runs_the_real_program_of_the_same_name() {
         .env_remove("WORKER_SHIM_TARGET"));
     assert_eq!(out.status.code(), Some(127));
     assert!(String::from_utf8_lossy(&out.stderr).contains("WORKER_SHIM_TARGET"));
+}
+
+#[test]
+fn a_worker_started_on_a_terminal_is_its_foreground_group_and_reads_from_it() {
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let out_file = tmp.path().join("out");
+    let mut cmd = shim(&tmp.path().join("rec"));
+    // The worker's own group (`$$` is the worker) against the terminal's
+    // foreground group, then a line typed on the terminal.
+    cmd.args(sh(
+        "set -- $(sed 's/.*) //' /proc/$$/stat); echo \"pgrp=$3 tpgid=$6\"; read line; echo \"got=$line\"",
+    ))
+    .stdin(Stdio::from(pty.slave))
+    .stdout(std::fs::File::create(&out_file).unwrap())
+    .stderr(Stdio::null());
+    // SAFETY: setsid and ioctl are async-signal-safe: the shim leads a new
+    // session whose controlling terminal is its stdin, as in a terminal.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    drop(cmd);
+    std::fs::File::from(pty.master)
+        .write_all(b"hello\n")
+        .unwrap();
+    // A worker left in a background group would be stopped by its read.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the worker did not finish: {}",
+                std::fs::read_to_string(&out_file).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "{status:?}");
+    let out = std::fs::read_to_string(&out_file).unwrap();
+    let mut lines = out.lines();
+    let groups = lines.next().unwrap_or_default();
+    let (pgrp, tpgid) = groups
+        .strip_prefix("pgrp=")
+        .and_then(|g| g.split_once(" tpgid="))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(pgrp, tpgid, "{out}");
+    assert_eq!(lines.next(), Some("got=hello"), "{out}");
 }
 
 #[test]
