@@ -29,7 +29,7 @@ impl Daemon {
         };
         let total = files.len();
         let mut waiting = 0usize;
-        let mut batch: Vec<PendingPark> = Vec::new();
+        let mut batch = ParkBatches::default();
         for (i, path) in files.iter().enumerate() {
             if self.shared.stopping.load(Ordering::Relaxed) {
                 self.flush_parks(&mut batch);
@@ -54,7 +54,7 @@ impl Daemon {
     pub(super) fn handle_record_file(
         &mut self,
         path: &Path,
-        batch: &mut Vec<PendingPark>,
+        batch: &mut ParkBatches,
     ) -> RecordPass {
         let record = match self.records.read(path) {
             Ok(r) => r,
@@ -87,15 +87,24 @@ impl Daemon {
             // Its board is locked: the record waits, in order, for the retry.
             return RecordPass::Waiting;
         }
-        // A batch holds one board's parks of distinct tasks: a record for
-        // another board, or for a task already in it, is judged only after
-        // the batch is on the board (its facts must see that park).
+        // A board's batch holds parks of distinct tasks: a record for a
+        // task already in it is judged only after the batch is on the board
+        // (its facts must see that park). A record's facts come from its
+        // own board only, so the other boards' batches go on filling:
+        // records dealt over several boards are written a batch per board,
+        // not a transaction per record.
         let same_task =
             |p: &PendingPark| p.req.task_id.as_str() == record.task.id.as_deref().unwrap_or("");
-        if batch.first().is_some_and(|p| Some(p.lane) != lane)
-            || batch.iter().any(same_task)
-            || batch.len() >= PARK_BATCH_MAX
-        {
+        let queued = lane.and_then(|li| batch.lanes.get_mut(&li));
+        if let Some(queued) = queued.filter(|q| q.iter().any(same_task)) {
+            self.flush_lane_parks(queued);
+            if let Some(li) = lane
+                && self.lanes[li].busy.is_some()
+            {
+                return RecordPass::Waiting;
+            }
+        }
+        if batch.len() >= PARK_BATCH_MAX {
             self.flush_parks(batch);
             if let Some(li) = lane
                 && self.lanes[li].busy.is_some()
@@ -109,7 +118,7 @@ impl Daemon {
                 RecordPass::Continue
             }
             Ok(Some((li, req))) => {
-                batch.push(PendingPark {
+                batch.lanes.entry(li).or_default().push(PendingPark {
                     path: path.to_path_buf(),
                     record,
                     lane: li,
@@ -258,13 +267,22 @@ impl Daemon {
         Ok(Some((li, req)))
     }
 
+    /// Writes every board's queued parks, one transaction per board.
+    pub(super) fn flush_parks(&mut self, batch: &mut ParkBatches) {
+        for queued in batch.lanes.values_mut() {
+            self.flush_lane_parks(queued);
+        }
+        batch.lanes.clear();
+    }
+
     /// Writes the queued parks of one board in one transaction, then moves
     /// their records to `done/`. A locked board leaves them all in the
     /// record directory for the retry (nothing of the batch was applied).
-    pub(super) fn flush_parks(&mut self, batch: &mut Vec<PendingPark>) {
+    fn flush_lane_parks(&mut self, batch: &mut Vec<PendingPark>) {
         let Some(li) = batch.first().map(|p| p.lane) else {
             return;
         };
+        tracing::debug!(board = %self.lanes[li].slug, "writing {} park(s) in one transaction", batch.len());
         let reqs: Vec<ParkRequest> = batch.iter().map(|p| p.req.clone()).collect();
         match self.board_write_many(li, |b| b.park_batch(&reqs)) {
             Ok(outcomes) => {
@@ -415,8 +433,23 @@ pub(super) fn still_being_written(path: &Path, e: &exit_record::RecordError) -> 
     truncated && fresh
 }
 
-/// At most this many parks go into one board transaction.
+/// At most this many parks wait to be written (over all the boards), so
+/// at most this many go into one board transaction.
 const PARK_BATCH_MAX: usize = 256;
+
+/// The parks decided in a record pass and not yet written, per lane (lane
+/// indices are stable during a pass: a lane found meanwhile is appended,
+/// none is removed).
+#[derive(Default)]
+pub(super) struct ParkBatches {
+    lanes: BTreeMap<usize, Vec<PendingPark>>,
+}
+
+impl ParkBatches {
+    fn len(&self) -> usize {
+        self.lanes.values().map(Vec::len).sum()
+    }
+}
 
 /// A park decided for a record, queued to be written with others of its
 /// board in one transaction; the record moves to `done/` after that.
