@@ -17,6 +17,8 @@ pub const THROUGHPUT_TARGET: f64 = 2000.0;
 /// Latency at a paced rate on a board with `done` filler tasks.
 pub struct Paced {
     pub ours: Lat,
+    /// The commit latencies behind `ours` (ms), to pool repetitions.
+    pub ours_ms: Vec<f64>,
     pub floor: Lat,
     pub sent: usize,
     pub committed: usize,
@@ -57,6 +59,7 @@ pub fn paced_on(ctx: &Ctx, spec: RigSpec, rate: f64, secs: f64) -> anyhow::Resul
     }
     let out = Paced {
         ours: Lat::of(&ours),
+        ours_ms: ours,
         floor: Lat::of(&floor),
         sent: n,
         committed,

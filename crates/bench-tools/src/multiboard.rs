@@ -26,16 +26,15 @@ const GRACE_MS: f64 = 2.0;
 /// Idle CPU (of one core) below which nobody would notice.
 const IDLE_NEGLIGIBLE_PCT: f64 = 0.05;
 
+/// The commit latencies of every repetition pooled, and the records
+/// committed and sent.
 fn pooled(runs: &[Paced]) -> (Lat, usize, usize) {
-    // Lat::of needs the samples, Paced keeps the summary: pool by taking
-    // the worst (p50, p99) of the repetitions, which is what a user sees.
-    let worst = |f: fn(&Lat) -> f64| runs.iter().map(|p| f(&p.ours)).fold(f64::NAN, f64::max);
+    let all: Vec<f64> = runs
+        .iter()
+        .flat_map(|p| p.ours_ms.iter().copied())
+        .collect();
     (
-        Lat {
-            p50: worst(|l| l.p50),
-            p99: worst(|l| l.p99),
-            max: worst(|l| l.max),
-        },
+        Lat::of(&all),
         runs.iter().map(|p| p.committed).sum(),
         runs.iter().map(|p| p.sent).sum(),
     )
@@ -87,7 +86,7 @@ pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         format!(
             "{BOARDS}-board home: rename -> commit at {rate:.0}/s, records dealt over the boards{}",
             if reps > 1 {
-                format!(" (worst of {reps})")
+                format!(" ({reps} runs pooled)")
             } else {
                 String::new()
             }
