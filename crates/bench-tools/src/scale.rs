@@ -29,16 +29,18 @@ pub struct Backlog {
 }
 
 fn backlog(ctx: &Ctx, n: usize, timeout: Duration) -> anyhow::Result<Backlog> {
-    backlog_on(ctx, n, 1, timeout)
+    backlog_on(ctx, n, 1, timeout, Duration::from_secs(ctx.pick(10, 5)))
 }
 
 /// A backlog of `n` records dealt over a home of `boards` boards (1,000
-/// done tasks each), drained at start-up; then fresh records, then idle.
+/// done tasks each), drained at start-up; then fresh records, then idle
+/// CPU measured over `idle`.
 pub fn backlog_on(
     ctx: &Ctx,
     n: usize,
     boards: usize,
     timeout: Duration,
+    idle: Duration,
 ) -> anyhow::Result<Backlog> {
     let probes = 20;
     let spec = RigSpec {
@@ -81,7 +83,7 @@ pub fn backlog_on(
         Duration::from_secs(ctx.pick(120, 20)),
     );
     // Idle afterwards, with all those tasks parked: what each tick costs.
-    let window = Duration::from_secs(ctx.pick(10, 5));
+    let window = idle;
     let c0 = crate::sys::proc_cpu_secs_precise(rig.pid).unwrap_or(f64::NAN);
     std::thread::sleep(window);
     let c1 = crate::sys::proc_cpu_secs_precise(rig.pid).unwrap_or(f64::NAN);
