@@ -96,7 +96,9 @@ impl Daemon {
         let same_task =
             |p: &PendingPark| p.req.task_id.as_str() == record.task.id.as_deref().unwrap_or("");
         let queued = lane.and_then(|li| batch.lanes.get_mut(&li));
-        if let Some(queued) = queued.filter(|q| q.iter().any(same_task)) {
+        if let Some(queued) =
+            queued.filter(|q| q.len() >= PARK_BATCH_MAX || q.iter().any(same_task))
+        {
             self.flush_lane_parks(queued);
             if let Some(li) = lane
                 && self.lanes[li].busy.is_some()
@@ -104,7 +106,7 @@ impl Daemon {
                 return RecordPass::Waiting;
             }
         }
-        if batch.len() >= PARK_BATCH_MAX {
+        if batch.len() >= PARK_PENDING_MAX {
             self.flush_parks(batch);
             if let Some(li) = lane
                 && self.lanes[li].busy.is_some()
@@ -114,13 +116,14 @@ impl Daemon {
         }
         match self.apply_record(&record, lane) {
             Ok(None) => {
-                self.record_done(path, &record);
+                self.record_done(path, &record.id, record.skipped.as_ref());
                 RecordPass::Continue
             }
             Ok(Some((li, req))) => {
                 batch.lanes.entry(li).or_default().push(PendingPark {
                     path: path.to_path_buf(),
-                    record,
+                    record_id: record.id,
+                    skipped: record.skipped,
                     lane: li,
                     req,
                 });
@@ -288,23 +291,28 @@ impl Daemon {
             Ok(outcomes) => {
                 for (p, outcome) in batch.drain(..).zip(outcomes) {
                     if let WriteOutcome::Stale { status, why } = outcome {
-                        tracing::info!(task = %p.req.task_id, record = %p.record.id, status = status.as_deref().unwrap_or("-"), "stale record, board untouched: {why}");
+                        tracing::info!(task = %p.req.task_id, record = %p.record_id, status = status.as_deref().unwrap_or("-"), "stale record, board untouched: {why}");
                     }
-                    self.record_done(&p.path, &p.record);
+                    self.record_done(&p.path, &p.record_id, p.skipped.as_ref());
                 }
             }
             Err(e) => {
                 // Left in place: retried by the loop (a lock) or at the
                 // next event or tick, never skipped.
                 for p in batch.drain(..) {
-                    tracing::warn!(board = %self.lanes[li].slug, record = %p.record.id, "record will be retried: {e}");
+                    tracing::warn!(board = %self.lanes[li].slug, record = %p.record_id, "record will be retried: {e}");
                 }
             }
         }
     }
 
     /// A handled record: to `done/`, counted.
-    fn record_done(&mut self, path: &Path, record: &ExitRecord) {
+    fn record_done(
+        &mut self,
+        path: &Path,
+        record_id: &str,
+        skipped: Option<&exit_record::Skipped>,
+    ) {
         if let Err(e) = self.records.mark_done(path) {
             tracing::error!(
                 "cannot move handled record {} to done/: {e}",
@@ -314,9 +322,9 @@ impl Daemon {
         }
         self.shared.metrics.records_handled.inc();
         self.counters.records_handled += 1;
-        if let Some(skip) = &record.skipped {
+        if let Some(skip) = skipped {
             // The shim did not start a worker whose provider is held.
-            tracing::info!(record = %record.id, provider = %skip.provider, "a worker run was skipped by the shim: {}", skip.reason);
+            tracing::info!(record = %record_id, provider = %skip.provider, "a worker run was skipped by the shim: {}", skip.reason);
             self.shared.metrics.providers_skipped.inc();
             self.counters.providers_skipped += 1;
         }
@@ -433,9 +441,13 @@ pub(super) fn still_being_written(path: &Path, e: &exit_record::RecordError) -> 
     truncated && fresh
 }
 
-/// At most this many parks wait to be written (over all the boards), so
-/// at most this many go into one board transaction.
+/// At most this many parks go into one board transaction.
 const PARK_BATCH_MAX: usize = 256;
+
+/// At most this many parks wait to be written, over all the boards: room
+/// for full batches on 8 boards (a pending park is its request and the
+/// record's path and id, not the record with its output).
+const PARK_PENDING_MAX: usize = 8 * PARK_BATCH_MAX;
 
 /// The parks decided in a record pass and not yet written, per lane (lane
 /// indices are stable during a pass: a lane found meanwhile is appended,
@@ -455,7 +467,8 @@ impl ParkBatches {
 /// board in one transaction; the record moves to `done/` after that.
 pub(super) struct PendingPark {
     path: PathBuf,
-    record: ExitRecord,
+    record_id: String,
+    skipped: Option<exit_record::Skipped>,
     lane: usize,
     req: ParkRequest,
 }
