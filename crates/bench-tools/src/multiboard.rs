@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::Ctx;
 use crate::daemon::{RigSpec, writer_text};
-use crate::latency::{P99_TARGET_MS, Paced, paced_on};
+use crate::latency::{Paced, paced_on};
 use crate::report::{Lat, Row, Verdict, fmt_ms};
 use crate::scale::{Backlog, backlog_on};
 
@@ -21,7 +21,8 @@ const BOARDS: usize = 8;
 /// "Within 1.5x of a one-board home".
 const WITHIN: f64 = 1.5;
 /// Latency grace: p99s of a few ms on a shared 2-core machine move by a
-/// scheduler slice or two from run to run.
+/// scheduler slice or two from run to run. (The absolute p99 < 50 ms is
+/// section 3's and 6's target; this row compares the two homes.)
 const GRACE_MS: f64 = 2.0;
 /// Idle CPU (of one core) below which nobody would notice.
 const IDLE_NEGLIGIBLE_PCT: f64 = 0.05;
@@ -95,18 +96,16 @@ pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     .ours(latn.text())
     .base(format!("{} (1 board)", lat1.text()))
     .ratio(latn.p99 / lat1.p99)
-    .target(format!(
-        "p99 <= {WITHIN}x 1 board's + {GRACE_MS:.0} ms, < 50 ms"
-    ));
+    .target(format!("p99 <= {WITHIN}x 1 board's + {GRACE_MS:.0} ms"));
     rows.push(if committed < sent {
         row.verdict(Verdict::Miss(format!("only {committed}/{sent} committed")))
     } else {
         row.check(
-            latn.p99 <= limit && latn.p99 < P99_TARGET_MS,
+            latn.p99 <= limit,
             format!(
                 "p99 {} ms vs {} ms allowed ({:.1}x 1 board's)",
                 fmt_ms(latn.p99),
-                fmt_ms(limit.min(P99_TARGET_MS)),
+                fmt_ms(limit),
                 latn.p99 / lat1.p99
             ),
         )
