@@ -8,7 +8,15 @@
 //!   reader can take;
 //! * the *commit*: an inotify watch on `<state_dir>/audit.jsonl`, which the
 //!   board layer appends right after each commit, timestamping each record
-//!   id as its line appears.
+//!   id as its line appears (one audit log per board on a multi-board
+//!   home: `audit.jsonl` for `default`, `audit.<slug>.jsonl` for the others).
+//!
+//! With `RigSpec::boards` > 1 the home has `default` plus named boards
+//! under `kanban/boards/<slug>/`, each the same size, the claimed tasks
+//! dealt round-robin over them; every record names its board (slug and
+//! file, as the dispatcher's `HERMES_KANBAN_BOARD`/`HERMES_KANBAN_DB` do),
+//! so consecutive records go to different boards. The concurrent writer
+//! stays on `default` alone: the same writer load as on a one-board home.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
@@ -47,6 +55,8 @@ pub struct RigSpec {
     /// `dispatcher.check_every`.
     pub check_every: &'static str,
     pub concurrent_writer: bool,
+    /// Boards in the home (1: just `default`), each of `done_tasks`.
+    pub boards: usize,
 }
 
 impl RigSpec {
@@ -58,6 +68,7 @@ impl RigSpec {
             backlog: 0,
             check_every: "5s",
             concurrent_writer: true,
+            boards: 1,
         }
     }
 }
@@ -99,13 +110,25 @@ impl Rig {
             home.join("profiles/coder/config.yaml"),
             "model:\n  provider: openai-codex\n  default: gpt-5\n",
         )?;
-        let db = home.join("kanban.db");
-        board::base_board(&ctx.work.join("cache"), spec.done_tasks, &db)?;
-        let tasks = board::add_running(&db, &spec.name.replace('-', "_"), spec.running)?;
-        let bodies: Vec<(String, Vec<u8>)> = tasks
-            .iter()
-            .map(|(task, run)| record_body(task, *run))
-            .collect();
+        let boards = board_slugs(spec.boards.max(1));
+        let prefix = spec.name.replace('-', "_");
+        // Per board: the claimed tasks dealt to it (task i -> board i % n).
+        let mut dealt = Vec::new();
+        for (bi, slug) in boards.iter().enumerate() {
+            let db = hermes_board::home::board_path(&home, slug);
+            std::fs::create_dir_all(db.parent().expect("a board file has a dir"))?;
+            board::base_board(&ctx.work.join("cache"), spec.done_tasks, &db)?;
+            let n = (spec.running + boards.len() - 1 - bi) / boards.len();
+            let tasks = board::add_running(&db, &format!("{prefix}_{slug}"), n)?;
+            dealt.push((slug.clone(), db, tasks.into_iter()));
+        }
+        let mut bodies: Vec<(String, Vec<u8>)> = Vec::with_capacity(spec.running);
+        for i in 0..spec.running {
+            let (slug, db, tasks) = &mut dealt[i % boards.len()];
+            let (task, run) = tasks.next().expect("dealt round-robin");
+            bodies.push(record_body(&task, run, slug, db));
+        }
+        let db = hermes_board::home::board_path(&home, "default");
         let config = dir.join("watchdog.yaml");
         std::fs::write(
             &config,
@@ -121,16 +144,24 @@ impl Rig {
                 every = spec.check_every,
             ),
         )?;
-        // The audit log exists before the daemon does, so its watcher never
-        // misses the first commits of a start-up backlog.
-        let audit = state.join("audit.jsonl");
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&audit)?;
+        // The audit logs exist before the daemon does, so their watcher
+        // never misses the first commits of a start-up backlog.
+        let audits: Vec<PathBuf> = boards
+            .iter()
+            .map(|slug| match slug.as_str() {
+                "default" => state.join("audit.jsonl"),
+                _ => state.join(format!("audit.{slug}.jsonl")),
+            })
+            .collect();
+        for audit in &audits {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(audit)?;
+        }
         let floor = Watch::records(&records)?;
-        let commits = Watch::audit(&audit)?;
+        let commits = Watch::audit(&audits)?;
         let mut rig = Rig {
             stderr_log: dir.join("watchdog.stderr"),
             dir,
@@ -359,8 +390,16 @@ impl Drop for Rig {
     }
 }
 
-/// A rate-limited run of `task`/`run`, as worker-shim writes it.
-fn record_body(task: &str, run: i64) -> (String, Vec<u8>) {
+/// `default` and then `b01`, `b02`, ...: the slugs of an n-board home.
+fn board_slugs(n: usize) -> Vec<String> {
+    std::iter::once("default".to_string())
+        .chain((1..n).map(|i| format!("b{i:02}")))
+        .collect()
+}
+
+/// A rate-limited run of `task`/`run` on board `slug` at `db`, as
+/// worker-shim writes it.
+fn record_body(task: &str, run: i64, slug: &str, db: &Path) -> (String, Vec<u8>) {
     let now = jiff::Timestamp::now();
     let resets = now.as_second() + 3600;
     let line = format!("HTTP 429: The usage limit has been reached. resets_at: {resets}");
@@ -389,8 +428,8 @@ fn record_body(task: &str, run: i64) -> (String, Vec<u8>) {
         task: TaskContext {
             id: Some(task.into()),
             run_id: Some(run),
-            board: Some("default".into()),
-            db: None,
+            board: Some(slug.into()),
+            db: Some(db.display().to_string()),
             profile: Some(board::PROFILE.into()),
             claim_lock: None,
         },
@@ -483,36 +522,40 @@ impl Watch {
         }))
     }
 
-    /// Record ids of the lines appended to the audit log.
-    fn audit(path: &Path) -> anyhow::Result<Watch> {
+    /// Record ids of the lines appended to the audit logs (one per board).
+    fn audit(paths: &[PathBuf]) -> anyhow::Result<Watch> {
         let ino = Inotify::new()?;
-        ino.watch(path, libc::IN_MODIFY)?;
-        let mut file = std::fs::File::open(path)?;
-        let mut offset = 0u64;
-        let mut pending: Vec<u8> = Vec::new();
+        // Per log: the file, how far it was read, a partial last line.
+        let mut logs = Vec::with_capacity(paths.len());
+        for path in paths {
+            ino.watch(path, libc::IN_MODIFY)?;
+            logs.push((std::fs::File::open(path)?, 0u64, Vec::<u8>::new()));
+        }
         let mut buf = vec![0u8; 1 << 20];
         Ok(Watch::spawn(ino, move |now, _events, batch| {
             // Read whatever is new, on an event or on the 50 ms timeout alike.
-            if file.seek(SeekFrom::Start(offset)).is_err() {
-                return;
-            }
-            loop {
-                let n = match file.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                };
-                offset += n as u64;
-                pending.extend_from_slice(&buf[..n]);
-            }
-            let mut start = 0;
-            while let Some(nl) = pending[start..].iter().position(|&b| b == b'\n') {
-                let line = &pending[start..start + nl];
-                if let Some(id) = record_id_of(line) {
-                    batch.push((id, now));
+            for (file, offset, pending) in logs.iter_mut() {
+                if file.seek(SeekFrom::Start(*offset)).is_err() {
+                    continue;
                 }
-                start += nl + 1;
+                loop {
+                    let n = match file.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    *offset += n as u64;
+                    pending.extend_from_slice(&buf[..n]);
+                }
+                let mut start = 0;
+                while let Some(nl) = pending[start..].iter().position(|&b| b == b'\n') {
+                    let line = &pending[start..start + nl];
+                    if let Some(id) = record_id_of(line) {
+                        batch.push((id, now));
+                    }
+                    start += nl + 1;
+                }
+                pending.drain(..start);
             }
-            pending.drain(..start);
         }))
     }
 

@@ -17,6 +17,8 @@ pub const THROUGHPUT_TARGET: f64 = 2000.0;
 /// Latency at a paced rate on a board with `done` filler tasks.
 pub struct Paced {
     pub ours: Lat,
+    /// The commit latencies behind `ours` (ms), to pool repetitions.
+    pub ours_ms: Vec<f64>,
     pub floor: Lat,
     pub sent: usize,
     pub committed: usize,
@@ -26,8 +28,13 @@ pub struct Paced {
 }
 
 pub fn paced(ctx: &Ctx, name: &str, done: usize, rate: f64, secs: f64) -> anyhow::Result<Paced> {
+    paced_on(ctx, RigSpec::new(name, done, 0), rate, secs)
+}
+
+/// [`paced`] on the rig `spec` describes (its `running` is set here).
+pub fn paced_on(ctx: &Ctx, spec: RigSpec, rate: f64, secs: f64) -> anyhow::Result<Paced> {
     let n = ((rate * secs).round() as usize).max(1);
-    let mut rig = Rig::start(ctx, &RigSpec::new(name, done, n))?;
+    let mut rig = Rig::start(ctx, &RigSpec { running: n, ..spec })?;
     // Let the first tick (full board scan for progress) finish.
     std::thread::sleep(Duration::from_millis(ctx.pick(1000, 500)));
     let ids = rig.write_paced(n, Some(rate))?;
@@ -52,6 +59,7 @@ pub fn paced(ctx: &Ctx, name: &str, done: usize, rate: f64, secs: f64) -> anyhow
     }
     let out = Paced {
         ours: Lat::of(&ours),
+        ours_ms: ours,
         floor: Lat::of(&floor),
         sent: n,
         committed,

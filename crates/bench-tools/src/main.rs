@@ -13,6 +13,7 @@ mod daemon;
 mod helpers;
 mod idle;
 mod latency;
+mod multiboard;
 mod passthrough;
 mod report;
 mod scale;
@@ -154,13 +155,14 @@ fn real_main() -> anyhow::Result<()> {
     let wanted = |n: u32| only.as_ref().is_none_or(|o| o.contains(&n));
     let mut rows: Vec<Row> = Vec::new();
     type Section = fn(&Ctx, &mut Vec<Row>) -> anyhow::Result<()>;
-    let sections: [(u32, &str, Section); 6] = [
+    let sections: [(u32, &str, Section); 7] = [
         (1, "shim start/exit overhead", shim_start::run),
         (2, "passthrough throughput and shim RSS", passthrough::run),
         (3, "record-to-board latency and throughput", latency::run),
         (4, "gateway log tailing", tailing::run),
         (5, "idle cost", idle::run),
         (6, "scale: board size and start-up backlog", scale::run),
+        (7, "multi-board home vs one board", multiboard::run),
     ];
     // A section that could not run (not a missed target) fails the run, so
     // the smoke run in the test command notices a harness that rotted.

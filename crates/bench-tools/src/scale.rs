@@ -13,26 +13,40 @@ use crate::report::{Lat, Row, Verdict, fmt_ms};
 
 const RSS_TARGET_KIB: u64 = 20 * 1024;
 
-struct Backlog {
-    n: usize,
+pub struct Backlog {
+    pub n: usize,
     /// Commit rate over the first and the last tenth of the backlog.
-    rate_first: f64,
-    rate_last: f64,
-    committed: usize,
-    drain: Duration,
-    first: Option<Duration>,
-    busy_after: Option<Duration>,
-    probe: Lat,
-    probe_floor: Lat,
+    pub rate_first: f64,
+    pub rate_last: f64,
+    pub committed: usize,
+    pub drain: Duration,
+    pub first: Option<Duration>,
+    pub busy_after: Option<Duration>,
+    pub probe: Lat,
+    pub probe_floor: Lat,
     /// CPU while idle afterwards (every task parked): the per-tick cost.
-    idle_pct: f64,
+    pub idle_pct: f64,
 }
 
 fn backlog(ctx: &Ctx, n: usize, timeout: Duration) -> anyhow::Result<Backlog> {
+    backlog_on(ctx, n, 1, timeout, Duration::from_secs(ctx.pick(10, 5)))
+}
+
+/// A backlog of `n` records dealt over a home of `boards` boards (1,000
+/// done tasks each), drained at start-up; then fresh records, then idle
+/// CPU measured over `idle`.
+pub fn backlog_on(
+    ctx: &Ctx,
+    n: usize,
+    boards: usize,
+    timeout: Duration,
+    idle: Duration,
+) -> anyhow::Result<Backlog> {
     let probes = 20;
     let spec = RigSpec {
         backlog: n,
-        ..RigSpec::new(&format!("backlog-{n}"), 1000, n + probes)
+        boards,
+        ..RigSpec::new(&format!("backlog-{n}-b{boards}"), 1000, n + probes)
     };
     let mut rig = Rig::start(ctx, &spec)?;
     let ids = rig.backlog_ids.clone();
@@ -69,7 +83,7 @@ fn backlog(ctx: &Ctx, n: usize, timeout: Duration) -> anyhow::Result<Backlog> {
         Duration::from_secs(ctx.pick(120, 20)),
     );
     // Idle afterwards, with all those tasks parked: what each tick costs.
-    let window = Duration::from_secs(ctx.pick(10, 5));
+    let window = idle;
     let c0 = crate::sys::proc_cpu_secs_precise(rig.pid).unwrap_or(f64::NAN);
     std::thread::sleep(window);
     let c1 = crate::sys::proc_cpu_secs_precise(rig.pid).unwrap_or(f64::NAN);
@@ -79,7 +93,7 @@ fn backlog(ctx: &Ctx, n: usize, timeout: Duration) -> anyhow::Result<Backlog> {
         _ => None,
     };
     eprintln!(
-        "   backlog {n}: {committed}/{n} committed, drained {:.2} s after spawn (first commit at {:.2} s; {rate_first:.0}/s over the first tenth, {rate_last:.0}/s over the last), busy until {} after the last; probes {}; then idle at {idle_pct:.2}% CPU; done/ {}",
+        "   backlog {n} over {boards} board(s): {committed}/{n} committed, drained {:.2} s after spawn (first commit at {:.2} s; {rate_first:.0}/s over the first tenth, {rate_last:.0}/s over the last), busy until {} after the last; probes {}; then idle at {idle_pct:.2}% CPU; done/ {}",
         drain.as_secs_f64(),
         first
             .map(|f| f.duration_since(rig.spawned_at).as_secs_f64())

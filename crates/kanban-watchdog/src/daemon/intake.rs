@@ -31,7 +31,7 @@ impl Daemon {
         };
         let total = files.len();
         let mut waiting = 0usize;
-        let mut batch: Vec<PendingPark> = Vec::new();
+        let mut batch = ParkBatches::default();
         for (i, path) in files.iter().enumerate() {
             if self.shared.stopping.load(Ordering::Relaxed) {
                 self.flush_parks(&mut batch);
@@ -56,7 +56,7 @@ impl Daemon {
     pub(super) fn handle_record_file(
         &mut self,
         path: &Path,
-        batch: &mut Vec<PendingPark>,
+        batch: &mut ParkBatches,
     ) -> RecordPass {
         let record = match self.records.read(path) {
             Ok(r) => r,
@@ -88,15 +88,26 @@ impl Daemon {
             // Its board is locked: the record waits, in order, for the retry.
             return RecordPass::Waiting;
         }
-        // A batch holds one board's parks of distinct tasks: a record for
-        // another board, or for a task already in it, is judged only after
-        // the batch is on the board (its facts must see that park).
+        // A board's batch holds parks of distinct tasks: a record for a
+        // task already in it is judged only after the batch is on the board
+        // (its facts must see that park). A record's facts come from its
+        // own board only, so the other boards' batches go on filling:
+        // records dealt over several boards are written a batch per board,
+        // not a transaction per record.
         let same_task =
             |p: &PendingPark| p.req.task_id.as_str() == record.task.id.as_deref().unwrap_or("");
-        if batch.first().is_some_and(|p| Some(p.lane) != lane)
-            || batch.iter().any(same_task)
-            || batch.len() >= PARK_BATCH_MAX
+        let queued = lane.and_then(|li| batch.lanes.get_mut(&li));
+        if let Some(queued) =
+            queued.filter(|q| q.len() >= PARK_BATCH_MAX || q.iter().any(same_task))
         {
+            self.flush_lane_parks(queued);
+            if let Some(li) = lane
+                && self.lanes[li].busy.is_some()
+            {
+                return RecordPass::Waiting;
+            }
+        }
+        if batch.len() >= PARK_PENDING_MAX {
             self.flush_parks(batch);
             if let Some(li) = lane
                 && self.lanes[li].busy.is_some()
@@ -106,13 +117,14 @@ impl Daemon {
         }
         match self.apply_record(&record, lane) {
             Ok(None) => {
-                self.record_done(path, &record);
+                self.record_done(path, &record.id, record.skipped.as_ref());
                 RecordPass::Continue
             }
             Ok(Some((li, req))) => {
-                batch.push(PendingPark {
+                batch.lanes.entry(li).or_default().push(PendingPark {
                     path: path.to_path_buf(),
-                    record,
+                    record_id: record.id,
+                    skipped: record.skipped,
                     lane: li,
                     req,
                 });
@@ -240,35 +252,49 @@ impl Daemon {
         Ok(Some((li, req)))
     }
 
+    /// Writes every board's queued parks, one transaction per board.
+    pub(super) fn flush_parks(&mut self, batch: &mut ParkBatches) {
+        for queued in batch.lanes.values_mut() {
+            self.flush_lane_parks(queued);
+        }
+        batch.lanes.clear();
+    }
+
     /// Writes the queued parks of one board in one transaction, then moves
     /// their records to `done/`. A locked board leaves them all in the
     /// record directory for the retry (nothing of the batch was applied).
-    pub(super) fn flush_parks(&mut self, batch: &mut Vec<PendingPark>) {
+    fn flush_lane_parks(&mut self, batch: &mut Vec<PendingPark>) {
         let Some(li) = batch.first().map(|p| p.lane) else {
             return;
         };
+        tracing::debug!(board = %self.lanes[li].slug, "writing {} park(s) in one transaction", batch.len());
         let reqs: Vec<ParkRequest> = batch.iter().map(|p| p.req.clone()).collect();
         match self.board_write_many(li, |b| b.park_batch(&reqs)) {
             Ok(outcomes) => {
                 for (p, outcome) in batch.drain(..).zip(outcomes) {
                     if let WriteOutcome::Stale { status, why } = outcome {
-                        tracing::info!(task = %p.req.task_id, record = %p.record.id, status = status.as_deref().unwrap_or("-"), "stale record, board untouched: {why}");
+                        tracing::info!(task = %p.req.task_id, record = %p.record_id, status = status.as_deref().unwrap_or("-"), "stale record, board untouched: {why}");
                     }
-                    self.record_done(&p.path, &p.record);
+                    self.record_done(&p.path, &p.record_id, p.skipped.as_ref());
                 }
             }
             Err(e) => {
                 // Left in place: retried by the loop (a lock) or at the
                 // next event or tick, never skipped.
                 for p in batch.drain(..) {
-                    tracing::warn!(board = %self.lanes[li].slug, record = %p.record.id, "record will be retried: {e}");
+                    tracing::warn!(board = %self.lanes[li].slug, record = %p.record_id, "record will be retried: {e}");
                 }
             }
         }
     }
 
     /// A handled record: to `done/`, counted.
-    fn record_done(&mut self, path: &Path, record: &ExitRecord) {
+    fn record_done(
+        &mut self,
+        path: &Path,
+        record_id: &str,
+        skipped: Option<&exit_record::Skipped>,
+    ) {
         if let Err(e) = self.records.mark_done(path) {
             tracing::error!(
                 "cannot move handled record {} to done/: {e}",
@@ -277,9 +303,9 @@ impl Daemon {
             return;
         }
         self.shared.metrics.records_handled.inc();
-        if let Some(skip) = &record.skipped {
+        if let Some(skip) = skipped {
             // The shim did not start a worker whose provider is held.
-            tracing::info!(record = %record.id, provider = %skip.provider, "a worker run was skipped by the shim: {}", skip.reason);
+            tracing::info!(record = %record_id, provider = %skip.provider, "a worker run was skipped by the shim: {}", skip.reason);
             self.shared.metrics.providers_skipped.inc();
         }
     }
@@ -398,11 +424,31 @@ pub(super) fn still_being_written(path: &Path, e: &exit_record::RecordError) -> 
 /// At most this many parks go into one board transaction.
 const PARK_BATCH_MAX: usize = 256;
 
+/// At most this many parks wait to be written, over all the boards: room
+/// for full batches on 8 boards (a pending park is its request and the
+/// record's path and id, not the record with its output).
+const PARK_PENDING_MAX: usize = 8 * PARK_BATCH_MAX;
+
+/// The parks decided in a record pass and not yet written, per lane (lane
+/// indices are stable during a pass: a lane found meanwhile is appended,
+/// none is removed).
+#[derive(Default)]
+pub(super) struct ParkBatches {
+    lanes: BTreeMap<usize, Vec<PendingPark>>,
+}
+
+impl ParkBatches {
+    fn len(&self) -> usize {
+        self.lanes.values().map(Vec::len).sum()
+    }
+}
+
 /// A park decided for a record, queued to be written with others of its
 /// board in one transaction; the record moves to `done/` after that.
 pub(super) struct PendingPark {
     path: PathBuf,
-    record: ExitRecord,
+    record_id: String,
+    skipped: Option<exit_record::Skipped>,
     lane: usize,
     req: ParkRequest,
 }

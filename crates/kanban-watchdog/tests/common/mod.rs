@@ -47,6 +47,8 @@ pub struct Harness {
     pub stderr_log: PathBuf,
     pub child: Option<Child>,
     pub extra_yaml: String,
+    /// The daemon's RUST_LOG (`info`).
+    pub rust_log: &'static str,
 }
 
 impl Harness {
@@ -81,6 +83,7 @@ impl Harness {
             state,
             child: None,
             extra_yaml: String::new(),
+            rust_log: "info",
             tmp,
         }
     }
@@ -138,7 +141,7 @@ impl Harness {
             .arg("--config")
             .arg(&self.config)
             .args(args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", self.rust_log)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
