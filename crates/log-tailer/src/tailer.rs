@@ -37,7 +37,8 @@ struct Current {
     head: Vec<u8>,
     /// `file[read_offset - min(RECENT_BYTES, read_offset) .. read_offset]`.
     recent: Vec<u8>,
-    /// When a read last found new bytes (or when the file was opened).
+    /// When the file last showed life: opened, a read found new bytes, or
+    /// it left the path (the drain grace counts from the latest).
     grew_at: Instant,
 }
 
@@ -139,7 +140,6 @@ const MAX_DRAINING: usize = 4;
 struct Draining {
     cur: Current,
     asm: Assembler,
-    until: Instant,
 }
 
 /// What one poll may still read ([`TailerOptions::max_poll_bytes`],
@@ -380,7 +380,7 @@ impl Tailer {
     /// The path names another file: finish `cur` and move to the next file,
     /// which is the next-newer rotated sibling if files were rotated away
     /// between polls, else the file at the path.
-    fn switch(&mut self, cur: Current, out: &mut Vec<TailEvent>) -> Result<(), TailError> {
+    fn switch(&mut self, mut cur: Current, out: &mut Vec<TailEvent>) -> Result<(), TailError> {
         let from = cur.position();
         // The successor of the old file is the sibling one index below it.
         // A rotation between finding it and opening it shifts every name,
@@ -409,11 +409,8 @@ impl Tailer {
         // not reopened yet finishes it there. It is delivered alone when
         // the file is let go.
         let asm = std::mem::replace(&mut self.asm, Assembler::new(self.max_line_bytes));
-        self.draining.push(Draining {
-            cur,
-            asm,
-            until: Instant::now() + self.drain_grace,
-        });
+        cur.grew_at = Instant::now();
+        self.draining.push(Draining { cur, asm });
         if self.draining.len() > MAX_DRAINING {
             let mut oldest = self.draining.remove(0);
             oldest.asm.flush(out);
@@ -425,7 +422,6 @@ impl Tailer {
     /// Reads what late writers appended to files already rotated away, and
     /// lets go of them once they stayed quiet for [`TailerOptions::drain_grace`].
     fn drain_rotated(&mut self, out: &mut Vec<TailEvent>) {
-        let now = Instant::now();
         let grace = self.drain_grace;
         let chunk = &mut self.chunk;
         let budget = &mut self.budget;
@@ -439,11 +435,7 @@ impl Tailer {
                     debug!(path = %d.cur.origin.display(), error = %e, "cannot read a rotated file")
                 }
             }
-            if d.cur.read_offset > before {
-                d.until = now + grace;
-                return true;
-            }
-            if now < d.until {
+            if d.cur.read_offset > before || d.cur.grew_at.elapsed() < grace {
                 return true;
             }
             d.asm.flush(out);
