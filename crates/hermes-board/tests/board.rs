@@ -401,10 +401,8 @@ impl BurstyWriter {
         self.bursts.load(Ordering::SeqCst)
     }
 
-    fn join(self) -> u64 {
-        let BurstyWriter { bursts, handle } = self;
-        handle.join().unwrap();
-        bursts.load(Ordering::SeqCst)
+    fn join(self) {
+        self.handle.join().unwrap();
     }
 }
 
