@@ -27,6 +27,25 @@ pub struct Paced {
     pub problems: Vec<String>,
 }
 
+impl Paced {
+    /// The progress lines every section prints for a paced run: `label`,
+    /// the commit and floor latencies, what was committed, `extra`; then
+    /// what the daemon logged as a problem.
+    pub fn report(&self, label: &str, extra: &str) {
+        eprintln!(
+            "   {label}: commit {} (max {}), floor {}; {}/{} committed{extra}",
+            self.ours.text(),
+            fmt_ms(self.ours.max),
+            self.floor.text(),
+            self.committed,
+            self.sent
+        );
+        for l in &self.problems {
+            eprintln!("   daemon: {l}");
+        }
+    }
+}
+
 pub fn paced(ctx: &Ctx, name: &str, done: usize, rate: f64, secs: f64) -> anyhow::Result<Paced> {
     paced_on(ctx, RigSpec::new(name, done, 0), rate, secs)
 }
@@ -83,18 +102,10 @@ pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     ];
     for (id, rate, secs) in scenarios {
         let p = paced(ctx, &format!("lat-{rate}"), 1000, rate, secs)?;
-        eprintln!(
-            "   {rate}/s for {secs} s (achieved {:.0}/s): commit {} (max {}), floor {}; {}/{} committed",
-            p.achieved_rate,
-            p.ours.text(),
-            fmt_ms(p.ours.max),
-            p.floor.text(),
-            p.committed,
-            p.sent
+        p.report(
+            &format!("{rate}/s for {secs} s (achieved {:.0}/s)", p.achieved_rate),
+            "",
         );
-        for l in &p.problems {
-            eprintln!("   daemon: {l}");
-        }
         let mut row = Row::new(
             id,
             format!(

@@ -65,17 +65,7 @@ pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) -> anyhow::Result<()> {
                 ..RigSpec::new(&format!("mb-lat-{boards}-{rep}"), 1000, 0)
             };
             let p = paced_on(ctx, spec, rate, secs)?;
-            eprintln!(
-                "   {boards} board(s), {rate}/s for {secs} s: commit {} (max {}), floor {}; {}/{} committed",
-                p.ours.text(),
-                fmt_ms(p.ours.max),
-                p.floor.text(),
-                p.committed,
-                p.sent
-            );
-            for l in &p.problems {
-                eprintln!("   daemon: {l}");
-            }
+            p.report(&format!("{boards} board(s), {rate}/s for {secs} s"), "");
             if boards == 1 { &mut one } else { &mut many }.push(p);
         }
     }

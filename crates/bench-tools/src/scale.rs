@@ -132,15 +132,13 @@ pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     for (i, size) in [1_000usize, 10_000, 100_000].into_iter().enumerate() {
         let t = Instant::now();
         let p = paced(ctx, &format!("scale-{size}"), size, 100.0, secs)?;
-        eprintln!(
-            "   board {size}: commit {} (max {}), floor {}, {}/{} committed, VmHWM {:.1} MiB ({:.0} s)",
-            p.ours.text(),
-            fmt_ms(p.ours.max),
-            p.floor.text(),
-            p.committed,
-            p.sent,
-            p.vm_hwm_kib as f64 / 1024.0,
-            t.elapsed().as_secs_f64()
+        p.report(
+            &format!("board {size}"),
+            &format!(
+                ", VmHWM {:.1} MiB ({:.0} s)",
+                p.vm_hwm_kib as f64 / 1024.0,
+                t.elapsed().as_secs_f64()
+            ),
         );
         hwm.push((size, p.vm_hwm_kib));
         let id = ["6a", "6b", "6c"][i];
