@@ -96,24 +96,21 @@ impl Daemon {
         // not a transaction per record.
         let same_task =
             |p: &PendingPark| p.req.task_id.as_str() == record.task.id.as_deref().unwrap_or("");
-        let queued = lane.and_then(|li| batch.lanes.get_mut(&li));
-        if let Some(queued) =
-            queued.filter(|q| q.len() >= PARK_BATCH_MAX || q.iter().any(same_task))
+        let mut flushed = false;
+        if let Some(queued) = lane
+            .and_then(|li| batch.lanes.get_mut(&li))
+            .filter(|q| q.len() >= PARK_BATCH_MAX || q.iter().any(same_task))
         {
             self.flush_lane_parks(queued);
-            if let Some(li) = lane
-                && self.lanes[li].busy.is_some()
-            {
-                return RecordPass::Waiting;
-            }
+            flushed = true;
         }
         if batch.len() >= PARK_PENDING_MAX {
             self.flush_parks(batch);
-            if let Some(li) = lane
-                && self.lanes[li].busy.is_some()
-            {
-                return RecordPass::Waiting;
-            }
+            flushed = true;
+        }
+        // A flush that found the record's board locked: it waits too.
+        if flushed && lane.is_some_and(|li| self.lanes[li].busy.is_some()) {
+            return RecordPass::Waiting;
         }
         match self.apply_record(&record, lane) {
             Ok(None) => {
