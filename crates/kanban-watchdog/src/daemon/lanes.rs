@@ -62,8 +62,6 @@ pub(super) struct Lane {
     parked_full_read: Option<Instant>,
     /// Bumped whenever `parked` changed.
     pub(super) parked_gen: u64,
-    /// `/status`'s view of `parked`, made again only when it changed.
-    pub(super) parked_status: Option<(u64, Arc<Vec<ParkedStatus>>)>,
     /// What the last release pass saw (`parked_gen`, the daemon's
     /// `health_gen`, the minute) and the earliest due time it left
     /// waiting: the next pass is skipped while none of them changed.
@@ -90,7 +88,6 @@ impl Lane {
             parked_events_seen: None,
             parked_full_read: None,
             parked_gen: 0,
-            parked_status: None,
             release_scan: None,
             next_due: None,
         }

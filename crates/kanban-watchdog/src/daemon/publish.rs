@@ -115,26 +115,7 @@ impl Daemon {
         for lane in &mut self.lanes {
             let labels = lane.labels();
             board_info_metric(m, lane);
-            let list = lane.parked().unwrap_or_default();
-            let mine = match &lane.parked_status {
-                Some((generation, v)) if *generation == lane.parked_gen => Arc::clone(v),
-                _ => {
-                    let v: Arc<Vec<ParkedStatus>> = Arc::new(
-                        list.iter()
-                            .map(|p| ParkedStatus {
-                                task: p.task_id.clone(),
-                                board: lane.slug.clone(),
-                                kind: p.kind.into(),
-                                due_at: p.due_at,
-                                provider: p.provider.clone(),
-                                reason: p.reason.clone(),
-                            })
-                            .collect(),
-                    );
-                    lane.parked_status = Some((lane.parked_gen, Arc::clone(&v)));
-                    v
-                }
-            };
+            let mine = lane.parked().unwrap_or_default();
             m.parked_tasks.get_or_create(&labels).set(mine.len() as i64);
             let last_progress = lane.heartbeat.last_progress_wall();
             m.dispatcher_last_progress
@@ -155,7 +136,7 @@ impl Daemon {
                 last_progress_at: Some(last_progress),
                 parked: mine.len() as u64,
             });
-            parked_lists.push(mine);
+            parked_lists.push((lane.slug.clone(), mine));
         }
         // Which parked sets the list is made of: while they stay the same,
         // the published list is moved into the new status, not rebuilt (an
@@ -236,7 +217,16 @@ impl Daemon {
             } else {
                 parked_lists
                     .iter()
-                    .flat_map(|list| list.iter().cloned())
+                    .flat_map(|(board, list)| {
+                        list.iter().map(move |p| ParkedStatus {
+                            task: p.task_id.clone(),
+                            board: board.clone(),
+                            kind: p.kind.into(),
+                            due_at: p.due_at,
+                            provider: p.provider.clone(),
+                            reason: p.reason.clone(),
+                        })
+                    })
                     .collect()
             };
             *s = status;
