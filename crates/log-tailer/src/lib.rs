@@ -61,7 +61,9 @@
 //!   appends to it are still read. If the old file is found at `<path>.k` with
 //!   `k >= 2`, the files `<path>.(k-1)` ... `<path>.1` were created and
 //!   rotated away between two polls: they are read in order (from offset 0)
-//!   before the current file, with one `Rotated` event per switch.
+//!   before the current file, with one `Rotated` event per switch. A name
+//!   missing among the siblings (a rotator shifts `.k` to `.k+1` one name
+//!   at a time) is looked past, not taken for the end of the chain.
 //! * If the path is **missing**, the old file stays open and is drained;
 //!   [`TailEvent::Missing`] is emitted once. When a file appears at the path
 //!   again, [`TailEvent::Reopened`] is emitted (preceded by `Rotated` if it is

@@ -382,19 +382,21 @@ impl Tailer {
     /// between polls, else the file at the path.
     fn switch(&mut self, mut cur: Current, out: &mut Vec<TailEvent>) -> Result<(), TailError> {
         let from = cur.position();
-        // The successor of the old file is the sibling one index below it.
-        // A rotation between finding it and opening it shifts every name,
-        // the old file's included: open, then check the old file has not
-        // moved, else look again.
+        // The successor of the old file is the nearest sibling newer than
+        // it. A rotation between finding it and opening it shifts every
+        // name, the old file's included: open, then check the file opened
+        // is still the old file's successor, else look again.
         let (mut next, mut opened) = (self.path.clone(), None);
         for _ in 0..16 {
-            let k = self.find_sibling_of(cur.dev, cur.ino);
-            next = match k {
-                Some(k) if k >= 2 => sibling(&self.path, k - 1),
-                _ => self.path.clone(),
-            };
+            next = self.successor_of(cur.dev, cur.ino);
             opened = open_from_start(&next)?;
-            if self.find_sibling_of(cur.dev, cur.ino) == k {
+            let again = self.successor_of(cur.dev, cur.ino);
+            let still = match (&opened, fs::metadata(&again)) {
+                (Some(o), Ok(m)) => again == next && o.same_file(&m),
+                (None, Err(_)) => again == next,
+                _ => false,
+            };
+            if still {
                 break;
             }
         }
@@ -584,12 +586,9 @@ impl Tailer {
         for (i, candidate) in candidates.enumerate() {
             let meta = match fs::metadata(&candidate) {
                 Ok(m) => m,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    if i == 0 {
-                        continue;
-                    }
-                    break;
-                }
+                // The path may be missing, and a sibling may be a gap a
+                // rotator is shifting through: look past both.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(source) if i == 0 => {
                     return Err(TailError::Stat {
                         path: candidate,
@@ -598,7 +597,7 @@ impl Tailer {
                 }
                 Err(e) => {
                     debug!(path = %candidate.display(), error = %e, "cannot stat rotated sibling");
-                    break;
+                    continue;
                 }
             };
             if (meta.dev(), meta.ino()) != (pos.dev, pos.ino) {
@@ -625,22 +624,32 @@ impl Tailer {
         Ok(None)
     }
 
-    /// Index `k` such that `<path>.k` is the file `(dev, ino)`.
-    fn find_sibling_of(&self, dev: u64, ino: u64) -> Option<usize> {
+    /// The file rotated in right after `(dev, ino)`: the nearest sibling
+    /// newer than it, else the path (also when it is not among the
+    /// siblings: deleted, or moved out of the naming scheme).
+    ///
+    /// A rotator shifts `.k` to `.k+1` one name at a time, from the oldest
+    /// down, before renaming the path to `.1`: in between, one index is
+    /// missing. The scan goes past such a gap (stopping at the first
+    /// missing name would send the tailer to the path and skip the files
+    /// between).
+    fn successor_of(&self, dev: u64, ino: u64) -> PathBuf {
+        let mut newer = None;
         for k in 1..=MAX_SIBLINGS {
             let p = sibling(&self.path, k);
             match fs::metadata(&p) {
-                Ok(m) if (m.dev(), m.ino()) == (dev, ino) => return Some(k),
-                Ok(_) => {}
+                Ok(m) if (m.dev(), m.ino()) == (dev, ino) => {
+                    return newer.unwrap_or_else(|| self.path.clone());
+                }
+                Ok(_) => newer = Some(p),
                 Err(e) => {
                     if e.kind() != io::ErrorKind::NotFound {
                         debug!(path = %p.display(), error = %e, "cannot stat rotated sibling");
                     }
-                    return None;
                 }
             }
         }
-        None
+        self.path.clone()
     }
 
     /// A sibling other than `exclude`, at least `min_size` long, for which
@@ -653,13 +662,15 @@ impl Tailer {
     ) -> Option<(File, Metadata, PathBuf)> {
         for k in 1..=MAX_SIBLINGS {
             let p = sibling(&self.path, k);
+            // A missing name may be a gap a rotator is shifting through:
+            // look past it.
             let meta = match fs::metadata(&p) {
                 Ok(m) => m,
                 Err(e) => {
                     if e.kind() != io::ErrorKind::NotFound {
                         debug!(path = %p.display(), error = %e, "cannot stat rotated sibling");
                     }
-                    return None;
+                    continue;
                 }
             };
             if !meta.is_file() || (meta.dev(), meta.ino()) == exclude || meta.len() < min_size {

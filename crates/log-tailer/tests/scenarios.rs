@@ -554,3 +554,31 @@ fn a_poll_reads_at_most_its_bound_and_says_there_is_more() {
     assert!(t.poll().unwrap().is_empty() && !t.has_more());
     eprintln!("100,000 lines in {polls} polls, at most {most} lines per poll");
 }
+
+/// A rotator shifts `.k` to `.k+1` one name at a time before renaming the
+/// path to `.1`, so a poll can see a gap in the names. Seen in CI: the
+/// old file at `.3`, nothing at `.2`, its successor at `.1`, the newest at
+/// the path; stopping the search at the gap sent the tailer to the path
+/// and lost every line of `.1`.
+#[test]
+fn a_gap_in_the_rotated_names_mid_shift_skips_no_file() {
+    let (_d, path) = setup();
+    let mut t = Tailer::new(&path, opts(StartAt::Beginning));
+    append(&path, b"m1\n");
+    assert_eq!(texts(&poll(&mut t)), ["m1"]);
+    append(&path, b"m2\n");
+    // M leaves the path for .1 (a rotation), then is shifted to .2, then
+    // .3, while N and O are written; caught with .2 empty mid-shift.
+    fs::rename(&path, sibling(&path, 1)).unwrap();
+    append(&path, b"n1\n");
+    fs::rename(sibling(&path, 1), sibling(&path, 3)).unwrap();
+    fs::rename(&path, sibling(&path, 1)).unwrap();
+    append(&path, b"o1\n");
+    assert!(!sibling(&path, 2).exists());
+    assert_eq!(texts(&poll(&mut t)), ["m2", "n1", "o1"]);
+    // The shift finishes: nothing read twice.
+    fs::rename(sibling(&path, 1), sibling(&path, 2)).unwrap();
+    fs::rename(&path, sibling(&path, 1)).unwrap();
+    append(&path, b"p1\n");
+    assert_eq!(texts(&poll(&mut t)), ["p1"]);
+}
