@@ -43,7 +43,7 @@ fi
 
 if [ -z "$bin" ]; then
     echo "install-hermes-wiring: kanban-watchdog not found (not on PATH, not in $target/release or $target/debug)." >&2
-    echo "  install it:  cargo install --path crates/kanban-watchdog && cargo install --path crates/worker-shim" >&2
+    echo "  install it:  scripts/install   (or cargo install --path crates/kanban-watchdog && cargo install --path crates/worker-shim)" >&2
     echo "  or build it: cargo build --release -p kanban-watchdog -p worker-shim" >&2
     exit 1
 fi
@@ -60,7 +60,7 @@ done
 if [ "$warn" = yes ]; then
     echo "install-hermes-wiring: using the build at $bin." >&2
     echo "  The shim link will point into $(dirname -- "$bin"); 'cargo clean' would break Hermes workers." >&2
-    echo "  For a stable location: cargo install --path crates/worker-shim, then pass --shim ~/.cargo/bin/worker-shim." >&2
+    echo "  For a stable location: scripts/install, then pass --shim ~/.cargo/bin/worker-shim." >&2
 fi
 
 exec "$bin" wire hermes "$@"

@@ -4,7 +4,7 @@
 //! machine is shared and noisy.
 //!
 //! ```text
-//! kw-bench --shim PATH --watchdog PATH [--tini PATH] [--quick] [--only 1,3]
+//! kw-bench --shim PATH [--shim-dynamic PATH] --watchdog PATH [--tini PATH] [--quick] [--only 1,3]
 //!          [--workdir DIR] [--keep]
 //! ```
 
@@ -34,7 +34,11 @@ pub struct Ctx {
     pub keep: bool,
     /// This binary, for its helper modes.
     pub me: PathBuf,
+    /// The shim measured: the one scripts/install ships (scripts/build-shim).
     pub shim: PathBuf,
+    /// The same shim as `cargo install` builds it (dynamically linked), for
+    /// comparison in section 1.
+    pub shim_dynamic: Option<PathBuf>,
     pub watchdog: PathBuf,
     pub tini: Option<PathBuf>,
     pub tini_missing_reason: String,
@@ -53,7 +57,7 @@ impl Ctx {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: kw-bench --shim PATH --watchdog PATH [--tini PATH | --no-tini REASON] [--quick] [--only 1,2,...] [--workdir DIR] [--keep]"
+        "usage: kw-bench --shim PATH [--shim-dynamic PATH] --watchdog PATH [--tini PATH | --no-tini REASON] [--quick] [--only 1,2,...] [--workdir DIR] [--keep]"
     );
     std::process::exit(2)
 }
@@ -78,6 +82,7 @@ fn real_main() -> anyhow::Result<()> {
     let mut quick = false;
     let mut keep = false;
     let mut shim = None;
+    let mut shim_dynamic = None;
     let mut watchdog = None;
     let mut tini = None;
     let mut tini_missing_reason = "tini not found".to_string();
@@ -88,6 +93,7 @@ fn real_main() -> anyhow::Result<()> {
             "--quick" => quick = true,
             "--keep" => keep = true,
             "--shim" => shim = args.next().map(PathBuf::from),
+            "--shim-dynamic" => shim_dynamic = args.next().map(PathBuf::from),
             "--watchdog" => watchdog = args.next().map(PathBuf::from),
             "--tini" => tini = args.next().map(PathBuf::from),
             "--no-tini" => tini_missing_reason = args.next().unwrap_or_default(),
@@ -134,6 +140,7 @@ fn real_main() -> anyhow::Result<()> {
         keep,
         me: std::env::current_exe()?,
         shim,
+        shim_dynamic,
         watchdog,
         tini,
         tini_missing_reason,
@@ -150,6 +157,17 @@ fn real_main() -> anyhow::Result<()> {
         machine.loadavg,
         work.display(),
         shm.display()
+    );
+    eprintln!(
+        "shim under test: {}{}",
+        ctx.shim.display(),
+        ctx.shim_dynamic
+            .as_ref()
+            .map(|d| format!(
+                " (dynamically linked build for comparison: {})",
+                d.display()
+            ))
+            .unwrap_or_default()
     );
     let started = Instant::now();
     let wanted = |n: u32| only.as_ref().is_none_or(|o| o.contains(&n));

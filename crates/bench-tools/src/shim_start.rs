@@ -25,13 +25,24 @@ pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         Cmd::new("true", &[t], &env),
         Cmd::new("shim", &[ctx.shim.as_os_str(), OsStr::new("--"), t], &env),
     ];
-    if let Some(tini) = &ctx.tini {
+    let tini_idx = ctx.tini.as_ref().map(|tini| {
         cmds.push(Cmd::new(
             "tini",
             &[tini.as_os_str(), OsStr::new("-s"), OsStr::new("--"), t],
             &env,
         ));
-    }
+        cmds.len() - 1
+    });
+    // The shim as `cargo install` builds it (dynamically linked), beside the
+    // shipped static one: what the static link buys.
+    let dynamic_idx = ctx.shim_dynamic.as_ref().map(|shim| {
+        cmds.push(Cmd::new(
+            "shim (dynamic)",
+            &[shim.as_os_str(), OsStr::new("--"), t],
+            &env,
+        ));
+        cmds.len() - 1
+    });
     let null = sys::dev_null()?;
     let fds = [null.as_raw_fd(); 3];
     let n = cmds.len();
@@ -90,11 +101,11 @@ pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) -> anyhow::Result<()> {
             ),
         ),
     );
-    if n == 3 {
-        let tini_added = added(2);
+    if let Some(ti) = tini_idx {
+        let tini_added = added(ti);
         eprintln!(
             "   tini {} ms (added {} ms)",
-            fmt_ms(med[2]),
+            fmt_ms(med[ti]),
             fmt_ms(tini_added)
         );
         let r = shim_added / tini_added;
@@ -106,6 +117,23 @@ pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) -> anyhow::Result<()> {
                 .target("<= 1.2x tini")
                 .check(r <= 1.2, format!("{r:.2}x tini, {:.2}x over", r / 1.2)),
         );
+        if let Some(di) = dynamic_idx {
+            let dynamic_added = added(di);
+            eprintln!(
+                "   shim (dynamic, cargo install) {} ms (added {} ms)",
+                fmt_ms(med[di]),
+                fmt_ms(dynamic_added)
+            );
+            rows.push(
+                Row::new(
+                    "1h",
+                    "  the same, shim as `cargo install` builds it (dynamically linked)",
+                )
+                .ours(format!("+{} ms", fmt_ms(dynamic_added)))
+                .base(format!("+{} ms", fmt_ms(tini_added)))
+                .ratio(dynamic_added / tini_added),
+            );
+        }
     } else {
         rows.push(
             Row::new("1b", "shim added wall vs `tini -s -- true` added wall")

@@ -25,3 +25,15 @@ pub fn proc_alive(pid: i32) -> bool {
         Err(_) => false,
     }
 }
+
+/// The binary a suite runs: the path in the environment variable `var`
+/// when it is set and not empty (`scripts/test` runs the shim's suite a
+/// second time with `WORKER_SHIM_UNDER_TEST` naming the static build
+/// `scripts/install` ships), else `built`, the one cargo built for the
+/// test (`env!("CARGO_BIN_EXE_<name>")`).
+pub fn bin_under_test(var: &str, built: &str) -> std::path::PathBuf {
+    std::env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(built))
+}

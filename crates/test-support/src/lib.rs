@@ -6,7 +6,8 @@
 //! - [`prerequisite_missing`]: a test whose prerequisite is missing fails
 //!   under CI and says SKIPPED elsewhere.
 //! - [`Tmpfs`]: a small filesystem that can be filled up.
-//! - [`file_names`], [`proc_alive`]: a directory's entries, a live process.
+//! - [`file_names`], [`proc_alive`], [`bin_under_test`]: a directory's entries,
+//!   a live process, the binary a suite runs.
 //! - [`board`]: real Hermes-schema boards (`hermes_board::testkit`).
 //! - [`probe_record`], [`blank_record`], [`rate_limit`]: exit records and
 //!   a failure for unit and property tests and fuzzing.
@@ -22,7 +23,7 @@ mod wait;
 #[path = "../../kanban-watchdog/src/demo/webhook.rs"]
 mod webhook;
 
-pub use fs::{file_names, proc_alive};
+pub use fs::{bin_under_test, file_names, proc_alive};
 pub use prerequisite::{in_ci, prerequisite_missing};
 pub use record::{blank_record, probe_record, rate_limit};
 pub use tmpfs::Tmpfs;

@@ -18,9 +18,7 @@ use serde_json::Value;
 use test_support::prerequisite_missing as missing_prerequisite;
 
 fn shim_bin() -> PathBuf {
-    std::env::var_os("WORKER_SHIM_UNDER_TEST")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_worker-shim")))
+    test_support::bin_under_test("WORKER_SHIM_UNDER_TEST", env!("CARGO_BIN_EXE_worker-shim"))
 }
 
 fn shim(record_dir: &Path) -> Command {

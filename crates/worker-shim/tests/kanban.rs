@@ -6,7 +6,10 @@ use std::fs::OpenOptions;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-const SHIM: &str = env!("CARGO_BIN_EXE_worker-shim");
+/// The shim under test (`WORKER_SHIM_UNDER_TEST` overrides the one cargo built).
+fn shim_bin() -> std::path::PathBuf {
+    test_support::bin_under_test("WORKER_SHIM_UNDER_TEST", env!("CARGO_BIN_EXE_worker-shim"))
+}
 
 /// A line the built-in catalogue classifies as a transient rate limit.
 const CODEX_429: &str =
@@ -28,7 +31,7 @@ fn log_exit_code(log: &[u8]) -> Option<i32> {
 }
 
 fn shim(records: &Path) -> Command {
-    let mut cmd = Command::new(SHIM);
+    let mut cmd = Command::new(shim_bin());
     cmd.env("WORKER_SHIM_RECORD_DIR", records)
         .env("WORKER_SHIM_HEALTH_FILE", records.join("no-health.json"))
         .env_remove("WORKER_SHIM_TEMPFAIL_EXIT")

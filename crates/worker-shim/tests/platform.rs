@@ -8,10 +8,13 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const SHIM: &str = env!("CARGO_BIN_EXE_worker-shim");
+/// The shim under test (`WORKER_SHIM_UNDER_TEST` overrides the one cargo built).
+fn shim_bin() -> std::path::PathBuf {
+    test_support::bin_under_test("WORKER_SHIM_UNDER_TEST", env!("CARGO_BIN_EXE_worker-shim"))
+}
 
 fn shim(record_dir: &Path) -> Command {
-    let mut cmd = Command::new(SHIM);
+    let mut cmd = Command::new(shim_bin());
     cmd.env("WORKER_SHIM_RECORD_DIR", record_dir)
         .env_remove("WORKER_SHIM_TEMPFAIL_EXIT")
         .env_remove("HERMES_KANBAN_TASK")

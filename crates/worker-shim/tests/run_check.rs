@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use hermes_board::testkit;
 use serde_json::Value;
 
-const SHIM: &str = env!("CARGO_BIN_EXE_worker-shim");
+/// The shim under test (`WORKER_SHIM_UNDER_TEST` overrides the one cargo built).
+fn shim_bin() -> std::path::PathBuf {
+    test_support::bin_under_test("WORKER_SHIM_UNDER_TEST", env!("CARGO_BIN_EXE_worker-shim"))
+}
 const CODEX_429: &str =
     "HTTP 429: The usage limit has been reached. plan_type: team, resets_at: 4102444800";
 
@@ -45,7 +48,7 @@ PY
 }
 
 fn shim(records: &Path, db: &Path, run: i64, script: &str) -> Command {
-    let mut cmd = Command::new(SHIM);
+    let mut cmd = Command::new(shim_bin());
     cmd.env("WORKER_SHIM_RECORD_DIR", records)
         .env_remove("WORKER_SHIM_TEMPFAIL_EXIT")
         .env("HERMES_KANBAN_TASK", "t")

@@ -9,10 +9,13 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use test_support::{proc_alive, wait_for};
 
-const SHIM: &str = env!("CARGO_BIN_EXE_worker-shim");
+/// The shim under test (`WORKER_SHIM_UNDER_TEST` overrides the one cargo built).
+fn shim_bin() -> std::path::PathBuf {
+    test_support::bin_under_test("WORKER_SHIM_UNDER_TEST", env!("CARGO_BIN_EXE_worker-shim"))
+}
 
 fn shim(record_dir: &Path) -> Command {
-    let mut cmd = Command::new(SHIM);
+    let mut cmd = Command::new(shim_bin());
     cmd.env("WORKER_SHIM_RECORD_DIR", record_dir)
         .env_remove("WORKER_SHIM_TEMPFAIL_EXIT")
         .env_remove("HERMES_KANBAN_TASK")
@@ -530,7 +533,7 @@ fn masquerade_mode_runs_the_real_program_of_the_same_name() {
     let real_dir = tmp.path().join("real-bin");
     std::fs::create_dir_all(&shim_dir).unwrap();
     std::fs::create_dir_all(&real_dir).unwrap();
-    std::os::unix::fs::symlink(SHIM, shim_dir.join("hermes")).unwrap();
+    std::os::unix::fs::symlink(shim_bin(), shim_dir.join("hermes")).unwrap();
     make_exe(
         &real_dir.join("hermes"),
         &format!("#!/bin/sh\necho \"real hermes $*\"\necho '{CODEX_429}'\nexit 0\n"),
