@@ -31,6 +31,7 @@
 //! `review` lane, `provider_override`, `worker_started_at`) alike.
 
 mod audit;
+mod cached;
 mod caps;
 pub mod cli;
 pub mod dispatcher;
@@ -98,6 +99,7 @@ impl Board {
                 path: path.to_path_buf(),
                 source,
             })?;
+        conn.set_prepared_statement_cache_capacity(cached::STATEMENT_CACHE);
         schema::check(&conn, path)?;
         let info = caps::detect(&conn)?;
         Ok(Board {
@@ -127,6 +129,7 @@ impl Board {
                 path: path.to_path_buf(),
                 source,
             })?;
+        conn.set_prepared_statement_cache_capacity(cached::STATEMENT_CACHE);
         schema::check(&conn, path)?;
         let info = caps::detect(&conn)?;
         Ok(Board {
@@ -202,29 +205,27 @@ impl Board {
     // ----- reads -------------------------------------------------------
 
     pub fn task(&self, id: &str) -> Result<Option<TaskRow>, BoardError> {
-        Ok(self
-            .conn
-            .query_row(
-                &format!("SELECT {} FROM tasks WHERE id = ?1", TaskRow::COLUMNS),
-                [id],
-                TaskRow::from_row,
-            )
-            .optional()?)
+        Ok(cached::row(
+            &self.conn,
+            &format!("SELECT {} FROM tasks WHERE id = ?1", TaskRow::COLUMNS),
+            [id],
+            TaskRow::from_row,
+        )
+        .optional()?)
     }
 
     /// The task's newest run (highest id), if any.
     pub fn latest_run(&self, task_id: &str) -> Result<Option<RunRow>, BoardError> {
-        Ok(self
-            .conn
-            .query_row(
-                &format!(
-                    "SELECT {} FROM task_runs WHERE task_id = ?1 ORDER BY id DESC LIMIT 1",
-                    RunRow::COLUMNS
-                ),
-                [task_id],
-                RunRow::from_row,
-            )
-            .optional()?)
+        Ok(cached::row(
+            &self.conn,
+            &format!(
+                "SELECT {} FROM task_runs WHERE task_id = ?1 ORDER BY id DESC LIMIT 1",
+                RunRow::COLUMNS
+            ),
+            [task_id],
+            RunRow::from_row,
+        )
+        .optional()?)
     }
 
     /// Who ended run `run_id` of task `task_id`, and whether a worker or a
@@ -284,15 +285,17 @@ impl Board {
 
     /// The highest event id on the board (a cheap change marker).
     pub fn max_event_id(&self) -> Result<i64, BoardError> {
-        Ok(self
-            .conn
-            .query_row("SELECT COALESCE(MAX(id), 0) FROM task_events", [], |r| {
-                r.get(0)
-            })?)
+        Ok(cached::row(
+            &self.conn,
+            "SELECT COALESCE(MAX(id), 0) FROM task_events",
+            [],
+            |r| r.get(0),
+        )?)
     }
 
     pub fn running_count(&self) -> Result<u64, BoardError> {
-        Ok(self.conn.query_row(
+        Ok(cached::row(
+            &self.conn,
             "SELECT COUNT(*) FROM tasks WHERE status = 'running'",
             [],
             |r| r.get::<_, i64>(0),
@@ -392,7 +395,8 @@ impl Board {
     /// with `healed`: an operator's `provider reset`, a re-auth) spend
     /// nothing.
     pub fn delayed_retries_since(&self, task_id: &str, since: i64) -> Result<u32, BoardError> {
-        Ok(self.conn.query_row(
+        Ok(cached::row(
+            &self.conn,
             "SELECT COUNT(*) FROM task_events p WHERE p.task_id = ?1 \
              AND p.kind = 'watchdog_parked' AND p.created_at >= ?2 \
              AND NOT (json_valid(p.payload) AND json_extract(p.payload, '$.due_at') IS NULL) \

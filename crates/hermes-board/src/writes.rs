@@ -5,6 +5,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::json;
 
+use crate::cached::{exec, row};
 use crate::caps::BoardInfo;
 use crate::facts::RunVerdict;
 use crate::types::{
@@ -25,19 +26,20 @@ pub(crate) fn record_applied(
     task_id: &str,
     record_id: &str,
 ) -> rusqlite::Result<bool> {
-    Ok(conn
-        .query_row(
-            "SELECT 1 FROM task_events WHERE task_id = ?1 AND kind LIKE 'watchdog\\_%' ESCAPE '\\' \
+    Ok(row(
+        conn,
+        "SELECT 1 FROM task_events WHERE task_id = ?1 AND kind LIKE 'watchdog\\_%' ESCAPE '\\' \
              AND json_valid(payload) AND json_extract(payload, '$.record_id') = ?2 LIMIT 1",
-            params![task_id, record_id],
-            |_| Ok(()),
-        )
-        .optional()?
-        .is_some())
+        params![task_id, record_id],
+        |_| Ok(()),
+    )
+    .optional()?
+    .is_some())
 }
 
 fn load(tx: &Connection, id: &str) -> rusqlite::Result<Option<TaskRow>> {
-    tx.query_row(
+    row(
+        tx,
         &format!("SELECT {} FROM tasks WHERE id = ?1", TaskRow::COLUMNS),
         [id],
         TaskRow::from_row,
@@ -61,7 +63,8 @@ fn stale(status: Option<&str>, why: impl Into<String>) -> WriteOutcome {
 }
 
 fn newest_run_id(tx: &Connection, task_id: &str) -> rusqlite::Result<Option<i64>> {
-    tx.query_row(
+    row(
+        tx,
         "SELECT MAX(id) FROM task_runs WHERE task_id = ?1",
         [task_id],
         |r| r.get(0),
@@ -85,16 +88,16 @@ fn unblocked_status(
     } else {
         "('done')"
     };
-    let undone: Option<i64> = tx
-        .query_row(
-            &format!(
-                "SELECT 1 FROM task_links l JOIN tasks p ON p.id = l.parent_id \
+    let undone: Option<i64> = row(
+        tx,
+        &format!(
+            "SELECT 1 FROM task_links l JOIN tasks p ON p.id = l.parent_id \
                  WHERE l.child_id = ?1 AND p.status NOT IN {done} LIMIT 1"
-            ),
-            [task_id],
-            |r| r.get(0),
-        )
-        .optional()?;
+        ),
+        [task_id],
+        |r| r.get(0),
+    )
+    .optional()?;
     Ok(match (undone.is_some(), resume_review) {
         (true, _) => "todo",
         (false, true) => "review",
@@ -120,7 +123,8 @@ fn end_run(
     summary: &str,
     now: i64,
 ) -> rusqlite::Result<usize> {
-    tx.execute(
+    exec(
+        tx,
         &format!(
             "UPDATE task_runs SET status = ?1, outcome = ?1, summary = ?2, ended_at = ?3, \
              claim_lock = NULL, claim_expires = NULL, worker_pid = NULL{} \
@@ -144,13 +148,15 @@ fn synthesize_ended_run(
     summary: &str,
     now: i64,
 ) -> rusqlite::Result<()> {
-    let newest_end: Option<i64> = tx.query_row(
+    let newest_end: Option<i64> = row(
+        tx,
         "SELECT MAX(ended_at) FROM task_runs WHERE task_id = ?1",
         [&task.id],
         |r| r.get(0),
     )?;
     let ended = newest_end.map_or(now, |t| now.max(t + 1));
-    tx.execute(
+    exec(
+        tx,
         "INSERT INTO task_runs (task_id, profile, status, started_at, ended_at, outcome, summary) \
          VALUES (?1, ?2, 'scheduled', ?3, ?3, 'scheduled', ?4)",
         params![task.id, task.assignee, ended, summary],
@@ -187,7 +193,8 @@ fn append_event(
     payload: serde_json::Value,
     now: i64,
 ) -> rusqlite::Result<()> {
-    tx.execute(
+    exec(
+        tx,
         "INSERT INTO task_events (task_id, run_id, kind, payload, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![task_id, run_id, kind, payload.to_string(), now],
     )?;
@@ -323,7 +330,8 @@ pub(crate) fn park(
     let reset_failures = req.kind == Kind::Requeued;
     // A budget block says why in the field `hermes kanban show` prints.
     let block_reason = (req.kind == Kind::Blocked).then_some(req.reason.as_str());
-    let changed = tx.execute(
+    let changed = exec(
+        tx,
         &format!(
             "UPDATE tasks SET status = ?1, claim_lock = NULL, claim_expires = NULL, worker_pid = NULL{}, \
              current_run_id = NULL, \
@@ -399,16 +407,16 @@ pub(crate) fn release(
         return Ok(stale(Some(&task.status), "task is no longer scheduled"));
     }
     // Only release what we parked: our event must be the latest scheduling decision.
-    let latest: Option<(String, Option<String>)> = tx
-        .query_row(
-            &format!(
-                "SELECT kind, payload FROM task_events WHERE task_id = ?1 AND kind IN \
+    let latest: Option<(String, Option<String>)> = row(
+        tx,
+        &format!(
+            "SELECT kind, payload FROM task_events WHERE task_id = ?1 AND kind IN \
                  {SCHEDULING_KINDS} ORDER BY id DESC LIMIT 1"
-            ),
-            [&task.id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
+        ),
+        [&task.id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()?;
     let ours = match &latest {
         Some((kind, payload)) if kind == "watchdog_parked" || kind == "watchdog_held" => payload
             .as_deref()
@@ -426,7 +434,8 @@ pub(crate) fn release(
     let before = state(&task);
     close_dangling_run(tx, info, &task, now)?;
     let target = unblocked_status(tx, &task.id, info, resume_review)?;
-    let changed = tx.execute(
+    let changed = exec(
+        tx,
         "UPDATE tasks SET status = ?1, current_run_id = NULL, consecutive_failures = 0, \
          last_failure_error = NULL WHERE id = ?2 AND status = 'scheduled'",
         params![target, task.id],
@@ -489,7 +498,8 @@ fn steer_natively(
     let Some(model) = req.fallback_model.as_deref() else {
         return Ok(json!({"set": false, "why": "the fallback has no model in the chain"}));
     };
-    let (cur_model, cur_provider): (Option<String>, Option<String>) = tx.query_row(
+    let (cur_model, cur_provider): (Option<String>, Option<String>) = row(
+        tx,
         "SELECT model_override, provider_override FROM tasks WHERE id = ?1",
         [&task.id],
         |r| Ok((r.get(0)?, r.get(1)?)),
@@ -506,7 +516,8 @@ fn steer_natively(
             "why": "the task has a model override of its own",
         }));
     }
-    tx.execute(
+    exec(
+        tx,
         "UPDATE tasks SET model_override = ?1, provider_override = ?2 WHERE id = ?3",
         params![model, provider, task.id],
     )?;
@@ -520,16 +531,16 @@ fn steered_override(
     conn: &Connection,
     task_id: &str,
 ) -> rusqlite::Result<Option<(String, String)>> {
-    let newest: Option<(String, Option<String>)> = conn
-        .query_row(
-            "SELECT kind, payload FROM task_events WHERE task_id = ?1 AND (kind IN \
+    let newest: Option<(String, Option<String>)> = row(
+        conn,
+        "SELECT kind, payload FROM task_events WHERE task_id = ?1 AND (kind IN \
              ('model_override_set','watchdog_override_cleared') OR (kind = 'watchdog_requeued' \
              AND json_valid(payload) AND json_extract(payload, '$.override.set') = 1)) \
              ORDER BY id DESC LIMIT 1",
-            [task_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
+        [task_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()?;
     let Some(("watchdog_requeued", Some(payload))) =
         newest.as_ref().map(|(k, p)| (k.as_str(), p.clone()))
     else {
@@ -600,7 +611,8 @@ pub(crate) fn clear_override(
             "the override is no longer the one we set; left alone",
         ));
     }
-    let changed = tx.execute(
+    let changed = exec(
+        tx,
         "UPDATE tasks SET model_override = NULL, provider_override = NULL \
          WHERE id = ?1 AND model_override IS ?2 AND provider_override IS ?3",
         params![task.id, req.model, req.provider],
