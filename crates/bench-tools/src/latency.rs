@@ -25,6 +25,10 @@ pub struct Paced {
     /// The commit latencies behind `ours` (ms), to pool repetitions.
     pub ours_ms: Vec<f64>,
     pub floor: Lat,
+    /// `fdatasync` of a 4 KiB append on the board's filesystem, at the same
+    /// pace during the run (at most 100/s): the disk's own latency, which a
+    /// commit's p99 cannot beat.
+    pub fsync: Lat,
     pub sent: usize,
     pub committed: usize,
     pub achieved_rate: f64,
@@ -38,10 +42,11 @@ impl Paced {
     /// what the daemon logged as a problem.
     pub fn report(&self, label: &str, extra: &str) {
         eprintln!(
-            "   {label}: commit {} (max {}), floor {}; {}/{} committed{extra}",
+            "   {label}: commit {} (max {}), floor {}, disk fdatasync {}; {}/{} committed{extra}",
             self.ours.text(),
             fmt_ms(self.ours.max),
             self.floor.text(),
+            self.fsync.text(),
             self.committed,
             self.sent
         );
@@ -61,7 +66,9 @@ pub fn paced_on(ctx: &Ctx, spec: RigSpec, rate: f64, secs: f64) -> anyhow::Resul
     let mut rig = Rig::start(ctx, &RigSpec { running: n, ..spec })?;
     // Let the first tick (full board scan for progress) finish.
     std::thread::sleep(Duration::from_millis(ctx.pick(1000, 500)));
+    let fsync_probe = FsyncProbe::start(&rig.dir, rate.min(100.0))?;
     let ids = rig.write_paced(n, Some(rate))?;
+    let fsync_ms = fsync_probe.stop();
     let span = ids.last().unwrap().1.duration_since(ids[0].1).as_secs_f64();
     let committed = rig.wait_committed(&ids, Duration::from_secs(ctx.pick(30, 15)));
     let (ours, floor) = rig.latencies(&ids);
@@ -85,6 +92,7 @@ pub fn paced_on(ctx: &Ctx, spec: RigSpec, rate: f64, secs: f64) -> anyhow::Resul
         ours: Lat::of(&ours),
         ours_ms: ours,
         floor: Lat::of(&floor),
+        fsync: Lat::of(&fsync_ms),
         sent: n,
         committed,
         achieved_rate: if n > 1 { (n - 1) as f64 / span } else { rate },
@@ -96,6 +104,51 @@ pub fn paced_on(ctx: &Ctx, spec: RigSpec, rate: f64, secs: f64) -> anyhow::Resul
         let _ = std::fs::remove_dir_all(&rig.dir);
     }
     Ok(out)
+}
+
+/// Appends 4 KiB and `fdatasync`s a scratch file in `dir` at `rate`/s on
+/// a thread of its own until stopped; keeps each sync's latency (ms).
+struct FsyncProbe {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<f64>>,
+}
+
+impl FsyncProbe {
+    fn start(dir: &std::path::Path, rate: f64) -> anyhow::Result<FsyncProbe> {
+        use std::io::Write;
+        use std::sync::atomic::Ordering;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("fsync-probe"))?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let every = Duration::from_secs_f64(1.0 / rate.max(1.0));
+        let thread = std::thread::spawn(move || {
+            let block = [0u8; 4096];
+            let mut out = Vec::new();
+            let mut next = Instant::now();
+            while !flag.load(Ordering::Relaxed) {
+                if file.write_all(&block).is_err() {
+                    break;
+                }
+                let t0 = Instant::now();
+                if file.sync_data().is_err() {
+                    break;
+                }
+                out.push(t0.elapsed().as_secs_f64() * 1000.0);
+                next += every;
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            }
+            out
+        });
+        Ok(FsyncProbe { stop, thread })
+    }
+
+    fn stop(self) -> Vec<f64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
 }
 
 pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) -> anyhow::Result<()> {
@@ -140,6 +193,16 @@ pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) -> anyhow::Result<()> {
             );
         }
         rows.push(row);
+        if rate == 100.0 {
+            rows.push(
+                Row::new(
+                    &format!("{id}'"),
+                    "  the disk: fdatasync of a 4 KiB append on the board's filesystem, same pace, same period",
+                )
+                .ours(p.fsync.text())
+                .base(format!("(a commit syncs the WAL once; max {} ms)", fmt_ms(p.fsync.max))),
+            );
+        }
     }
 
     // Sustained throughput: N records renamed in at once into a running daemon.
