@@ -173,7 +173,7 @@ impl Metrics {
         );
         r.register(
             "providers_skipped",
-            "Ready tasks held back because their provider was unhealthy",
+            "Ready tasks held back, and worker runs the shim did not start, because their provider was unhealthy",
             self.providers_skipped.clone(),
         );
         r.register(
