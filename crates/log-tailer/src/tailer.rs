@@ -581,25 +581,8 @@ impl Tailer {
 
     /// Find the file with `pos`'s identity at the path or among its siblings.
     fn locate(&self, pos: &TailPosition) -> Result<Option<(File, Metadata, PathBuf)>, TailError> {
-        let candidates = std::iter::once(self.path.clone())
-            .chain((1..=MAX_SIBLINGS).map(|k| sibling(&self.path, k)));
-        for (i, candidate) in candidates.enumerate() {
-            let meta = match fs::metadata(&candidate) {
-                Ok(m) => m,
-                // The path may be missing, and a sibling may be a gap a
-                // rotator is shifting through: look past both.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(source) if i == 0 => {
-                    return Err(TailError::Stat {
-                        path: candidate,
-                        source,
-                    });
-                }
-                Err(e) => {
-                    debug!(path = %candidate.display(), error = %e, "cannot stat rotated sibling");
-                    continue;
-                }
-            };
+        let at_path = self.stat_path()?.map(|m| (self.path.clone(), m));
+        for (candidate, meta) in at_path.into_iter().chain(self.existing_siblings()) {
             if (meta.dev(), meta.ino()) != (pos.dev, pos.ino) {
                 continue;
             }
@@ -635,21 +618,31 @@ impl Tailer {
     /// between).
     fn successor_of(&self, dev: u64, ino: u64) -> PathBuf {
         let mut newer = None;
-        for k in 1..=MAX_SIBLINGS {
+        for (p, m) in self.existing_siblings() {
+            if (m.dev(), m.ino()) == (dev, ino) {
+                return newer.unwrap_or_else(|| self.path.clone());
+            }
+            newer = Some(p);
+        }
+        self.path.clone()
+    }
+
+    /// The rotated siblings `<path>.1` ..= `<path>.MAX_SIBLINGS` that exist
+    /// now, oldest last, with their metadata. A missing name may be a gap a
+    /// rotator is shifting through: the scan looks past it.
+    fn existing_siblings(&self) -> impl Iterator<Item = (PathBuf, Metadata)> + '_ {
+        (1..=MAX_SIBLINGS).filter_map(|k| {
             let p = sibling(&self.path, k);
             match fs::metadata(&p) {
-                Ok(m) if (m.dev(), m.ino()) == (dev, ino) => {
-                    return newer.unwrap_or_else(|| self.path.clone());
-                }
-                Ok(_) => newer = Some(p),
+                Ok(m) => Some((p, m)),
                 Err(e) => {
                     if e.kind() != io::ErrorKind::NotFound {
                         debug!(path = %p.display(), error = %e, "cannot stat rotated sibling");
                     }
+                    None
                 }
             }
-        }
-        self.path.clone()
+        })
     }
 
     /// A sibling other than `exclude`, at least `min_size` long, for which
@@ -660,19 +653,7 @@ impl Tailer {
         min_size: u64,
         matches: impl Fn(&File) -> io::Result<bool>,
     ) -> Option<(File, Metadata, PathBuf)> {
-        for k in 1..=MAX_SIBLINGS {
-            let p = sibling(&self.path, k);
-            // A missing name may be a gap a rotator is shifting through:
-            // look past it.
-            let meta = match fs::metadata(&p) {
-                Ok(m) => m,
-                Err(e) => {
-                    if e.kind() != io::ErrorKind::NotFound {
-                        debug!(path = %p.display(), error = %e, "cannot stat rotated sibling");
-                    }
-                    continue;
-                }
-            };
+        for (p, meta) in self.existing_siblings() {
             if !meta.is_file() || (meta.dev(), meta.ino()) == exclude || meta.len() < min_size {
                 continue;
             }
