@@ -80,6 +80,27 @@ pub struct Board {
     info: BoardInfo,
 }
 
+/// Opens the board file in `mode` (read-write or read-only, never
+/// creating it), with the busy timeout and the statement cache set, checks
+/// its schema and reads what it supports: the part of every open.
+fn connect(
+    path: &Path,
+    mode: OpenFlags,
+    busy_timeout: Duration,
+) -> Result<(Connection, BoardInfo), BoardError> {
+    let flags = mode | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+    let open_error = |source| BoardError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let conn = Connection::open_with_flags(path, flags).map_err(open_error)?;
+    conn.busy_timeout(busy_timeout).map_err(open_error)?;
+    conn.set_prepared_statement_cache_capacity(cached::STATEMENT_CACHE);
+    schema::check(&conn, path)?;
+    let info = caps::detect(&conn)?;
+    Ok((conn, info))
+}
+
 impl Board {
     /// Opens an existing board (never creates one) and checks its schema.
     pub fn open(
@@ -87,21 +108,7 @@ impl Board {
         opts: BoardOptions,
         audit: Option<AuditLog>,
     ) -> Result<Board, BoardError> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-            | OpenFlags::SQLITE_OPEN_URI;
-        let conn = Connection::open_with_flags(path, flags).map_err(|source| BoardError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        conn.busy_timeout(opts.busy_timeout)
-            .map_err(|source| BoardError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        conn.set_prepared_statement_cache_capacity(cached::STATEMENT_CACHE);
-        schema::check(&conn, path)?;
-        let info = caps::detect(&conn)?;
+        let (conn, info) = connect(path, OpenFlags::SQLITE_OPEN_READ_WRITE, opts.busy_timeout)?;
         Ok(Board {
             conn,
             path: path.to_path_buf(),
@@ -117,21 +124,7 @@ impl Board {
     /// Opens a board read-only (never creating it; for a board we do not
     /// write to, or `replay`): every read works, every write is refused.
     pub fn open_read_only(path: &Path, busy_timeout: Duration) -> Result<Board, BoardError> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-            | OpenFlags::SQLITE_OPEN_URI;
-        let conn = Connection::open_with_flags(path, flags).map_err(|source| BoardError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        conn.busy_timeout(busy_timeout)
-            .map_err(|source| BoardError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        conn.set_prepared_statement_cache_capacity(cached::STATEMENT_CACHE);
-        schema::check(&conn, path)?;
-        let info = caps::detect(&conn)?;
+        let (conn, info) = connect(path, OpenFlags::SQLITE_OPEN_READ_ONLY, busy_timeout)?;
         Ok(Board {
             info,
             conn,
