@@ -248,13 +248,7 @@ impl Rig {
             self.next += 1;
             let name = record_file_name(id);
             let tmp = self.records.join(format!(".{name}.tmp"));
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(body)?;
-            drop(f);
+            write_new_file(&tmp, body)?;
             let t0 = Instant::now();
             std::fs::rename(&tmp, self.records.join(&name))?;
             out.push((id.clone(), t0));
@@ -277,13 +271,7 @@ impl Rig {
             self.next += 1;
             let name = record_file_name(id);
             let tmp = staging.join(&name);
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(body)?;
-            drop(f);
+            write_new_file(&tmp, body)?;
             staged.push((id.clone(), tmp, self.records.join(&name)));
         }
         let mut out = Vec::with_capacity(n);
@@ -435,6 +423,17 @@ fn board_slugs(n: usize) -> Vec<String> {
 
 /// A rate-limited run of `task`/`run` on board `slug` at `db`, as
 /// worker-shim writes it.
+/// A new private file (0600) holding `body` whole, as the shim writes a
+/// record before renaming it into the record dir.
+fn write_new_file(path: &Path, body: &[u8]) -> std::io::Result<()> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(body)
+}
+
 fn record_body(task: &str, run: i64, slug: &str, db: &Path) -> (String, Vec<u8>) {
     let now = jiff::Timestamp::now();
     let resets = now.as_second() + 3600;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::Ctx;
 use crate::daemon::{Rig, RigSpec};
-use crate::latency::{P99_TARGET_MS, P99_TARGET_TEXT, paced};
+use crate::latency::{P99_TARGET_MS, p99_target_text, paced};
 use crate::report::{Lat, Row, Verdict, fmt_ms};
 
 const RSS_TARGET_KIB: u64 = 20 * 1024;
@@ -149,7 +149,7 @@ pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         .ours(p.ours.text())
         .base(format!("{} (inotify floor)", p.floor.text()))
         .ratio(p.ours.p99 / p.floor.p99)
-        .target(P99_TARGET_TEXT);
+        .target(p99_target_text());
         rows.push(if p.committed < p.sent {
             row.verdict(Verdict::Miss(format!(
                 "only {}/{} committed",

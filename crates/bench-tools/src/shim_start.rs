@@ -25,23 +25,25 @@ pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         Cmd::new("true", &[t], &env),
         Cmd::new("shim", &[ctx.shim.as_os_str(), OsStr::new("--"), t], &env),
     ];
+    let mut add = |cmd: Cmd| {
+        cmds.push(cmd);
+        cmds.len() - 1
+    };
     let tini_idx = ctx.tini.as_ref().map(|tini| {
-        cmds.push(Cmd::new(
+        add(Cmd::new(
             "tini",
             &[tini.as_os_str(), OsStr::new("-s"), OsStr::new("--"), t],
             &env,
-        ));
-        cmds.len() - 1
+        ))
     });
     // The shim as `cargo install` builds it (dynamically linked), beside the
     // shipped static one: what the static link buys.
     let dynamic_idx = ctx.shim_dynamic.as_ref().map(|shim| {
-        cmds.push(Cmd::new(
+        add(Cmd::new(
             "shim (dynamic)",
             &[shim.as_os_str(), OsStr::new("--"), t],
             &env,
-        ));
-        cmds.len() - 1
+        ))
     });
     let null = sys::dev_null()?;
     let fds = [null.as_raw_fd(); 3];

@@ -9,10 +9,9 @@ use std::time::{Duration, Instant};
 
 use test_support::{Tmpfs, file_names as entries, proc_alive, wait_for};
 
-/// The shim under test (`WORKER_SHIM_UNDER_TEST` overrides the one cargo built).
-fn shim_bin() -> std::path::PathBuf {
-    test_support::bin_under_test("WORKER_SHIM_UNDER_TEST", env!("CARGO_BIN_EXE_worker-shim"))
-}
+mod common;
+
+use common::shim_bin;
 
 const CODEX_429: &str =
     "HTTP 429: The usage limit has been reached. plan_type: team, resets_at: 1893456000";

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use test_support::prerequisite_missing as missing_prerequisite;
 
-fn shim_bin() -> PathBuf {
-    test_support::bin_under_test("WORKER_SHIM_UNDER_TEST", env!("CARGO_BIN_EXE_worker-shim"))
-}
+mod common;
+
+use common::shim_bin;
 
 fn shim(record_dir: &Path) -> Command {
     let mut cmd = Command::new(shim_bin());

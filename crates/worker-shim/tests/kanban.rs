@@ -6,10 +6,9 @@ use std::fs::OpenOptions;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-/// The shim under test (`WORKER_SHIM_UNDER_TEST` overrides the one cargo built).
-fn shim_bin() -> std::path::PathBuf {
-    test_support::bin_under_test("WORKER_SHIM_UNDER_TEST", env!("CARGO_BIN_EXE_worker-shim"))
-}
+mod common;
+
+use common::shim_bin;
 
 /// A line the built-in catalogue classifies as a transient rate limit.
 const CODEX_429: &str =

@@ -8,10 +8,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The shim under test (`WORKER_SHIM_UNDER_TEST` overrides the one cargo built).
-fn shim_bin() -> std::path::PathBuf {
-    test_support::bin_under_test("WORKER_SHIM_UNDER_TEST", env!("CARGO_BIN_EXE_worker-shim"))
-}
+mod common;
+
+use common::shim_bin;
 
 fn shim(record_dir: &Path) -> Command {
     let mut cmd = Command::new(shim_bin());

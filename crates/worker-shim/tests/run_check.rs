@@ -10,10 +10,9 @@ use std::time::{Duration, Instant};
 use hermes_board::testkit;
 use serde_json::Value;
 
-/// The shim under test (`WORKER_SHIM_UNDER_TEST` overrides the one cargo built).
-fn shim_bin() -> std::path::PathBuf {
-    test_support::bin_under_test("WORKER_SHIM_UNDER_TEST", env!("CARGO_BIN_EXE_worker-shim"))
-}
+mod common;
+
+use common::shim_bin;
 const CODEX_429: &str =
     "HTTP 429: The usage limit has been reached. plan_type: team, resets_at: 4102444800";
 

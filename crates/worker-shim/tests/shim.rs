@@ -9,10 +9,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use test_support::{proc_alive, wait_for};
 
-/// The shim under test (`WORKER_SHIM_UNDER_TEST` overrides the one cargo built).
-fn shim_bin() -> std::path::PathBuf {
-    test_support::bin_under_test("WORKER_SHIM_UNDER_TEST", env!("CARGO_BIN_EXE_worker-shim"))
-}
+mod common;
+
+use common::shim_bin;
 
 fn shim(record_dir: &Path) -> Command {
     let mut cmd = Command::new(shim_bin());
