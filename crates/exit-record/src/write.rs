@@ -15,8 +15,6 @@ pub enum WriteError {
     /// it (see [`crate::check_private_dir`]): nothing is written there.
     #[error("{0}")]
     UnsafeDir(#[from] UnsafeDir),
-    #[error("cannot serialize exit record: {0}")]
-    Serialize(#[from] serde_json::Error),
     #[error("cannot write {path}: {source}")]
     Io {
         path: PathBuf,
@@ -52,11 +50,10 @@ pub fn write_atomic(
     record: &ExitRecord,
     opts: WriteOptions,
 ) -> Result<PathBuf, WriteError> {
-    // A record that cannot be serialized fails here, before the directory
-    // is touched; the bytes are then streamed into the temp file: a record
-    // holds up to two head+tail captures (more once JSON escapes them),
-    // never worth a second copy in the shim's memory.
-    serde_json::to_writer_pretty(std::io::sink(), record)?;
+    // The bytes are streamed into the temp file: a record holds up to two
+    // head+tail captures (more once JSON escapes them), never worth a copy
+    // in the shim's memory. A record that could not be serialized (none of
+    // its types can fail) would leave no file: the temp file is removed.
     ensure_private_dir(dir)?;
     let final_path = dir.join(record_file_name(&record.id));
     let atomic = AtomicOptions {

@@ -19,6 +19,10 @@ impl HeadTail {
             head_cap,
             tail_cap,
             head: Vec::new(),
+            // Taken once, at its final size, when the first byte reaches it:
+            // grown by doubling it would settle at twice `tail` (a ring that
+            // never fills keeps its pages untouched: only what is written
+            // counts in the shim's RSS).
             tail: VecDeque::new(),
             total: 0,
         }
@@ -34,15 +38,17 @@ impl HeadTail {
         if self.tail_cap == 0 || bytes.is_empty() {
             return;
         }
+        if self.tail.capacity() < self.tail_cap {
+            self.tail.reserve_exact(self.tail_cap - self.tail.len());
+        }
         if bytes.len() >= self.tail_cap {
             self.tail.clear();
-            self.tail
-                .extend(bytes[bytes.len() - self.tail_cap..].iter().copied());
+            self.tail.extend(&bytes[bytes.len() - self.tail_cap..]);
             return;
         }
         let overflow = (self.tail.len() + bytes.len()).saturating_sub(self.tail_cap);
         self.tail.drain(..overflow);
-        self.tail.extend(bytes.iter().copied());
+        self.tail.extend(bytes);
     }
 
     pub fn total(&self) -> u64 {
@@ -53,9 +59,9 @@ impl HeadTail {
         &self.head
     }
 
-    pub fn tail(&self) -> Vec<u8> {
-        let (a, b) = self.tail.as_slices();
-        [a, b].concat()
+    /// The tail in order, made contiguous in place (no copy is kept).
+    pub fn tail(&mut self) -> &[u8] {
+        self.tail.make_contiguous()
     }
 
     /// True when bytes between the head and the tail were dropped.

@@ -15,7 +15,7 @@ pub fn snapshot(capture: Option<&Arc<Mutex<HeadTail>>>) -> StreamCapture {
     let Some(capture) = capture else {
         return StreamCapture::default();
     };
-    let Ok(cap) = capture.lock() else {
+    let Ok(mut cap) = capture.lock() else {
         return StreamCapture::default();
     };
     let text = |bytes: &[u8]| redact(&String::from_utf8_lossy(bytes)).into_owned();
@@ -23,7 +23,7 @@ pub fn snapshot(capture: Option<&Arc<Mutex<HeadTail>>>) -> StreamCapture {
         captured: true,
         bytes_total: cap.total(),
         head: text(cap.head()),
-        tail: text(&cap.tail()),
+        tail: text(cap.tail()),
         truncated: cap.truncated(),
     }
 }
