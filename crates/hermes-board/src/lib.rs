@@ -95,7 +95,7 @@ fn connect(
     };
     let conn = Connection::open_with_flags(path, flags).map_err(open_error)?;
     conn.busy_timeout(busy_timeout).map_err(open_error)?;
-    conn.set_prepared_statement_cache_capacity(cached::STATEMENT_CACHE);
+    cached::configure(&conn).map_err(open_error)?;
     schema::check(&conn, path)?;
     let info = caps::detect(&conn)?;
     Ok((conn, info))
