@@ -23,7 +23,6 @@
 use std::borrow::Cow;
 use std::sync::OnceLock;
 
-use aho_corasick::AhoCorasick;
 use regex::{Captures, Regex};
 
 /// The replacement text for a secret.
@@ -32,9 +31,9 @@ pub const REDACTED: &str = "[REDACTED]";
 type Rewrite = fn(&Captures<'_>) -> Option<String>;
 
 struct Pass {
-    /// Lowercase literals one of which every match contains, in any case: a
-    /// pass whose triggers are absent is skipped without compiling its
-    /// regex (the shim redacts every run's argv; most runs hold no secret).
+    /// Lowercase literals one of which every match contains: a pass whose
+    /// triggers are absent is skipped without compiling its regex (the
+    /// shim redacts every run's argv; most runs hold no secret at all).
     triggers: &'static [&'static str],
     pattern: &'static str,
     re: OnceLock<Regex>,
@@ -53,6 +52,10 @@ impl Pass {
             re: OnceLock::new(),
             rewrite,
         }
+    }
+
+    fn applies_to(&self, lowercase_text: &str) -> bool {
+        self.triggers.iter().any(|t| lowercase_text.contains(t))
     }
 
     fn regex(&self) -> &Regex {
@@ -197,40 +200,6 @@ fn apply(text: &str, pass: &Pass) -> Option<String> {
     Some(out)
 }
 
-/// Which passes' triggers occur in `text`, any case: one scan of the text
-/// for all of them (an Aho-Corasick automaton over the ~20 triggers, built
-/// once), no lowercased copy. Most text holds none, and then no regex is
-/// compiled or run.
-fn applicable(text: &str) -> [bool; PASSES.len()] {
-    static TRIGGERS: OnceLock<Option<(AhoCorasick, Vec<usize>)>> = OnceLock::new();
-    let mut applies = [false; PASSES.len()];
-    let triggers = TRIGGERS.get_or_init(|| {
-        let (words, pass_of): (Vec<&str>, Vec<usize>) = passes()
-            .iter()
-            .enumerate()
-            .flat_map(|(i, pass)| pass.triggers.iter().map(move |t| (*t, i)))
-            .unzip();
-        let automaton = AhoCorasick::builder()
-            .ascii_case_insensitive(true)
-            .build(words)
-            .ok()?;
-        Some((automaton, pass_of))
-    });
-    let Some((automaton, pass_of)) = triggers else {
-        // Cannot happen (a few short literals); if it did, every pass runs.
-        return [true; PASSES.len()];
-    };
-    for m in automaton.find_overlapping_iter(text) {
-        if let Some(&pass) = pass_of.get(m.pattern().as_usize()) {
-            applies[pass] = true;
-        }
-        if applies.iter().all(|&a| a) {
-            break;
-        }
-    }
-    applies
-}
-
 /// Masks credentials in `text` (see the module docs for what is recognised).
 /// Returns `Cow::Borrowed` when nothing had to change.
 pub fn redact(text: &str) -> Cow<'_, str> {
@@ -238,8 +207,11 @@ pub fn redact(text: &str) -> Cow<'_, str> {
     if text.is_empty() {
         return out;
     }
-    let applies = applicable(text);
-    for (pass, _) in passes().iter().zip(applies).filter(|(_, applies)| *applies) {
+    let lower = text.to_ascii_lowercase();
+    for pass in passes() {
+        if !pass.applies_to(&lower) {
+            continue;
+        }
         if let Some(s) = apply(&out, pass) {
             out = Cow::Owned(s);
         }
