@@ -49,7 +49,7 @@ pub fn probe(name: &str) -> ! {
             std::hint::black_box(failure_signatures::redact("/usr/bin/hermes"));
         }
         "tz" => {
-            std::hint::black_box(jiff::tz::TimeZone::system());
+            std::hint::black_box(failure_signatures::local_time_zone());
         }
         "catalogue" => {
             let ctx = failure_signatures::ClassifyContext::new(

@@ -179,7 +179,7 @@ pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         (
             "1e",
             "tz",
-            "  cold first call in the shim: `TimeZone::system()` (walks zoneinfo)",
+            "  cold first call when a failure is classified: `local_time_zone()` (reads /etc/localtime)",
         ),
         (
             "1f",

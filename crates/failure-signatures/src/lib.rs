@@ -71,6 +71,7 @@ mod catalogue;
 mod error;
 pub mod evidence;
 pub mod hermes_frame;
+mod local_tz;
 mod prefilter;
 mod provider;
 pub mod redact;
@@ -83,6 +84,7 @@ use serde::{Deserialize, Serialize};
 
 pub use catalogue::{Candidate, CandidateOutcome, Catalogue, Judgement, Signature};
 pub use error::CatalogueError;
+pub use local_tz::local_time_zone;
 pub use provider::same_provider;
 pub use redact::redact;
 
@@ -269,11 +271,11 @@ impl ClassifyContext {
         ClassifyContext { now, local_tz }
     }
 
-    /// The current time and the system time zone.
+    /// The current time and the local time zone ([`local_time_zone`]).
     pub fn system_now() -> Self {
         ClassifyContext {
             now: jiff::Timestamp::now(),
-            local_tz: jiff::tz::TimeZone::system(),
+            local_tz: local_time_zone(),
         }
     }
 }

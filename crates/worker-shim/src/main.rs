@@ -404,11 +404,11 @@ impl Run {
             say(&w);
         }
         let failure = report::classify(&catalogue, &outcome.stdout, &outcome.stderr, || {
-            // Only built when a signature won: finding the local zone
-            // walks the zoneinfo database (about a millisecond).
+            // Only built when a signature won: the local zone is read from
+            // /etc/localtime (see `local_time_zone`).
             ClassifyContext {
                 now: ended_at,
-                local_tz: jiff::tz::TimeZone::system(),
+                local_tz: failure_signatures::local_time_zone(),
             }
         });
         // A failure found in a kanban worker's output: did the worker end
