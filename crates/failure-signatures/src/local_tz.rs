@@ -46,8 +46,17 @@ mod tests {
     #[test]
     fn a_zone_read_from_its_file_keeps_the_databases_offsets() {
         let zoneinfo = std::path::Path::new("/usr/share/zoneinfo");
-        let Ok(expected) = TimeZone::get("Europe/Warsaw") else {
-            panic!("no Europe/Warsaw in jiff's database: is tzdata installed?");
+        let (Ok(expected), true) = (
+            TimeZone::get("Europe/Warsaw"),
+            zoneinfo.join("Europe/Warsaw").is_file(),
+        ) else {
+            let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+            assert!(
+                !ci,
+                "prerequisite missing under CI=true: /usr/share/zoneinfo (tzdata)"
+            );
+            eprintln!("SKIPPED: needs the system time zone database (tzdata)");
+            return;
         };
         let tmp = tempfile_link(&zoneinfo.join("Europe/Warsaw"));
         let tz = read_localtime(&tmp).expect("a TZif file");
