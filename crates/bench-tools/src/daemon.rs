@@ -421,8 +421,6 @@ fn board_slugs(n: usize) -> Vec<String> {
         .collect()
 }
 
-/// A rate-limited run of `task`/`run` on board `slug` at `db`, as
-/// worker-shim writes it.
 /// A new private file (0600) holding `body` whole, as the shim writes a
 /// record before renaming it into the record dir.
 fn write_new_file(path: &Path, body: &[u8]) -> std::io::Result<()> {
@@ -434,6 +432,8 @@ fn write_new_file(path: &Path, body: &[u8]) -> std::io::Result<()> {
         .write_all(body)
 }
 
+/// A rate-limited run of `task`/`run` on board `slug` at `db`, as
+/// worker-shim writes it.
 fn record_body(task: &str, run: i64, slug: &str, db: &Path) -> (String, Vec<u8>) {
     let now = jiff::Timestamp::now();
     let resets = now.as_second() + 3600;

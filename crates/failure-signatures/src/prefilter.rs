@@ -72,6 +72,12 @@ impl Prefilter {
             .map(|(i, _)| i)
             .collect()
     }
+
+    /// Number of signatures that are candidates for every text.
+    #[cfg(test)]
+    pub(crate) fn always_count(&self) -> usize {
+        self.literals.iter().filter(|l| l.is_none()).count()
+    }
 }
 
 /// Which pairs of adjacent bytes a text holds: a literal whose first two
@@ -102,14 +108,6 @@ impl BytePairs {
             }
             _ => true,
         }
-    }
-}
-
-impl Prefilter {
-    /// Number of signatures that are candidates for every text.
-    #[cfg(test)]
-    pub(crate) fn always_count(&self) -> usize {
-        self.literals.iter().filter(|l| l.is_none()).count()
     }
 }
 
