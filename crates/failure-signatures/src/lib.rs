@@ -271,11 +271,12 @@ impl ClassifyContext {
         ClassifyContext { now, local_tz }
     }
 
-    /// The current time and the local time zone ([`local_time_zone`]).
+    /// The current time and the system time zone (jiff's, cached: for a
+    /// long-lived caller; a short-lived one takes [`local_time_zone`]).
     pub fn system_now() -> Self {
         ClassifyContext {
             now: jiff::Timestamp::now(),
-            local_tz: local_time_zone(),
+            local_tz: jiff::tz::TimeZone::system(),
         }
     }
 }
