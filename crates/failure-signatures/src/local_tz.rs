@@ -24,10 +24,20 @@ pub fn local_time_zone() -> TimeZone {
     TimeZone::system()
 }
 
+/// Larger than any TZif file (the largest zone is a few KB): a path that
+/// leads elsewhere (a link to `/dev/zero`) is not read without end.
+const MAX_TZIF_BYTES: u64 = 1 << 20;
+
 /// The TZif file at `path` as a zone named after its link target when that
 /// points into a `zoneinfo` directory (`Europe/Warsaw`), else `localtime`.
 fn read_localtime(path: &std::path::Path) -> Option<TimeZone> {
-    let data = std::fs::read(path).ok()?;
+    use std::io::Read;
+    let mut data = Vec::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(MAX_TZIF_BYTES)
+        .read_to_end(&mut data)
+        .ok()?;
     let target = std::fs::read_link(path).ok();
     let name = target
         .as_deref()
@@ -69,5 +79,14 @@ mod tests {
     #[test]
     fn an_unreadable_file_gives_no_zone() {
         assert!(read_localtime(std::path::Path::new("/nonexistent/localtime")).is_none());
+    }
+
+    /// A link to an endless file is read up to the bound and refused.
+    #[test]
+    fn a_link_to_an_endless_file_gives_no_zone() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("localtime");
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        assert!(read_localtime(&link).is_none());
     }
 }
