@@ -54,8 +54,16 @@ impl Pass {
         }
     }
 
+    /// `memchr::memmem` rather than `str::contains`: its vectorised
+    /// search takes 0.8 of the instructions on a 72 KiB capture searched
+    /// for ~20 triggers, with nothing to build first (callgrind, kw-bench
+    /// 1g's workload; an Aho-Corasick automaton over all triggers scanned
+    /// faster but cost more to build than a short text takes to search).
     fn applies_to(&self, lowercase_text: &str) -> bool {
-        self.triggers.iter().any(|t| lowercase_text.contains(t))
+        let hay = lowercase_text.as_bytes();
+        self.triggers
+            .iter()
+            .any(|t| memchr::memmem::find(hay, t.as_bytes()).is_some())
     }
 
     fn regex(&self) -> &Regex {
