@@ -22,6 +22,7 @@
 use std::sync::OnceLock;
 
 use regex::{Regex, RegexBuilder};
+use regex_automata::{meta, util::syntax};
 
 /// A match counts only among the last this many non-blank lines of a stream.
 pub const TAIL_LINES: usize = 40;
@@ -92,10 +93,18 @@ pub fn tail_zone_start(text: &str) -> usize {
 /// compiler's state map, ~314 KB for a moment, a tenth of the shim's whole
 /// memory budget. Such alternatives are written whole (`^[ \t]*✓|^[ \t]*✔`);
 /// a test keeps every pattern free of Unicode classes in ASCII mode.
+///
+/// The ASCII form is a `regex-automata` meta regex with only the NFA
+/// engines (bounded backtracker, PikeVM): no lazy DFA, no reverse NFA, no
+/// literal prefilter. It runs on a few lines around one candidate match,
+/// never on a whole stream, where those engines are fast enough; what it
+/// spares is memory, in the run that has just died of a provider error:
+/// the 18 rules compiled take 0.25 MB instead of 0.5 MB, and the code of
+/// the engines left out is never paged in (kw-bench 2d).
 struct Pattern {
     source: &'static str,
     unicode: OnceLock<Regex>,
-    ascii: OnceLock<regex::bytes::Regex>,
+    ascii: OnceLock<meta::Regex>,
 }
 
 impl Pattern {
@@ -116,11 +125,20 @@ impl Pattern {
             })
     }
 
-    fn ascii(&self) -> &regex::bytes::Regex {
+    fn ascii(&self) -> &meta::Regex {
         self.ascii.get_or_init(|| {
-            match regex::bytes::RegexBuilder::new(self.source)
-                .unicode(false)
-                .build()
+            match meta::Regex::builder()
+                // As `regex::bytes` with `unicode(false)`.
+                .syntax(syntax::Config::new().unicode(false).utf8(false))
+                .configure(
+                    meta::Config::new()
+                        .utf8_empty(false)
+                        .auto_prefilter(false)
+                        .hybrid(false)
+                        .onepass(false)
+                        .dfa(false),
+                )
+                .build(self.source)
             {
                 Ok(re) => re,
                 Err(e) => panic!("static evidence regex must compile: {e}"),
