@@ -374,7 +374,7 @@ static API_CONTEXT: [Pattern; 9] = [
     Pattern::new(
         r"(?i:\b(?:openai|anthropic|claude|gemini|codex|grok|x\.ai|mistral|deepseek|groq|qwen|ollama|openrouter|bedrock|vertex ?ai|copilot|cohere|together\.ai|fireworks|perplexity|cerebras|moonshot|kimi|litellm)\b|\bgpt-[0-9o]|\bglm-[0-9])",
     ),
-    Pattern::new(r#"(?i:provider)["']?[\t]*[:=]|\bmodel\b["']?[\t]*[:=`]"#),
+    Pattern::new(r#"(?i:provider)["']?[ \t]*[:=]|\bmodel\b["']?[ \t]*[:=`]"#),
     Pattern::new(
         r"\bapi\.(?:openai|anthropic|x|mistral|groq|together|fireworks|cohere|deepseek|perplexity|cerebras|moonshot)\.(?:com|ai|xyz|cn)\b|\b(?:chatgpt\.com/backend-api|openrouter\.ai|generativelanguage\.googleapis\.com|aiplatform\.googleapis\.com|bedrock-runtime|openai\.azure\.com|api\.githubcopilot\.com|api\.deepseek\.com|dashscope|bigmodel\.cn)",
     ),
@@ -512,6 +512,12 @@ mod tests {
             "npm ERR! 429 Too Many Requests - GET https://registry.npmjs.org/left-pad"
         ));
         assert!(!has_api_context("Error: HTTP 429 Too Many Requests"));
+        // A space before the `=` or `:` (the rule once ignored it: written
+        // in `(?x)` mode, `[ \t]` was `[\t]`).
+        assert!(has_api_context("request failed: provider = acme-llm, status 429"));
+        assert!(has_api_context("retrying with model = \"acme-1\" after 429"));
+        assert!(has_api_context("provider\t= acme-llm"));
+        assert!(!has_api_context("the provider of this package = npm, status 429"));
     }
 
     fn all_patterns() -> Vec<&'static Pattern> {
