@@ -1,5 +1,6 @@
 //! The signature catalogue: loading, merging and classification.
 
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -36,21 +37,26 @@ pub(crate) const BUILTIN_PARTS: &[(&str, &str)] = &[
     ("builtin/generic.yaml", include_str!("builtin/generic.yaml")),
 ];
 
+/// A signature's text: the built-ins' borrowed from the binary.
+pub type Text = Cow<'static, str>;
+
 /// One failure signature: a named regex with the class it indicates.
 #[derive(Debug)]
 pub struct Signature {
-    name: String,
+    // Borrowed from the binary for a built-in signature (no copy of its
+    // texts is made when the built-in list is built), owned for a user's.
+    name: Text,
     class: FailureClass,
-    provider: Option<String>,
+    provider: Option<Text>,
     transient: bool,
     priority: i32,
     /// A bare status code or reason phrase: counts only with LLM-API
     /// context around it (see [`crate::evidence`]).
     generic: bool,
-    pattern: String,
-    description: Option<String>,
+    pattern: Text,
+    description: Option<Text>,
     /// Texts it must win on, judged alone (tested for the built-ins).
-    examples: Vec<String>,
+    examples: Vec<Text>,
     /// Compiled lazily (or eagerly when validating a user catalogue).
     /// `None` inside means the pattern failed to compile (only possible for
     /// unvalidated input, i.e. never for a catalogue that loaded).
@@ -79,7 +85,7 @@ impl Signature {
         self.priority
     }
     /// Texts the signature must win on, each judged alone.
-    pub fn examples(&self) -> &[String] {
+    pub fn examples(&self) -> &[Text] {
         &self.examples
     }
     /// Whether it is generic (needs LLM-API context to count).
@@ -142,7 +148,7 @@ impl Compiled {
 
     /// For any catalogue (user signatures included): the full set.
     fn build(sigs: &[Arc<Signature>]) -> Compiled {
-        let set = RegexSetBuilder::new(sigs.iter().map(|s| s.pattern.as_str()))
+        let set = RegexSetBuilder::new(sigs.iter().map(|s| &*s.pattern))
             .multi_line(true)
             .crlf(true)
             .size_limit(REGEX_SIZE_LIMIT * 4)
@@ -247,19 +253,19 @@ impl BuiltinRow {
             return None;
         }
         Some(Signature {
-            name: name.to_owned(),
+            name: Cow::Borrowed(name),
             class,
             provider: self
                 .provider
                 .map(str::trim)
                 .filter(|p| !p.is_empty())
-                .map(str::to_owned),
+                .map(Cow::Borrowed),
             transient: self.transient.unwrap_or_else(|| class.default_transient()),
             priority,
             generic: self.generic.unwrap_or(false),
-            pattern: self.pattern.to_owned(),
-            description: self.description.map(str::to_owned),
-            examples: self.examples.iter().map(|e| (*e).to_owned()).collect(),
+            pattern: Cow::Borrowed(self.pattern),
+            description: self.description.map(Cow::Borrowed),
+            examples: self.examples.iter().map(|e| Cow::Borrowed(*e)).collect(),
             regex: OnceLock::new(),
         })
     }
@@ -334,7 +340,7 @@ impl Catalogue {
         sigs.extend(
             self.sigs()
                 .iter()
-                .filter(|s| !user_names.contains(s.name.as_str()))
+                .filter(|s| !user_names.contains(&*s.name))
                 .cloned(),
         );
         Catalogue::from_signatures(sigs)
@@ -352,7 +358,7 @@ impl Catalogue {
 
     /// Signature names, in catalogue order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.sigs().iter().map(|s| s.name.as_str())
+        self.sigs().iter().map(|s| &*s.name)
     }
 
     /// The signatures, in catalogue order.
@@ -518,7 +524,7 @@ impl Catalogue {
         let winner_name = accepted
             .first()
             .and_then(|&(_, _, i, _)| sigs.get(i))
-            .map(|s| s.name.clone());
+            .map(|s| s.name.to_string());
         for (n, &(_, stream, i, start)) in accepted.iter().enumerate() {
             let Some(sig) = sigs.get(i) else { continue };
             let text = streams.get(stream).copied().unwrap_or_default();
@@ -618,9 +624,9 @@ fn candidate(
 ) -> Candidate {
     let line = considered_line(text, start);
     Candidate {
-        signature: sig.name.clone(),
+        signature: sig.name.to_string(),
         class: sig.class,
-        provider: sig.provider.clone(),
+        provider: sig.provider.as_deref().map(str::to_owned),
         priority: sig.priority,
         generic: sig.generic,
         stream,
@@ -640,12 +646,13 @@ fn build_classification(
     let reset = reset::extract(line, text, line_start, ctx);
     let provider = sig
         .provider
-        .clone()
+        .as_deref()
+        .map(str::to_owned)
         .or_else(|| provider::infer(line, text, line_start));
     let redacted = redact::redact(line.trim());
     Classification {
         class: sig.class,
-        signature: sig.name.clone(),
+        signature: sig.name.to_string(),
         provider,
         transient: sig.transient,
         matched_line: truncate(&redacted, MAX_MATCHED_LINE).to_owned(),
@@ -838,15 +845,20 @@ fn parse_signatures(
         }
         seen.insert(name.to_owned(), i);
         out.push(Arc::new(Signature {
-            name: name.to_owned(),
+            name: Cow::Owned(name.to_owned()),
             class,
-            provider,
+            provider: provider.map(Cow::Owned),
             transient: raw.transient.unwrap_or_else(|| class.default_transient()),
             priority: raw.priority.unwrap_or(0),
             generic: raw.generic.unwrap_or(false),
-            pattern,
-            description: raw.description,
-            examples: raw.examples.unwrap_or_default(),
+            pattern: Cow::Owned(pattern),
+            description: raw.description.map(Cow::Owned),
+            examples: raw
+                .examples
+                .unwrap_or_default()
+                .into_iter()
+                .map(Cow::Owned)
+                .collect(),
             regex,
         }));
     }
@@ -1016,7 +1028,11 @@ mod tests {
             }
         }
         assert!(texts.len() > 700, "corpus has {} texts", texts.len());
-        texts.extend(builtin.signatures().flat_map(|s| s.examples().to_vec()));
+        texts.extend(
+            builtin
+                .signatures()
+                .flat_map(|s| s.examples().iter().map(|e| e.to_string())),
+        );
         let clean: String = (0..200)
             .map(|i| format!("step {i}: ran cargo test; 12 passed\n"))
             .collect();

@@ -179,7 +179,7 @@ mod tests {
         let p = Prefilter::builtin(sigs).expect("table matches");
         let mut texts: Vec<String> = sigs
             .iter()
-            .flat_map(|s| s.examples().iter().cloned())
+            .flat_map(|s| s.examples().iter().map(|e| e.to_string()))
             .collect();
         texts.extend(
             [
