@@ -113,7 +113,7 @@ fn compile_one(pattern: &str) -> Result<Regex, regex::Error> {
         .multi_line(true)
         .crlf(true)
         .size_limit(REGEX_SIZE_LIMIT)
-        .dfa_size_limit(DFA_SIZE_LIMIT)
+        .dfa_size_limit(crate::memory::lazy_dfa_limit(DFA_SIZE_LIMIT))
         .build()
 }
 
@@ -152,7 +152,7 @@ impl Compiled {
             .multi_line(true)
             .crlf(true)
             .size_limit(REGEX_SIZE_LIMIT * 4)
-            .dfa_size_limit(DFA_SIZE_LIMIT * 4)
+            .dfa_size_limit(crate::memory::lazy_dfa_limit(DFA_SIZE_LIMIT * 4))
             .build()
             .ok();
         Compiled {

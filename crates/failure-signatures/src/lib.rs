@@ -72,6 +72,7 @@ mod error;
 pub mod evidence;
 pub mod hermes_frame;
 mod local_tz;
+mod memory;
 mod prefilter;
 mod provider;
 pub mod redact;
@@ -85,6 +86,7 @@ use serde::{Deserialize, Serialize};
 pub use catalogue::{Candidate, CandidateOutcome, Catalogue, Judgement, Signature};
 pub use error::CatalogueError;
 pub use local_tz::local_time_zone;
+pub use memory::prefer_small_memory;
 pub use provider::same_provider;
 pub use redact::redact;
 

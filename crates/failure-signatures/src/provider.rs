@@ -77,6 +77,9 @@ fn label_re() -> &'static Regex {
     RE.get_or_init(|| {
         RegexBuilder::new(r#"(?i)\bprovider["']?[ \t]*[:=][ \t]*["']?([a-z0-9][a-z0-9._-]{0,47})"#)
             .unicode(false)
+            .dfa_size_limit(crate::memory::lazy_dfa_limit(
+                crate::memory::REGEX_DFA_SIZE_LIMIT,
+            ))
             .build()
             .expect("static provider regex must compile")
     })

@@ -23,7 +23,7 @@
 use std::borrow::Cow;
 use std::sync::OnceLock;
 
-use regex::{Captures, Regex};
+use regex::{Captures, Regex, RegexBuilder};
 
 /// The replacement text for a secret.
 pub const REDACTED: &str = "[REDACTED]";
@@ -67,8 +67,14 @@ impl Pass {
     }
 
     fn regex(&self) -> &Regex {
-        self.re
-            .get_or_init(|| Regex::new(self.pattern).expect("static redaction regex must compile"))
+        self.re.get_or_init(|| {
+            RegexBuilder::new(self.pattern)
+                .dfa_size_limit(crate::memory::lazy_dfa_limit(
+                    crate::memory::REGEX_DFA_SIZE_LIMIT,
+                ))
+                .build()
+                .expect("static redaction regex must compile")
+        })
     }
 }
 

@@ -399,6 +399,8 @@ impl Run {
 
     fn finish(self, mut outcome: Outcome) -> i32 {
         let ended_at = jiff::Timestamp::now();
+        // One classification, then exit: memory over speed (kw-bench 2d).
+        failure_signatures::prefer_small_memory();
         let (catalogue, warning) = report::catalogue(self.opts.signatures.as_deref());
         if let Some(w) = warning {
             say(&w);
