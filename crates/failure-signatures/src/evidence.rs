@@ -28,6 +28,9 @@ use regex_automata::{meta, util::syntax};
 pub const TAIL_LINES: usize = 40;
 /// Lines before and after a generic match searched for LLM-API context.
 pub const FRAME_LINES: usize = 6;
+/// How far a frame reaches on each side of its line, in bytes (see
+/// [`frame_around`]).
+pub const FRAME_BYTES: usize = 4096;
 
 /// Why a matching line is not evidence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,11 +104,20 @@ pub fn tail_zone_start(text: &str) -> usize {
 /// spares is memory, in the run that has just died of a provider error:
 /// the 18 rules compiled take 0.25 MB instead of 0.5 MB, and the code of
 /// the engines left out is never paged in (kw-bench 2d).
+///
+/// On ASCII text longer than [`NFA_MAX_HAYSTACK`] (a minified JSON line,
+/// base64) those engines would take ~1,000 instructions a byte, so such
+/// text gets the ordinary `regex` form, with its lazy DFA, compiled when
+/// first needed: the memory is spent only on output that has such lines.
 struct Pattern {
     source: &'static str,
     unicode: OnceLock<Regex>,
     ascii: OnceLock<meta::Regex>,
+    ascii_long: OnceLock<regex::bytes::Regex>,
 }
+
+/// Longest ASCII text searched with a pattern's NFA-only form.
+const NFA_MAX_HAYSTACK: usize = 2048;
 
 impl Pattern {
     const fn new(source: &'static str) -> Pattern {
@@ -113,16 +125,23 @@ impl Pattern {
             source,
             unicode: OnceLock::new(),
             ascii: OnceLock::new(),
+            ascii_long: OnceLock::new(),
         }
     }
 
     fn unicode(&self) -> &Regex {
-        self.unicode
-            .get_or_init(|| match RegexBuilder::new(self.source).build() {
+        self.unicode.get_or_init(|| {
+            match RegexBuilder::new(self.source)
+                .dfa_size_limit(crate::memory::lazy_dfa_limit(
+                    crate::memory::REGEX_DFA_SIZE_LIMIT,
+                ))
+                .build()
+            {
                 Ok(re) => re,
                 // The patterns are static; a unit test compiles each of them.
                 Err(e) => panic!("static evidence regex must compile: {e}"),
-            })
+            }
+        })
     }
 
     fn ascii(&self) -> &meta::Regex {
@@ -146,19 +165,38 @@ impl Pattern {
         })
     }
 
+    fn ascii_long(&self) -> &regex::bytes::Regex {
+        self.ascii_long.get_or_init(|| {
+            match regex::bytes::RegexBuilder::new(self.source)
+                .unicode(false)
+                .build()
+            {
+                Ok(re) => re,
+                Err(e) => panic!("static evidence regex must compile: {e}"),
+            }
+        })
+    }
+
     fn is_match(&self, hay: &str) -> bool {
-        if hay.is_ascii() {
+        if !hay.is_ascii() {
+            self.unicode().is_match(hay)
+        } else if hay.len() <= NFA_MAX_HAYSTACK {
             self.ascii().is_match(hay.as_bytes())
         } else {
-            self.unicode().is_match(hay)
+            self.ascii_long().is_match(hay.as_bytes())
         }
     }
 
     /// The matched texts, in order.
     fn find_all<'h>(&self, hay: &'h str) -> Vec<&'h str> {
-        if hay.is_ascii() {
-            // ASCII text: every byte offset is a char boundary.
+        // ASCII text: every byte offset is a char boundary.
+        if hay.is_ascii() && hay.len() <= NFA_MAX_HAYSTACK {
             self.ascii()
+                .find_iter(hay.as_bytes())
+                .map(|m| &hay[m.range()])
+                .collect()
+        } else if hay.is_ascii() {
+            self.ascii_long()
                 .find_iter(hay.as_bytes())
                 .map(|m| &hay[m.range()])
                 .collect()
@@ -395,28 +433,41 @@ pub fn has_api_context(frame: &str) -> bool {
     API_CONTEXT.iter().any(|p| p.is_match(frame))
 }
 
-/// The line at `start` with up to [`FRAME_LINES`] lines on each side.
+/// The line at `start` with up to [`FRAME_LINES`] lines on each side, each
+/// neighbour whole and within [`FRAME_BYTES`] of the line: a neighbour that
+/// reaches further is left out, with the lines beyond it. The line itself
+/// ends at `line_end` (it was cut there) when its rest is longer than that.
+/// The rules' work stays bounded on a stream of very long lines (minified
+/// JSON, base64, a run of NULs), whatever the tail size: their NFA engines
+/// take time in proportion to the frame.
 pub fn frame_around(text: &str, start: usize, line_end: usize) -> &str {
     let mut from = start;
     for _ in 0..FRAME_LINES {
         if from == 0 {
             break;
         }
-        from = text[..from - 1].rfind('\n').map_or(0, |i| i + 1);
-    }
-    let mut to = line_end;
-    for _ in 0..FRAME_LINES {
-        match text[to..].find('\n') {
-            Some(nl) if to + nl + 1 < text.len() => {
-                to = text[to + nl + 1..]
-                    .find('\n')
-                    .map_or(text.len(), |n| to + nl + 1 + n)
-            }
-            _ => {
-                to = text.len();
-                break;
-            }
+        let previous = text[..from - 1].rfind('\n').map_or(0, |i| i + 1);
+        if start - previous > FRAME_BYTES {
+            break;
         }
+        from = previous;
+    }
+    let line_stop = text[line_end..]
+        .find('\n')
+        .map_or(text.len(), |n| line_end + n);
+    if line_stop - line_end > FRAME_BYTES {
+        return &text[from..line_end];
+    }
+    let mut to = line_stop;
+    for _ in 0..FRAME_LINES {
+        if to >= text.len() {
+            break;
+        }
+        let next = text[to + 1..].find('\n').map_or(text.len(), |n| to + 1 + n);
+        if next - line_stop > FRAME_BYTES {
+            break;
+        }
+        to = next;
     }
     &text[from..to]
 }
@@ -514,10 +565,16 @@ mod tests {
         assert!(!has_api_context("Error: HTTP 429 Too Many Requests"));
         // A space before the `=` or `:` (the rule once ignored it: written
         // in `(?x)` mode, `[ \t]` was `[\t]`).
-        assert!(has_api_context("request failed: provider = acme-llm, status 429"));
-        assert!(has_api_context("retrying with model = \"acme-1\" after 429"));
+        assert!(has_api_context(
+            "request failed: provider = acme-llm, status 429"
+        ));
+        assert!(has_api_context(
+            "retrying with model = \"acme-1\" after 429"
+        ));
         assert!(has_api_context("provider\t= acme-llm"));
-        assert!(!has_api_context("the provider of this package = npm, status 429"));
+        assert!(!has_api_context(
+            "the provider of this package = npm, status 429"
+        ));
     }
 
     fn all_patterns() -> Vec<&'static Pattern> {
@@ -537,11 +594,38 @@ mod tests {
     }
 
     #[test]
-    fn every_pattern_compiles_in_both_forms() {
+    fn every_pattern_compiles_in_all_forms() {
         for p in all_patterns() {
             p.unicode();
             p.ascii();
+            p.ascii_long();
         }
+    }
+
+    #[test]
+    fn long_ascii_text_is_judged_as_short() {
+        // The same line, padded past NFA_MAX_HAYSTACK: each form sees it.
+        let pad = " ".repeat(NFA_MAX_HAYSTACK);
+        for (line, why) in [
+            ("- raise RateLimitError(429)", Some("a diff line")),
+            ("assert response.status == 429", Some("source code")),
+            ("tests/test_retry.py::test_429 PASSED", Some("test output")),
+            ("openai.RateLimitError: Error code: 429", None),
+        ] {
+            assert_eq!(quoted(line), why, "{line}");
+            let long = format!("{line}{pad}");
+            assert_eq!(quoted(&long), why, "{line} + {} spaces", pad.len());
+        }
+        let frame = format!(
+            "provider: openai\n{}\nHTTP 429",
+            "x".repeat(NFA_MAX_HAYSTACK)
+        );
+        assert!(has_api_context(&frame));
+        assert!(!has_api_context(
+            &frame
+                .replace("openai", "acme")
+                .replace("provider", "source")
+        ));
     }
 
     /// See [`Pattern`]: one Unicode class in an ASCII-mode pattern costs
@@ -584,7 +668,7 @@ mod tests {
     /// there both must find exactly the same matches, line by line and over
     /// frames of lines (for the multi-line patterns).
     #[test]
-    fn ascii_form_matches_as_the_unicode_form_on_ascii_text() {
+    fn ascii_forms_match_as_the_unicode_form_on_ascii_text() {
         let corpus = [
             include_str!("../tests/corpus/failures-major.yaml"),
             include_str!("../tests/corpus/failures-more.yaml"),
@@ -600,7 +684,7 @@ mod tests {
             .collect();
         let mut checked = 0;
         for p in all_patterns() {
-            let (u, a) = (p.unicode(), p.ascii());
+            let (u, a, long) = (p.unicode(), p.ascii(), p.ascii_long());
             for hay in lines
                 .iter()
                 .copied()
@@ -608,7 +692,9 @@ mod tests {
             {
                 let by_unicode: Vec<_> = u.find_iter(hay).map(|m| m.range()).collect();
                 let by_ascii: Vec<_> = a.find_iter(hay.as_bytes()).map(|m| m.range()).collect();
+                let by_long: Vec<_> = long.find_iter(hay.as_bytes()).map(|m| m.range()).collect();
                 assert_eq!(by_unicode, by_ascii, "{} on {hay:?}", p.source);
+                assert_eq!(by_unicode, by_long, "{} on {hay:?}", p.source);
                 checked += usize::from(!by_unicode.is_empty());
             }
         }
@@ -621,5 +707,23 @@ mod tests {
         let start = text.find('X').unwrap_or(0);
         let f = frame_around(text, start, start + 1);
         assert!(f.starts_with("b\n") && f.contains("X\nh"), "{f:?}");
+    }
+
+    #[test]
+    fn frames_leave_out_long_neighbours() {
+        let long = |c: &str| c.repeat(FRAME_BYTES + 1);
+        let text = format!("a\n{}\nb\nX 429\nc\n{}\nd\n", long("x"), long("y"));
+        let start = text.find('X').unwrap_or(0);
+        let f = frame_around(&text, start, start + 5);
+        assert_eq!(f, "b\nX 429\nc");
+        // A line cut at `line_end` with a long rest: the frame ends there.
+        let text = format!("a\nX 429 {}\nb\n", "z".repeat(2 * FRAME_BYTES));
+        let f = frame_around(&text, 2, 2 + 100);
+        assert!(f == &text[..102], "{} bytes", f.len());
+        // Short lines: as many as FRAME_LINES, whatever the tail.
+        let text = "l\n".repeat(20) + "X\n" + &"m\n".repeat(20);
+        let start = text.find('X').unwrap_or(0);
+        let f = frame_around(&text, start, start + 1);
+        assert_eq!(f.lines().count(), 2 * FRAME_LINES + 1, "{f:?}");
     }
 }
