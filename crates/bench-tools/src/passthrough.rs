@@ -9,8 +9,7 @@
 //! the larger of the shim and its child, so the child alone is reported too.
 
 use std::ffi::OsStr;
-use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 
 use crate::Ctx;
 use crate::report::{Row, fmt_ratio, median};
@@ -143,7 +142,7 @@ pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) -> anyhow::Result<()> {
                     let mut got = 0u64;
                     let s = sys::run_timed(&v.cmd, fds, || {
                         drop(w);
-                        got = drain(r);
+                        got = sys::drain(r);
                     })?;
                     anyhow::ensure!(got == bytes, "{}: drained {got} bytes", v.cmd.label);
                     s
@@ -266,18 +265,4 @@ pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_dir_all(&records);
     Ok(())
-}
-
-fn drain(r: OwnedFd) -> u64 {
-    let mut f = std::fs::File::from(r);
-    let mut buf = vec![0u8; 128 * 1024];
-    let mut total = 0u64;
-    loop {
-        match f.read(&mut buf) {
-            Ok(0) => return total,
-            Ok(n) => total += n as u64,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return total,
-        }
-    }
 }

@@ -200,8 +200,10 @@ pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) -> anyhow::Result<()> {
 
 /// 1g: a worker that writes 1 MiB of log-like text, then sleeps 1 s:
 /// bare, under `tini -s`, under the shim (which passes the output through,
-/// keeps head and tail and classifies them), interleaved; medians of the
-/// per-round differences with the bare run.
+/// keeps head and tail and classifies them), and bare with its output
+/// through a pipe this harness drains (what any pass-through costs, a
+/// reference row), interleaved; medians of the per-round differences with
+/// the bare run.
 fn one_second_worker(
     ctx: &Ctx,
     rows: &mut Vec<Row>,
@@ -252,13 +254,33 @@ fn one_second_worker(
     ];
     let rounds = ctx.pick(12, 4);
     let null = sys::dev_null()?;
-    let fds = [null.as_raw_fd(); 3];
-    let mut wall: Vec<Vec<f64>> = vec![Vec::new(); 3];
+    // 0-2 as labelled; 3: the bare worker with its stdout through a pipe
+    // this harness drains, the least any pass-through costs (tini passes
+    // nothing through: its worker writes to /dev/null itself).
+    const PIPE: usize = 3;
+    let mut wall: Vec<Vec<f64>> = vec![Vec::new(); 4];
     for round in 0..rounds {
-        for k in 0..3 {
-            let i = (round + k) % 3;
-            let s = sys::run_timed(&cmds[i], fds, || {})?;
-            anyhow::ensure!(s.exit_code == 0, "{} exited {}", cmds[i].label, s.exit_code);
+        for k in 0..4 {
+            let i = (round + k) % 4;
+            let mut fds = [null.as_raw_fd(); 3];
+            let cmd = &cmds[if i == PIPE { 0 } else { i }];
+            let s = if i == PIPE {
+                let (r, w) = sys::pipe(128 * 1024)?;
+                fds[1] = w.as_raw_fd();
+                let mut got = 0;
+                let s = sys::run_timed(cmd, fds, || {
+                    drop(w);
+                    got = sys::drain(r);
+                })?;
+                anyhow::ensure!(
+                    got == 1 << 20,
+                    "bare worker through a pipe: drained {got} bytes"
+                );
+                s
+            } else {
+                sys::run_timed(cmd, fds, || {})?
+            };
+            anyhow::ensure!(s.exit_code == 0, "{} exited {}", cmd.label, s.exit_code);
             wall[i].push(ms(s.wall));
         }
     }
@@ -266,12 +288,13 @@ fn one_second_worker(
         let d: Vec<f64> = wall[i].iter().zip(&wall[0]).map(|(a, b)| a - b).collect();
         median(&d)
     };
-    let (shim_added, tini_added) = (added(2), added(1));
+    let (shim_added, tini_added, pipe_added) = (added(2), added(1), added(PIPE));
     eprintln!(
-        "   1 s worker, {rounds} rounds: bare {} ms, tini added {} ms, shim added {} ms",
+        "   1 s worker, {rounds} rounds: bare {} ms, tini added {} ms, shim added {} ms, a bare pipe added {} ms",
         fmt_ms(median(&wall[0])),
         fmt_ms(tini_added),
-        fmt_ms(shim_added)
+        fmt_ms(shim_added),
+        fmt_ms(pipe_added)
     );
     // A ratio of two sub-millisecond differences: floor tini's at 0.1 ms.
     let r = shim_added / tini_added.max(0.1);
@@ -286,6 +309,15 @@ fn one_second_worker(
             .ratio(r)
             .target("<= 1.2x tini")
             .check(r <= 1.2, format!("{r:.2}x tini, {:.2}x over", r / 1.2)),
+    );
+    rows.push(
+        Row::new(
+            "1g'",
+            "  reference: the bare worker's 1 MiB through a pipe the harness drains",
+        )
+        .ours(format!("+{} ms (pipe)", fmt_ms(pipe_added)))
+        .base(format!("+{} ms (tini)", fmt_ms(tini_added)))
+        .ratio(pipe_added / tini_added.max(0.1)),
     );
     let _ = std::fs::remove_file(&text);
     Ok(())

@@ -340,3 +340,18 @@ pub fn loadavg1() -> String {
         .unwrap_or("?")
         .to_string()
 }
+
+/// Reads `r` to its end; the number of bytes read.
+pub fn drain(r: OwnedFd) -> u64 {
+    let mut f = std::fs::File::from(r);
+    let mut buf = vec![0u8; 128 * 1024];
+    let mut total = 0u64;
+    loop {
+        match std::io::Read::read(&mut f, &mut buf) {
+            Ok(0) => return total,
+            Ok(n) => total += n as u64,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return total,
+        }
+    }
+}
