@@ -92,6 +92,9 @@ fn one_malloc_arena() {}
 
 fn run() -> i32 {
     one_malloc_arena();
+    // One run's output redacted and classified once, then exit: every
+    // regex the shim compiles favours memory over speed (kw-bench 2d).
+    failure_signatures::prefer_small_memory();
     let args: Vec<OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == guard::GUARD_ARG) {
         guard::run_guard(
@@ -399,8 +402,6 @@ impl Run {
 
     fn finish(self, mut outcome: Outcome) -> i32 {
         let ended_at = jiff::Timestamp::now();
-        // One classification, then exit: memory over speed (kw-bench 2d).
-        failure_signatures::prefer_small_memory();
         let (catalogue, warning) = report::catalogue(self.opts.signatures.as_deref());
         if let Some(w) = warning {
             say(&w);
