@@ -21,7 +21,7 @@
 
 use std::sync::OnceLock;
 
-use regex::{Regex, RegexBuilder};
+use regex::Regex;
 use regex_automata::{meta, util::syntax};
 
 /// A match counts only among the last this many non-blank lines of a stream.
@@ -131,12 +131,7 @@ impl Pattern {
 
     fn unicode(&self) -> &Regex {
         self.unicode.get_or_init(|| {
-            match RegexBuilder::new(self.source)
-                .dfa_size_limit(crate::memory::lazy_dfa_limit(
-                    crate::memory::REGEX_DFA_SIZE_LIMIT,
-                ))
-                .build()
-            {
+            match crate::memory::regex_builder(self.source).build() {
                 Ok(re) => re,
                 // The patterns are static; a unit test compiles each of them.
                 Err(e) => panic!("static evidence regex must compile: {e}"),

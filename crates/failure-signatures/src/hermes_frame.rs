@@ -143,10 +143,9 @@ fn is_plain_id(s: &str) -> bool {
 fn lead_re() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
     RE.get_or_init(|| {
-        regex::RegexBuilder::new(
+        crate::memory::regex_builder(
             r"^(?P<label>\S[^\n]{0,79}?) (?:is rate-limiting requests right now\b|rate-limited every one of [0-9]+ attempts\b|reported it was overloaded on all [0-9]+ attempts\b|returned a server error on all [0-9]+ attempts\b|didn't respond in time on any of [0-9]+ attempts\b|didn't answer after [0-9]+ attempts\b)",
         )
-        .dfa_size_limit(crate::memory::lazy_dfa_limit(crate::memory::REGEX_DFA_SIZE_LIMIT))
         .build()
         .expect("static Hermes frame regex must compile")
     })

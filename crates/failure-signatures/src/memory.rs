@@ -12,13 +12,16 @@
 //! Not the reset-time extractors: when the matched line names no reset
 //! they search the whole capture, where the NFA engines took 2.5 times the
 //! instructions (callgrind: 100,000 lines then a 429 without a reset).
-//! Nor the evidence rules, which choose their engine by the text's length
-//! (see [`crate::evidence`]).
+//! Nor the evidence rules' ASCII forms, which choose their engine by the
+//! text's length (see [`crate::evidence`]); their Unicode form follows the
+//! mode.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use regex::RegexBuilder;
+
 /// `regex`'s own default lazy-DFA cache size.
-pub(crate) const REGEX_DFA_SIZE_LIMIT: usize = 2 * 1024 * 1024;
+const REGEX_DFA_SIZE_LIMIT: usize = 2 * 1024 * 1024;
 
 static SMALL_MEMORY: AtomicBool = AtomicBool::new(false);
 
@@ -37,4 +40,12 @@ pub(crate) fn lazy_dfa_limit(default: usize) -> usize {
     } else {
         default
     }
+}
+
+/// `RegexBuilder::new(pattern)` with `regex`'s defaults but the lazy DFA
+/// this process's mode gives: for the crate's static patterns.
+pub(crate) fn regex_builder(pattern: &str) -> RegexBuilder {
+    let mut builder = RegexBuilder::new(pattern);
+    builder.dfa_size_limit(lazy_dfa_limit(REGEX_DFA_SIZE_LIMIT));
+    builder
 }

@@ -14,7 +14,7 @@
 
 use std::sync::OnceLock;
 
-use regex::{Regex, RegexBuilder};
+use regex::Regex;
 
 /// Well-known API hosts and the provider they imply. More specific first
 /// (the Codex backend lives on chatgpt.com).
@@ -75,13 +75,12 @@ const SDK_MODULES: &[(&str, &str)] = &[
 fn label_re() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
     RE.get_or_init(|| {
-        RegexBuilder::new(r#"(?i)\bprovider["']?[ \t]*[:=][ \t]*["']?([a-z0-9][a-z0-9._-]{0,47})"#)
-            .unicode(false)
-            .dfa_size_limit(crate::memory::lazy_dfa_limit(
-                crate::memory::REGEX_DFA_SIZE_LIMIT,
-            ))
-            .build()
-            .expect("static provider regex must compile")
+        crate::memory::regex_builder(
+            r#"(?i)\bprovider["']?[ \t]*[:=][ \t]*["']?([a-z0-9][a-z0-9._-]{0,47})"#,
+        )
+        .unicode(false)
+        .build()
+        .expect("static provider regex must compile")
     })
 }
 

@@ -23,7 +23,7 @@
 use std::borrow::Cow;
 use std::sync::OnceLock;
 
-use regex::{Captures, Regex, RegexBuilder};
+use regex::{Captures, Regex};
 
 /// The replacement text for a secret.
 pub const REDACTED: &str = "[REDACTED]";
@@ -68,10 +68,7 @@ impl Pass {
 
     fn regex(&self) -> &Regex {
         self.re.get_or_init(|| {
-            RegexBuilder::new(self.pattern)
-                .dfa_size_limit(crate::memory::lazy_dfa_limit(
-                    crate::memory::REGEX_DFA_SIZE_LIMIT,
-                ))
+            crate::memory::regex_builder(self.pattern)
                 .build()
                 .expect("static redaction regex must compile")
         })
