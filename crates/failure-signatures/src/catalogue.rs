@@ -435,11 +435,16 @@ impl Catalogue {
         // Clean output against the built-in catalogue: no literal of any
         // signature at any stream's end, known before the signatures are
         // built (a third of the shim's work at the end of a clean run).
+        let zones: Vec<usize> = streams
+            .iter()
+            .map(|t| evidence::tail_zone_start(t))
+            .collect();
         if !mentions
             && matches!(self.signatures, Signatures::Builtin)
             && !streams
                 .iter()
-                .any(|t| Prefilter::builtin_may_match(&t[evidence::tail_zone_start(t)..]))
+                .zip(&zones)
+                .any(|(t, &zone)| Prefilter::builtin_may_match(&t[zone..]))
         {
             return judgement;
         }
@@ -453,11 +458,10 @@ impl Catalogue {
         });
         // (rank, stream, signature index, line start) of every accepted candidate.
         let mut accepted: Vec<(usize, usize, usize, usize)> = Vec::new();
-        for (stream, text) in streams.iter().enumerate() {
+        for (stream, (text, &zone)) in streams.iter().zip(&zones).enumerate() {
             if text.trim().is_empty() {
                 continue;
             }
-            let zone = evidence::tail_zone_start(text);
             // Only the end of a stream can hold evidence; the whole stream is
             // searched only to report earlier mentions.
             let searched = if mentions { text } else { &text[zone..] };

@@ -50,7 +50,7 @@ impl Prefilter {
         Some(Prefilter {
             literals: table
                 .iter()
-                .map(|(_, lits)| lits.filter(|l| !l.is_empty()))
+                .map(|(_, lits)| searched_literals(*lits))
                 .collect(),
         })
     }
@@ -75,7 +75,7 @@ impl Prefilter {
         let searched = Searched::of(text);
         BUILTIN_LITERALS
             .iter()
-            .any(|(_, lits)| searched.may_match(&lits.filter(|l| !l.is_empty())))
+            .any(|(_, lits)| searched.may_match(&searched_literals(*lits)))
     }
 
     /// Number of signatures that are candidates for every text.
@@ -83,6 +83,12 @@ impl Prefilter {
     pub(crate) fn always_count(&self) -> usize {
         self.literals.iter().filter(|l| l.is_none()).count()
     }
+}
+
+/// A table row's literals as searched: an empty list means no literal was
+/// found for the signature, so it is always a candidate (`None`).
+fn searched_literals(literals: Literals) -> Literals {
+    literals.filter(|l| !l.is_empty())
 }
 
 /// A text prepared for the literal search: lowercased, and its byte pairs.
