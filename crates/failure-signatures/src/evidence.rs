@@ -28,9 +28,6 @@ use regex_automata::{meta, util::syntax};
 pub const TAIL_LINES: usize = 40;
 /// Lines before and after a generic match searched for LLM-API context.
 pub const FRAME_LINES: usize = 6;
-/// How far a frame reaches on each side of its line, in bytes (see
-/// [`frame_around`]).
-pub const FRAME_BYTES: usize = 4096;
 
 /// Why a matching line is not evidence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -428,41 +425,32 @@ pub fn has_api_context(frame: &str) -> bool {
     API_CONTEXT.iter().any(|p| p.is_match(frame))
 }
 
-/// The line at `start` with up to [`FRAME_LINES`] lines on each side, each
-/// neighbour whole and within [`FRAME_BYTES`] of the line: a neighbour that
-/// reaches further is left out, with the lines beyond it. The line itself
-/// ends at `line_end` (it was cut there) when its rest is longer than that.
-/// The rules' work stays bounded on a stream of very long lines (minified
-/// JSON, base64, a run of NULs), whatever the tail size: their NFA engines
-/// take time in proportion to the frame.
+/// The line at `start` with up to [`FRAME_LINES`] lines on each side.
+/// Lines are taken whole, however long: a neighbour line left out would
+/// hide what quotes the match (a Markdown heading above a long line of
+/// JSON). The rules' work on a long frame stays linear: text over
+/// [`NFA_MAX_HAYSTACK`] is searched with the lazy-DFA form.
 pub fn frame_around(text: &str, start: usize, line_end: usize) -> &str {
     let mut from = start;
     for _ in 0..FRAME_LINES {
         if from == 0 {
             break;
         }
-        let previous = text[..from - 1].rfind('\n').map_or(0, |i| i + 1);
-        if start - previous > FRAME_BYTES {
-            break;
-        }
-        from = previous;
+        from = text[..from - 1].rfind('\n').map_or(0, |i| i + 1);
     }
-    let line_stop = text[line_end..]
-        .find('\n')
-        .map_or(text.len(), |n| line_end + n);
-    if line_stop - line_end > FRAME_BYTES {
-        return &text[from..line_end];
-    }
-    let mut to = line_stop;
+    let mut to = line_end;
     for _ in 0..FRAME_LINES {
-        if to >= text.len() {
-            break;
+        match text[to..].find('\n') {
+            Some(nl) if to + nl + 1 < text.len() => {
+                to = text[to + nl + 1..]
+                    .find('\n')
+                    .map_or(text.len(), |n| to + nl + 1 + n)
+            }
+            _ => {
+                to = text.len();
+                break;
+            }
         }
-        let next = text[to + 1..].find('\n').map_or(text.len(), |n| to + 1 + n);
-        if next - line_stop > FRAME_BYTES {
-            break;
-        }
-        to = next;
     }
     &text[from..to]
 }
@@ -705,20 +693,25 @@ mod tests {
     }
 
     #[test]
-    fn frames_leave_out_long_neighbours() {
-        let long = |c: &str| c.repeat(FRAME_BYTES + 1);
-        let text = format!("a\n{}\nb\nX 429\nc\n{}\nd\n", long("x"), long("y"));
-        let start = text.find('X').unwrap_or(0);
-        let f = frame_around(&text, start, start + 5);
-        assert_eq!(f, "b\nX 429\nc");
-        // A line cut at `line_end` with a long rest: the frame ends there.
-        let text = format!("a\nX 429 {}\nb\n", "z".repeat(2 * FRAME_BYTES));
-        let f = frame_around(&text, 2, 2 + 100);
-        assert!(f == &text[..102], "{} bytes", f.len());
-        // Short lines: as many as FRAME_LINES, whatever the tail.
-        let text = "l\n".repeat(20) + "X\n" + &"m\n".repeat(20);
-        let start = text.find('X').unwrap_or(0);
-        let f = frame_around(&text, start, start + 1);
-        assert_eq!(f.lines().count(), 2 * FRAME_LINES + 1, "{f:?}");
+    fn a_long_line_hides_nothing_that_quotes_a_match() {
+        // A Markdown report: a heading, a long line of JSON, then the quoted
+        // error as the report's last line. The heading is in the frame.
+        let text = format!(
+            "## What the API said\n{{\"data\": \"{}\"}}\nopenai.RateLimitError: Error code: 429\n",
+            "x".repeat(3 * NFA_MAX_HAYSTACK)
+        );
+        let start = text.find("openai.").unwrap_or(0);
+        let line_end = start + text[start..].find('\n').unwrap_or(0);
+        let frame = frame_around(&text, start, line_end);
+        assert!(
+            frame.starts_with("## What the API said"),
+            "{} bytes",
+            frame.len()
+        );
+        assert!(in_markdown_document(frame));
+        assert_eq!(
+            judge_line(&text, start, &text[start..line_end], None, 0, true),
+            Err(Rejection::Quoted("inside a Markdown document"))
+        );
     }
 }
