@@ -157,6 +157,8 @@ struct Outcome {
     exit: ExitInfo,
     stdout: StreamCapture,
     stderr: StreamCapture,
+    /// The group guard, killed at the worker's exit, reaped after the record.
+    guard: Option<guard::Stopped>,
 }
 
 impl Run {
@@ -213,9 +215,13 @@ impl Run {
             kanban::write_exit_trailer(code);
             return code;
         }
-        let outcome = self.supervise();
+        let mut outcome = self.supervise();
         let worker_code = outcome.exit.code;
+        let guard = outcome.guard.take();
         let code = self.finish(outcome);
+        if let Some(g) = guard {
+            g.reap();
+        }
         // The very last output: what a dispatcher that missed our exit
         // status reads from the task's log (see kanban.rs).
         if kanban::needs_trailer(kanban, worker_code, code) {
@@ -329,6 +335,7 @@ impl Run {
                     },
                     stdout: StreamCapture::default(),
                     stderr: StreamCapture::default(),
+                    guard: None,
                 };
             }
         };
@@ -370,9 +377,7 @@ impl Run {
         }
 
         let (status, group_guard) = wait_for_exit(pid, forwarder.as_ref(), &mut pumps, early_guard);
-        if let Some(g) = group_guard {
-            g.finish();
-        }
+        let guard = group_guard.map(guard::Guard::stop);
         // A pipe that never had output: closed (no pump needed) or held
         // open by a background child (pumped from now on, for the drain).
         pumps.settle_after_exit();
@@ -397,6 +402,7 @@ impl Run {
             },
             stdout: report::snapshot(out_cap.as_ref()),
             stderr: report::snapshot(err_cap.as_ref()),
+            guard,
         }
     }
 
