@@ -138,11 +138,12 @@ fn wait_for_shim_death() {
     }
 }
 
-/// The guard process, once started; [`Guard::finish`] stops it.
+/// The guard process, once started; [`Guard::finish`] (or [`Guard::stop`]
+/// and then [`Stopped::reap`]) ends it.
 pub struct Guard {
     child: std::process::Child,
     /// The only write end of the guard's stdin pipe: closed by the shim's
-    /// death (or by `finish`, after the guard is gone).
+    /// death (or when the guard is reaped, after it is gone).
     #[cfg(any(not(target_os = "linux"), feature = "portable"))]
     lifeline: std::os::fd::OwnedFd,
 }
@@ -244,10 +245,13 @@ impl Guard {
 
     /// Kills the guard without waiting for it to be gone: it dies on
     /// another CPU while the shim judges the output and writes its record
-    /// (its exit took ~0.1-0.2 ms on the shim's path, kw-bench 1g). Once
-    /// `kill` returns the guard runs no more of its own code, so it can no
-    /// longer touch the worker's group; [`Stopped::reap`] collects it
-    /// before the shim exits.
+    /// (its exit took ~0.1-0.2 ms on the shim's path, kw-bench 1g). A killed
+    /// guard never touches the worker's group: only the shim's death makes
+    /// it act (its parent-death signal, or end-of-file on its lifeline,
+    /// which stays open until the guard is reaped), [`Stopped::reap`]
+    /// collects it before the shim exits, and a shim killed in between
+    /// finds its SIGKILL already pending, which the kernel acts on first.
+    #[must_use = "a stopped guard is reaped with Stopped::reap"]
     pub fn stop(mut self) -> Stopped {
         let _ = self.child.kill();
         Stopped(self)
@@ -255,6 +259,7 @@ impl Guard {
 }
 
 /// A guard that has been sent SIGKILL and is not reaped yet.
+#[must_use = "a stopped guard is reaped with Stopped::reap"]
 pub struct Stopped(Guard);
 
 impl Stopped {
