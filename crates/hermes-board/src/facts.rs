@@ -198,6 +198,11 @@ pub struct RunFacts {
     pub source_status: Option<String>,
     /// The task's status now (`None`: no such task).
     pub task_status: Option<String>,
+    /// The pid the dispatcher spawned for this run: the payload of the
+    /// run's newest `spawned` event (0.19 and later write one; the pid
+    /// columns are cleared when the run ends, the event stays). With the
+    /// shim wired in, the shim's own pid. `None`: no such event yet.
+    pub spawned_pid: Option<i64>,
 }
 
 impl RunFacts {
@@ -237,6 +242,7 @@ pub(crate) fn run_facts(
         terminal_provider_block: false,
         source_status: None,
         task_status: task_status.clone(),
+        spawned_pid: None,
     };
     let Some((run_task, outcome, ended_at)) = run else {
         return Ok(unknown);
@@ -245,6 +251,7 @@ pub(crate) fn run_facts(
         return Ok(unknown);
     }
     let source_status = claimed_from(conn, task_id, run_id)?;
+    let spawned_pid = spawned_pid(conn, task_id, run_id)?;
     let Some(ended_at) = ended_at else {
         let current = task
             .as_ref()
@@ -260,6 +267,7 @@ pub(crate) fn run_facts(
             terminal_provider_block: false,
             source_status,
             task_status,
+            spawned_pid,
         });
     };
     let outcome_str = outcome.clone().unwrap_or_default();
@@ -331,7 +339,22 @@ pub(crate) fn run_facts(
         terminal_provider_block: gave_up == Some(true),
         source_status,
         task_status,
+        spawned_pid,
     })
+}
+
+/// The pid in the run's newest `spawned` event (`_set_worker_pid`).
+fn spawned_pid(conn: &Connection, task_id: &str, run_id: i64) -> rusqlite::Result<Option<i64>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT CASE WHEN json_type(payload, '$.pid') = 'integer' \
+             THEN json_extract(payload, '$.pid') END FROM task_events \
+             WHERE task_id = ?1 AND run_id = ?2 AND kind = 'spawned' AND json_valid(payload) \
+             ORDER BY id DESC LIMIT 1",
+        )?
+        .query_row(params![task_id, run_id], |r| r.get::<_, Option<i64>>(0))
+        .optional()?
+        .flatten())
 }
 
 /// `source_status` of the run's `claimed` event (0.22 writes `review` for a

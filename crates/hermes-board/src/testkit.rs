@@ -146,19 +146,26 @@ pub fn add_link(conn: &Connection, parent: &str, child: &str) -> rusqlite::Resul
 /// Claims a ready task the way Hermes' dispatcher does and records the
 /// worker pid: returns the new run id.
 pub fn claim(conn: &mut Connection, id: &str, worker_pid: i64) -> rusqlite::Result<i64> {
-    claim_from(conn, id, worker_pid, "ready")
+    claim_from(conn, id, Some(worker_pid), "ready")
+}
+
+/// Claims a ready task as the dispatcher does before it spawns the
+/// worker: no pid and no `spawned` event yet ([`set_worker_pid`] adds
+/// them once the worker is started). Returns the new run id.
+pub fn claim_before_spawn(conn: &mut Connection, id: &str) -> rusqlite::Result<i64> {
+    claim_from(conn, id, None, "ready")
 }
 
 /// Hermes 0.22's `claim_review_task`: `review -> running`, the `claimed`
 /// event carrying `source_status: review`.
 pub fn claim_review(conn: &mut Connection, id: &str, worker_pid: i64) -> rusqlite::Result<i64> {
-    claim_from(conn, id, worker_pid, "review")
+    claim_from(conn, id, Some(worker_pid), "review")
 }
 
 fn claim_from(
     conn: &mut Connection,
     id: &str,
-    worker_pid: i64,
+    worker_pid: Option<i64>,
     source: &str,
 ) -> rusqlite::Result<i64> {
     let fingerprint = has_column(conn, "tasks", "worker_started_at")?;
@@ -187,7 +194,9 @@ fn claim_from(
         "UPDATE tasks SET current_run_id = ?1, worker_pid = ?2 WHERE id = ?3",
         params![run_id, worker_pid, id],
     )?;
-    if fingerprint {
+    if let Some(worker_pid) = worker_pid
+        && fingerprint
+    {
         // 0.22's `_set_worker_pid`: the process fingerprint on task and run.
         let print = format!("1700000000|{worker_pid}");
         tx.execute(
@@ -207,10 +216,12 @@ fn claim_from(
         "INSERT INTO task_events (task_id, run_id, kind, payload, created_at) VALUES (?1, ?2, 'claimed', ?3, ?4)",
         params![id, run_id, claimed.to_string(), t],
     )?;
-    tx.execute(
-        "INSERT INTO task_events (task_id, run_id, kind, payload, created_at) VALUES (?1, ?2, 'spawned', ?3, ?4)",
-        params![id, run_id, format!("{{\"pid\":{worker_pid}}}"), t],
-    )?;
+    if let Some(worker_pid) = worker_pid {
+        tx.execute(
+            "INSERT INTO task_events (task_id, run_id, kind, payload, created_at) VALUES (?1, ?2, 'spawned', ?3, ?4)",
+            params![id, run_id, format!("{{\"pid\":{worker_pid}}}"), t],
+        )?;
+    }
     tx.commit()?;
     Ok(run_id)
 }
@@ -237,9 +248,25 @@ pub fn assignee(conn: &Connection, id: &str) -> Option<String> {
 
 /// Records the pid of the worker the dispatcher spawned for a task.
 pub fn set_worker_pid(conn: &Connection, id: &str, pid: u32) -> rusqlite::Result<()> {
+    // As Hermes' `_set_worker_pid`: task, run and a `spawned` event.
     conn.execute(
         "UPDATE tasks SET worker_pid = ?1 WHERE id = ?2",
         params![pid, id],
+    )?;
+    let run: Option<i64> = conn.query_row(
+        "SELECT current_run_id FROM tasks WHERE id = ?1",
+        [id],
+        |r| r.get(0),
+    )?;
+    if let Some(run) = run {
+        conn.execute(
+            "UPDATE task_runs SET worker_pid = ?1 WHERE id = ?2",
+            params![pid, run],
+        )?;
+    }
+    conn.execute(
+        "INSERT INTO task_events (task_id, run_id, kind, payload, created_at) VALUES (?1, ?2, 'spawned', ?3, ?4)",
+        params![id, run, format!("{{\"pid\":{pid}}}"), now()],
     )?;
     Ok(())
 }

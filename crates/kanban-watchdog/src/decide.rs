@@ -198,7 +198,7 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
         ) => Ok(format!(
             "this record was already applied to the board: {run_name} failed"
         )),
-        (_, BoardFacts::Run { facts, .. }) => judge_run(facts, &run_name),
+        (_, BoardFacts::Run { facts, .. }) => judge_run(facts, r.shim_pid, &run_name),
         (_, BoardFacts::AssumedOpen) => Ok(format!(
             "no board given: assuming {run_name} was still open when the record arrived"
         )),
@@ -273,8 +273,25 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
     }
 }
 
+/// The pid the dispatcher spawned for the run, when it is not the process
+/// that wrote the record (`shim_pid`): such a record is not the run's own.
+pub fn spawned_by_another(facts: &RunFacts, shim_pid: u32) -> Option<i64> {
+    facts.spawned_pid.filter(|&p| p != i64::from(shim_pid))
+}
+
 /// Whether the board's facts let the run's output judge a provider.
-fn judge_run(facts: &RunFacts, run_name: &str) -> Result<String, String> {
+fn judge_run(facts: &RunFacts, shim_pid: u32, run_name: &str) -> Result<String, String> {
+    // The record must come from the process the dispatcher started for
+    // this run (the shim, wired as the worker). A record from any other
+    // process that names the run (a `hermes` call inside the run going
+    // through the shim, a record written by hand) is not the run's death.
+    if let Some(spawned) = spawned_by_another(facts, shim_pid) {
+        return Err(format!(
+            "{run_name} is worker pid {spawned} (the dispatcher's `spawned` event), but this record \
+             was written by a shim with pid {shim_pid}: not the run's own record (a hermes call \
+             inside the run, or a record written by another process); it judges no provider"
+        ));
+    }
     if let RunVerdict::ReportedByWorker { outcome } = &facts.verdict {
         return Err(format!(
             "{run_name} was reported by the worker itself ({outcome}): its output judges no provider"
@@ -321,7 +338,8 @@ fn exit_text(r: &ExitRecord) -> String {
 pub fn check_invariants(i: &Inputs<'_>, d: &Decision) -> Result<(), String> {
     let max = i.cfg.providers.max_cooldown.0.as_secs() as i64;
     let slack = i.cfg.retry.margin.0.as_secs() as i64 + i.cfg.retry.jitter.0.as_secs() as i64 + 1;
-    // Someone else's decision stands (a re-delivered record we already
+    // Someone else's decision stands, and a record the run's own process
+    // did not write judges nothing (a re-delivered record we already
     // applied keeps the health judged when its run had failed).
     if let BoardFacts::Run {
         facts,
@@ -329,7 +347,8 @@ pub fn check_invariants(i: &Inputs<'_>, d: &Decision) -> Result<(), String> {
         ..
     } = i.board
         && (matches!(facts.verdict, RunVerdict::ReportedByWorker { .. })
-            || facts.decided_after.is_some())
+            || facts.decided_after.is_some()
+            || spawned_by_another(facts, i.record.shim_pid).is_some())
     {
         if d.health != HealthChange::None {
             return Err(format!(
@@ -411,6 +430,7 @@ mod tests {
                 terminal_provider_block: false,
                 source_status: None,
                 task_status: Some("ready".into()),
+                spawned_pid: None,
             },
             already_applied: false,
             ours: true,
@@ -535,6 +555,7 @@ mod tests {
                     terminal_provider_block: false,
                     source_status: None,
                     task_status: Some("scheduled".into()),
+                    spawned_pid: None,
                 },
                 already_applied: true,
                 ours: true,
@@ -542,6 +563,50 @@ mod tests {
         );
         assert!(matches!(d.health, HealthChange::Unhealthy { .. }));
         assert!(matches!(d.board, BoardPlan::Nothing(_)));
+    }
+
+    #[test]
+    fn a_record_from_another_process_than_the_runs_worker_judges_nothing() {
+        // A `hermes` call inside the run goes through the shim too, with
+        // the task's environment: its record names the open run, but its
+        // shim is not the process the dispatcher spawned.
+        let r = record(true, 0, Some(codex_429()));
+        for verdict in [
+            RunVerdict::Open,
+            RunVerdict::EndedByDispatcher {
+                outcome: "crashed".into(),
+                protocol_violation: false,
+            },
+        ] {
+            let with_pid = |pid| match run(verdict.clone(), None) {
+                BoardFacts::Run {
+                    mut facts,
+                    already_applied,
+                    ours,
+                } => {
+                    facts.spawned_pid = pid;
+                    BoardFacts::Run {
+                        facts,
+                        already_applied,
+                        ours,
+                    }
+                }
+                other => other,
+            };
+            let d = go(&r, &with_pid(Some(4242)));
+            untouched(&d);
+            assert!(
+                d.why_text()
+                    .contains("is worker pid 4242 (the dispatcher's `spawned` event), but this record was written by a shim with pid 1"),
+                "{}",
+                d.why_text()
+            );
+            // The run's own shim (or a board that never said) is judged.
+            for pid in [Some(i64::from(r.shim_pid)), None] {
+                let d = go(&r, &with_pid(pid));
+                assert!(matches!(d.board, BoardPlan::Park { .. }), "{:?}", d.why);
+            }
+        }
     }
 
     #[test]

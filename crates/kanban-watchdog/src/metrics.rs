@@ -86,6 +86,7 @@ pub struct Metrics {
     pub providers_skipped: Counter,
     pub records_handled: Counter,
     pub records_quarantined: Counter,
+    pub records_not_from_the_run: Counter,
     pub board_writes: Family<KindLabels, Counter>,
     pub board_busy_retries: Counter,
     pub alerts_sent: Counter,
@@ -185,6 +186,11 @@ impl Metrics {
             "records_quarantined",
             "Exit records moved to quarantine",
             self.records_quarantined.clone(),
+        );
+        r.register(
+            "records_not_from_the_run",
+            "Exit records naming a run the dispatcher spawned another process for (judged nothing)",
+            self.records_not_from_the_run.clone(),
         );
         r.register(
             "board_writes",

@@ -65,7 +65,7 @@ fn a_board_created_while_running_is_watched_and_its_rate_limited_task_parked_the
     let conn = testkit::connect(&second).unwrap();
     testkit::add_task(&conn, "t2", "coder", "ready").unwrap();
     let mut c = testkit::connect(&second).unwrap();
-    let run = testkit::claim(&mut c, "t2", 4242).unwrap();
+    let run = testkit::claim(&mut c, "t2", WORKER_PID).unwrap();
     // The same task id on the default board stays untouched.
     let run_default = h.running_task("t2", "coder");
     assert_ne!(run_default, 0);
@@ -109,7 +109,7 @@ fn a_board_created_while_running_is_watched_and_its_rate_limited_task_parked_the
     assert!(audit.contains("t2"), "{audit}");
     // A record naming its board by slug only (no file) goes there too.
     testkit::add_task(&conn, "t3", "coder", "ready").unwrap();
-    let run3 = testkit::claim(&mut c, "t3", 4243).unwrap();
+    let run3 = testkit::claim(&mut c, "t3", WORKER_PID).unwrap();
     let mut rec = record_on(&second, "second", "t3", run3);
     rec.task.db = None;
     h.write_record(&rec);
@@ -138,7 +138,7 @@ fn records_dealt_over_boards_are_written_a_transaction_per_board_not_per_record(
             let task = format!("t{i}");
             let mut c = testkit::connect(db).unwrap();
             testkit::add_task(&c, &task, "coder", "ready").unwrap();
-            let run = testkit::claim(&mut c, &task, 4242).unwrap();
+            let run = testkit::claim(&mut c, &task, WORKER_PID).unwrap();
             h.write_record(&record_on(db, slug, &task, run));
             tasks.push((db.clone(), task));
         }
@@ -208,7 +208,7 @@ fn a_stall_on_one_board_is_seen_labelled_and_resolved_while_the_other_is_idle() 
     );
     // The dispatcher claims it: progress on that board ends the stall.
     let mut c = testkit::connect(&second).unwrap();
-    testkit::claim(&mut c, "s1", 4242).unwrap();
+    testkit::claim(&mut c, "s1", WORKER_PID).unwrap();
     wait_until("the second board's stall resolved", T, || {
         (!hook
             .alerts("dispatcher_stalled:second", "resolved")

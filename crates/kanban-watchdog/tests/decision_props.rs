@@ -100,6 +100,7 @@ prop_compose! {
         review in any::<bool>(),
         already_applied in any::<bool>(),
         ours in any::<bool>(),
+        spawned_pid in proptest::option::of(0i64..3),
     ) -> BoardFacts {
         BoardFacts::Run {
             facts: RunFacts {
@@ -109,6 +110,7 @@ prop_compose! {
                 terminal_provider_block: terminal,
                 source_status: review.then(|| "review".to_string()),
                 task_status: Some("running".into()),
+                spawned_pid,
             },
             already_applied,
             ours,

@@ -368,7 +368,7 @@ print("released", flush=True)
 fn fresh_board_with_running(path: &Path, id: &str) -> i64 {
     let mut c = testkit::create_board(path).unwrap();
     testkit::add_task(&c, id, "coder", "ready").unwrap();
-    let run = testkit::claim(&mut c, id, 77).unwrap();
+    let run = testkit::claim(&mut c, id, WORKER_PID).unwrap();
     drop(c);
     run
 }

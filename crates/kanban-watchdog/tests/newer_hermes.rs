@@ -110,7 +110,7 @@ fn a_rate_limited_review_run_returns_to_review() {
     h.start();
     let mut conn = h.conn();
     testkit::add_task(&conn, "r", "coder", "review").unwrap();
-    let run = testkit::claim_review(&mut conn, "r", 4242).unwrap();
+    let run = testkit::claim_review(&mut conn, "r", WORKER_PID).unwrap();
     h.write_record(&record(
         Some(("r", run)),
         "coder",

@@ -16,9 +16,12 @@ fn a_429_from_a_real_shimmed_worker_parks_the_task_and_it_returns_after_the_rese
     let mut h = Harness::new();
     h.start();
     let _writer = PythonWriter::start(&h.db, 20);
-    let run = h.running_task("t1", "coder");
+    let run = h.claimed_task("t1", "coder");
     let resets_at = now() + 3;
-    let out = Command::new(shim_bin())
+    let out = run_as_dispatched(
+        &h.conn(),
+        "t1",
+        Command::new(shim_bin())
         .args(["--", "sh", "-c"])
         .arg(format!(
             "echo 'HTTP 429: The usage limit has been reached. plan_type: team, resets_at: {resets_at}'; exit 0"
@@ -28,9 +31,8 @@ fn a_429_from_a_real_shimmed_worker_parks_the_task_and_it_returns_after_the_rese
         .env("HERMES_KANBAN_RUN_ID", run.to_string())
         .env("HERMES_KANBAN_BOARD", "default")
         .env("HERMES_PROFILE", "coder")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+        .stdin(Stdio::null()),
+    );
     assert_eq!(out.status.code(), Some(75));
     let written = Instant::now();
     wait_until("t1 parked", T, || {
@@ -99,7 +101,7 @@ fn stale_records_change_nothing() {
     conn.execute("UPDATE tasks SET status='ready' WHERE id='moved'", [])
         .unwrap();
     let mut c2 = h.conn();
-    testkit::claim(&mut c2, "moved", 99).unwrap();
+    testkit::claim(&mut c2, "moved", WORKER_PID).unwrap();
     let before_done = h.events("done").len();
     let before_moved = h.events("moved").len();
     h.write_record(&record(
@@ -208,10 +210,10 @@ fn the_delayed_retry_budget_is_enforced_with_a_reason_and_an_alert() {
     h.start();
     let conn = h.conn();
     testkit::add_task(&conn, "t", "coder", "ready").unwrap();
-    for attempt in 1..=3 {
+    for _attempt in 1..=3 {
         let mut c = h.conn();
         wait_until("t ready", T, || (h.status_of("t") == "ready").then_some(()));
-        let run = testkit::claim(&mut c, "t", 1000 + attempt).unwrap();
+        let run = testkit::claim(&mut c, "t", WORKER_PID).unwrap();
         h.write_record(&record(
             Some(("t", run)),
             "coder",
@@ -450,7 +452,7 @@ fn expired_auth_waits_for_reauth_or_an_operator_reset() {
 
     // Again, healed by `kanban-watchdog provider reset`.
     let mut c = h.conn();
-    let run = testkit::claim(&mut c, "g", 5).unwrap();
+    let run = testkit::claim(&mut c, "g", WORKER_PID).unwrap();
     h.write_record(&record(
         Some(("g", run)),
         "grok",

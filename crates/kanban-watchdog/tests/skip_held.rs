@@ -41,28 +41,30 @@ fn a_held_profiles_new_run_is_not_started_and_its_task_is_parked() {
 
     // The dispatcher claims the next coder task before the watchdog's check
     // can hold it: the shim is the one that stops the run.
-    let run2 = h.running_task("second", "coder");
+    let run2 = h.claimed_task("second", "coder");
     let marker = h.tmp.path().join("worker-ran");
-    let out = Command::new(shim_bin())
-        .env("WORKER_SHIM_RECORD_DIR", &h.records)
-        .env("WORKER_SHIM_HEALTH_FILE", &health_file)
-        .env("HERMES_KANBAN_TASK", "second")
-        .env("HERMES_KANBAN_RUN_ID", run2.to_string())
-        .env("HERMES_KANBAN_DB", &h.db)
-        .env("HERMES_PROFILE", "coder")
-        .env_remove("WORKER_SHIM_NO_SKIP")
-        .args(["--", "sh", "-c"])
-        .arg(format!("touch '{}'", marker.display()))
-        .args([
-            "-p",
-            "coder",
-            "--cli",
-            "chat",
-            "-q",
-            "work kanban task second",
-        ])
-        .output()
-        .expect("shim runs");
+    let out = run_as_dispatched(
+        &h.conn(),
+        "second",
+        Command::new(shim_bin())
+            .env("WORKER_SHIM_RECORD_DIR", &h.records)
+            .env("WORKER_SHIM_HEALTH_FILE", &health_file)
+            .env("HERMES_KANBAN_TASK", "second")
+            .env("HERMES_KANBAN_RUN_ID", run2.to_string())
+            .env("HERMES_KANBAN_DB", &h.db)
+            .env("HERMES_PROFILE", "coder")
+            .env_remove("WORKER_SHIM_NO_SKIP")
+            .args(["--", "sh", "-c"])
+            .arg(format!("touch '{}'", marker.display()))
+            .args([
+                "-p",
+                "coder",
+                "--cli",
+                "chat",
+                "-q",
+                "work kanban task second",
+            ]),
+    );
     assert_eq!(
         out.status.code(),
         Some(75),

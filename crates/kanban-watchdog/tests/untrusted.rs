@@ -74,10 +74,13 @@ fn a_worker_that_completed_then_printed_a_429_marks_nothing_and_holds_nothing() 
     let mut h = Harness::new();
     h.start();
     let _writer = PythonWriter::start(&h.db, 20);
-    let run = h.running_task("done1", "coder");
+    let run = h.claimed_task("done1", "coder");
     // The real shim around a worker that completes its task, then prints
     // Codex's 429 line with a reset in 2100 and exits 0.
-    let out = Command::new(shim_bin())
+    let out = run_as_dispatched(
+        &h.conn(),
+        "done1",
+        Command::new(shim_bin())
         .args(["--", "sh", "-c"])
         .arg(format!(
             "{COMPLETE_PY}echo 'HTTP 429: The usage limit has been reached. plan_type: team, resets_at: {RESETS_2100}'; exit 0"
@@ -88,9 +91,8 @@ fn a_worker_that_completed_then_printed_a_429_marks_nothing_and_holds_nothing() 
         .env("HERMES_KANBAN_DB", &h.db)
         .env("HERMES_KANBAN_BOARD", "default")
         .env("HERMES_PROFILE", "coder")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+        .stdin(Stdio::null()),
+    );
     assert_eq!(out.status.code(), Some(0), "the worker's own exit code");
     assert_eq!(h.status_of("done1"), "done");
     // The same, from an older shim that did not look at the board: the
@@ -111,6 +113,63 @@ fn a_worker_that_completed_then_printed_a_429_marks_nothing_and_holds_nothing() 
         h.stderr()
             .contains("reported by the worker itself (completed)")
             || h.stderr().contains("ended run"),
+        "the log says why: {}",
+        h.stderr()
+    );
+}
+
+#[test]
+fn a_hermes_call_inside_a_running_task_that_hit_a_429_neither_parks_it_nor_holds_its_provider() {
+    let mut h = Harness::new();
+    h.start();
+    let _writer = PythonWriter::start(&h.db, 20);
+    let run = h.claimed_task("busy", "coder");
+    // The worker runs `hermes` itself (an older shim, which did not step
+    // aside inside a supervised run: the run mark removed), that call
+    // prints Codex's 429 with a reset in 2100 and exits 0, and its shim
+    // writes a record naming the worker's open run. The worker waits until
+    // the watchdog has handled it, then completes its task.
+    let script = format!(
+        "env -u WORKER_SHIM_IN_RUN \"$SHIM\" -- sh -c \
+         'echo \"HTTP 429: The usage limit has been reached. plan_type: team, resets_at: {RESETS_2100}\"' \
+         >/dev/null 2>&1; \
+         i=0; while ls \"$WORKER_SHIM_RECORD_DIR\"/*.json >/dev/null 2>&1; do \
+           i=$((i+1)); [ $i -gt 600 ] && exit 9; sleep 0.05; done; \
+         {COMPLETE_PY}echo finished"
+    );
+    let out = run_as_dispatched(
+        &h.conn(),
+        "busy",
+        Command::new(shim_bin())
+            .args(["--", "sh", "-c", &script])
+            .env("SHIM", shim_bin())
+            .env("WORKER_SHIM_RECORD_DIR", &h.records)
+            .env("HERMES_KANBAN_TASK", "busy")
+            .env("HERMES_KANBAN_RUN_ID", run.to_string())
+            .env("HERMES_KANBAN_DB", &h.db)
+            .env("HERMES_KANBAN_BOARD", "default")
+            .env("HERMES_PROFILE", "coder"),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    settle(&h, 2);
+    assert_eq!(h.status_of("busy"), "done");
+    assert!(
+        watchdog_events(&h, "busy").is_empty(),
+        "{:?}",
+        h.events("busy")
+    );
+    assert!(!unhealthy(&h, "openai-codex"), "{:?}", h.status());
+    assert_eq!(
+        h.metric("kanban_watchdog_records_not_from_the_run_total", &[]),
+        1.0
+    );
+    assert!(
+        h.stderr().contains("not the run's own record"),
         "the log says why: {}",
         h.stderr()
     );
@@ -291,10 +350,10 @@ fn a_record_for_another_board_is_verified_there_read_only() {
     std::fs::create_dir_all(other.parent().unwrap()).unwrap();
     let mut oc = testkit::create_board(&other).unwrap();
     testkit::add_task(&oc, "x1", "coder", "ready").unwrap();
-    let completed = testkit::claim(&mut oc, "x1", 1).unwrap();
+    let completed = testkit::claim(&mut oc, "x1", WORKER_PID).unwrap();
     testkit::complete(&oc, "x1").unwrap();
     testkit::add_task(&oc, "x2", "coder", "ready").unwrap();
-    let open = testkit::claim(&mut oc, "x2", 2).unwrap();
+    let open = testkit::claim(&mut oc, "x2", WORKER_PID).unwrap();
     oc.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
         .unwrap();
     let before = std::fs::read(&other).unwrap();
@@ -356,7 +415,7 @@ fn replay_shows_the_daemons_decision_and_says_when_it_assumed_an_open_run() {
     let db = tmp.path().join("kanban.db");
     let mut conn = testkit::create_board(&db).unwrap();
     testkit::add_task(&conn, "t1", "coder", "ready").unwrap();
-    let run = testkit::claim(&mut conn, "t1", 1).unwrap();
+    let run = testkit::claim(&mut conn, "t1", WORKER_PID).unwrap();
     testkit::complete(&conn, "t1").unwrap();
     let recs = tmp.path().join("records");
     let r = record(Some(("t1", run)), "coder", Some(codex_2100()));

@@ -11,6 +11,7 @@ mod child;
 mod cli;
 mod guard;
 mod kanban;
+mod nested;
 mod pump;
 mod report;
 mod run_check;
@@ -138,6 +139,15 @@ fn run() -> i32 {
             (opts, command)
         }
     };
+    if nested::is_nested() {
+        return nested::run_in_place(&command);
+    }
+    if let Some(mark) = nested::own_mark() {
+        // SAFETY: no other thread exists yet (the pumps and the signal
+        // forwarding start with the worker), so nothing reads the
+        // environment while it changes.
+        unsafe { std::env::set_var(nested::IN_RUN, mark) };
+    }
     Run::new(opts, command).execute()
 }
 

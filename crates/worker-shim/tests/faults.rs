@@ -21,7 +21,8 @@ fn shim(record_dir: &Path) -> Command {
     cmd.env("WORKER_SHIM_RECORD_DIR", record_dir)
         .env_remove("WORKER_SHIM_TEMPFAIL_EXIT")
         .env_remove("HERMES_KANBAN_TASK")
-        .env_remove("HERMES_KANBAN_RUN_ID");
+        .env_remove("HERMES_KANBAN_RUN_ID")
+        .env_remove("WORKER_SHIM_IN_RUN");
     cmd
 }
 

@@ -37,6 +37,7 @@ fn shim(records: &Path) -> Command {
         .env_remove("WORKER_SHIM_NO_SKIP")
         .env_remove("HERMES_KANBAN_TASK")
         .env_remove("HERMES_KANBAN_RUN_ID")
+        .env_remove("WORKER_SHIM_IN_RUN")
         .env_remove("HERMES_KANBAN_DB")
         .env_remove("HERMES_PROFILE")
         .stdin(Stdio::null());
@@ -406,4 +407,86 @@ fn a_health_file_of_an_unknown_version_is_refused_and_the_worker_runs_as_with_no
         );
         assert!(!err.contains("not starting"), "{version}: {err}");
     }
+}
+
+/// Every record in `dir`, parsed.
+fn records_in(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_hermes_call_inside_the_run_steps_aside_and_another_tasks_worker_does_not() {
+    // The run's provider is held with no fallback: a shim started for the
+    // task would skip. The worker (run 7 of t_1, the outer shim told not to
+    // skip) runs `hermes` itself, as a terminal tool does (its output
+    // captured), and that prints a 429 and exits 0.
+    let s = Setup::new(&health_doc(Some(now()), Some(now() + 3600), "rate_limit"));
+    let records = s.tmp.path().join("records");
+    let inner_ran = s.tmp.path().join("inner-ran");
+    let said = s.tmp.path().join("inner-said");
+    let script = format!(
+        "echo \"mark=$WORKER_SHIM_IN_RUN\"; \
+         out=$(env -u WORKER_SHIM_NO_SKIP \"$SHIM\" -- sh -c 'echo \"{CODEX_429}\"; touch \"{}\"; exit 0' 2>&1); \
+         rc=$?; printf '%s' \"$out\" > \"{}\"; echo \"inner rc=$rc\"; echo outer done",
+        inner_ran.display(),
+        said.display()
+    );
+    let out = output(
+        kanban(&mut shim(&records))
+            .env("HERMES_KANBAN_RUN_ID", "7")
+            .env("WORKER_SHIM_HEALTH_FILE", s.health())
+            .env("WORKER_SHIM_NO_SKIP", "1")
+            .env("SHIM", shim_bin())
+            .args(["--", "sh", "-c", &script]),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("mark=7/t_1\n"), "{stdout}");
+    // The inner call ran, its own code came back untranslated, and it
+    // neither skipped, nor wrote a trailer, nor a record.
+    assert!(inner_ran.exists(), "the inner command must run: {stderr}");
+    assert!(stdout.contains("inner rc=0\n"), "{stdout}");
+    assert_eq!(
+        std::fs::read_to_string(&said).unwrap(),
+        CODEX_429,
+        "the inner output alone, no line of the shim's"
+    );
+    assert!(!stderr.contains("[kanban-worker-exit]"), "{stderr}");
+    let all = records_in(&records);
+    assert_eq!(all.len(), 1, "the run's record only: {all:?}");
+    assert_eq!(all[0]["task"]["id"], "t_1");
+    assert!(all[0]["failure"].is_null(), "{}", all[0]);
+
+    // A dispatcher inside the worker starts a worker for another task:
+    // that one is supervised (and skipped: its provider is held).
+    let _ = std::fs::remove_file(&inner_ran);
+    let script = format!(
+        "env -u WORKER_SHIM_NO_SKIP HERMES_KANBAN_TASK=t_2 HERMES_KANBAN_RUN_ID=9 \"$SHIM\" -- \
+         sh -c 'touch \"{}\"' -p coder --cli chat -q 'work kanban task t_2'; echo \"inner rc=$?\"",
+        inner_ran.display()
+    );
+    let out = output(
+        kanban(&mut shim(&records))
+            .env("HERMES_KANBAN_RUN_ID", "8")
+            .env("WORKER_SHIM_HEALTH_FILE", s.health())
+            .env("WORKER_SHIM_NO_SKIP", "1")
+            .env("SHIM", shim_bin())
+            .args(["--", "sh", "-c", &script]),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("inner rc=75\n"), "{stdout}");
+    assert!(!inner_ran.exists(), "the other task's run is skipped");
+    let tasks: Vec<String> = records_in(&records)
+        .iter()
+        .map(|r| format!("{}/{}", r["task"]["run_id"], r["task"]["id"]))
+        .collect();
+    assert_eq!(tasks.len(), 3, "{tasks:?}");
+    assert!(tasks.contains(&"9/\"t_2\"".to_string()), "{tasks:?}");
 }

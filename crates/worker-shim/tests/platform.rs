@@ -18,6 +18,7 @@ fn shim(record_dir: &Path) -> Command {
         .env_remove("WORKER_SHIM_TEMPFAIL_EXIT")
         .env_remove("HERMES_KANBAN_TASK")
         .env_remove("HERMES_KANBAN_RUN_ID")
+        .env_remove("WORKER_SHIM_IN_RUN")
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
     cmd

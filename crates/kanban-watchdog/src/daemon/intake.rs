@@ -192,6 +192,23 @@ impl Daemon {
             now,
             random01,
         });
+        if let BoardFacts::Run {
+            facts,
+            already_applied: false,
+            ..
+        } = &facts
+            && let Some(spawned) = decide::spawned_by_another(facts, record.shim_pid)
+        {
+            self.shared.metrics.records_not_from_the_run.inc();
+            tracing::warn!(
+                record = %record.id,
+                task = record.task.id.as_deref().unwrap_or("-"),
+                "record written by pid {}, but the dispatcher spawned pid {spawned} for its run: \
+                 not acted on (a hermes call inside the run, a record written by hand, or a shim \
+                 that is not the process Hermes starts)",
+                record.shim_pid
+            );
+        }
         if record.failure.is_some() {
             tracing::info!(record = %record.id, task = record.task.id.as_deref().unwrap_or("-"), "{}", d.why_text());
         } else {

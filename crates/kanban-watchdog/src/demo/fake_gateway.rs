@@ -94,12 +94,13 @@ fn tick(
     let ready = testkit::ready_ids(&conn)?;
     let mut spawned = 0;
     for id in ready {
-        let pid = if args.worker.is_empty() {
-            std::process::id() as i64
+        // A worker it spawns gets its pid recorded once started.
+        let claimed = if args.worker.is_empty() {
+            testkit::claim(&mut conn, &id, i64::from(std::process::id()))
         } else {
-            0
+            testkit::claim_before_spawn(&mut conn, &id)
         };
-        let run_id = match testkit::claim(&mut conn, &id, pid) {
+        let run_id = match claimed {
             Ok(run) => run,
             Err(_) => continue,
         };

@@ -218,7 +218,7 @@ fn story(
     let status = || shared.status.read().map(|s| s.clone()).ok();
     n.act("Act 1: a worker hits a provider rate limit, exits 0, and the watchdog rescues its task");
     testkit::add_task(board, "t_demo1", "coder", "ready")?;
-    let run_id = testkit::claim(board, "t_demo1", i64::from(std::process::id()))?;
+    let run_id = testkit::claim_before_spawn(board, "t_demo1")?;
     n.say(&format!(
         "task t_demo1 (profile coder, provider openai-codex) claimed by the dispatcher: run {run_id}, status running"
     ));
@@ -240,8 +240,16 @@ fn story(
             "coder",
         ))
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .context("cannot run worker-shim")?;
+    // As the dispatcher: the spawned pid (the shim's) goes on the board;
+    // the watchdog acts only on that process's record.
+    testkit::set_worker_pid(board, "t_demo1", out.id())?;
+    let out = out
+        .wait_with_output()
+        .context("cannot wait for worker-shim")?;
     let code = out.status.code().unwrap_or(-1);
     n.say(&format!(
         "worker printed a Codex 429 (resets_at {resets_at}) and exited 0; worker-shim exited {code} (EX_TEMPFAIL)"

@@ -246,7 +246,15 @@ impl Harness {
     pub fn running_task(&self, id: &str, profile: &str) -> i64 {
         let mut conn = self.conn();
         testkit::add_task(&conn, id, profile, "ready").unwrap();
-        testkit::claim(&mut conn, id, 4242).unwrap()
+        testkit::claim(&mut conn, id, WORKER_PID).unwrap()
+    }
+
+    /// Adds a ready task and claims it like the dispatcher before it
+    /// spawns the worker (no pid yet: see [`run_as_dispatched`]).
+    pub fn claimed_task(&self, id: &str, profile: &str) -> i64 {
+        let mut conn = self.conn();
+        testkit::add_task(&conn, id, profile, "ready").unwrap();
+        testkit::claim_before_spawn(&mut conn, id).unwrap()
     }
 
     /// Writes a record as worker-shim would (atomic rename into place).
@@ -303,7 +311,55 @@ pub fn merge(into: &mut serde_yaml::Value, from: serde_yaml::Value) {
     }
 }
 
-/// A record for `task`/`run` with the given failure (None = clean exit).
+/// Runs `cmd` (a shim around a worker) as Hermes' dispatcher runs a
+/// worker for the claimed `task`: the process is started, its pid recorded
+/// on the board (`spawned`, as `_set_worker_pid`), and only then let go, so
+/// its record can never arrive before the board names its pid. Returns its
+/// output (stdout and stderr captured).
+pub fn run_as_dispatched(
+    conn: &rusqlite::Connection,
+    task: &str,
+    cmd: &mut Command,
+) -> std::process::Output {
+    // `sh` stops itself, then becomes the command (same pid): std's spawn
+    // returns only once the child exec'ed, so the stop must come after one.
+    let mut gated = Command::new("sh");
+    gated
+        .args(["-c", "kill -STOP $$; exec \"$@\"", "sh"])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => gated.env(k, v),
+            None => gated.env_remove(k),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        gated.current_dir(dir);
+    }
+    let child = gated
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the shim");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    match nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WUNTRACED)) {
+        Ok(nix::sys::wait::WaitStatus::Stopped(..)) => {}
+        other => panic!("the shim's process did not stop before its exec: {other:?}"),
+    }
+    testkit::set_worker_pid(conn, task, child.id()).expect("record the worker pid");
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).expect("continue the shim");
+    child.wait_with_output().expect("the shim's output")
+}
+
+/// The pid the tests' dispatcher "spawns" for every run (the board's
+/// `spawned` event), and the shim pid of every record [`record`] makes: a
+/// record is the run's own only when the two agree.
+pub const WORKER_PID: i64 = 4242;
+
+/// A record for `task`/`run` with the given failure (None = clean exit),
+/// as the shim the dispatcher spawned ([`WORKER_PID`]) writes it.
 pub fn record(task: Option<(&str, i64)>, profile: &str, failure: Option<Failure>) -> ExitRecord {
     let now = jiff::Timestamp::now();
     ExitRecord {
@@ -312,8 +368,8 @@ pub fn record(task: Option<(&str, i64)>, profile: &str, failure: Option<Failure>
         id: exit_record::new_record_id(),
         argv: vec!["hermes".into()],
         cwd: None,
-        pid: Some(1),
-        shim_pid: 1,
+        pid: Some(WORKER_PID as u32 + 1),
+        shim_pid: WORKER_PID as u32,
         started_at: now,
         ended_at: now,
         duration_ms: 1,
