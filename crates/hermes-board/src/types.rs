@@ -164,13 +164,18 @@ pub struct Parked {
 /// or `blocked`), no worker's or person's decision on the task since (see
 /// [`crate::DECISION_KINDS`]), and a `blocked` task blocked by the
 /// dispatcher's breaker (`gave_up`), not by a `blocked` event. Without a
-/// `run_id` (a hold), it must be `ready` and unclaimed. Anything else is
-/// stale and changes nothing.
+/// `run_id` (a hold), it must be `ready` and unclaimed. With a
+/// `writer_pid`, the run's `spawned` pid, when the board has one, must be
+/// it. Anything else is stale and changes nothing.
 #[derive(Clone, Debug, Serialize)]
 pub struct ParkRequest {
     pub task_id: String,
     pub kind: Kind,
     pub run_id: Option<i64>,
+    /// The pid of the process that wrote the record behind this request
+    /// (the record's `shim_pid`): when the run's `spawned` event names
+    /// another pid, the request is stale (not the run's own record).
+    pub writer_pid: Option<u32>,
     pub record_id: Option<String>,
     pub due_at: Option<i64>,
     pub provider: Option<String>,

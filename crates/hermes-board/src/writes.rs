@@ -201,6 +201,14 @@ fn append_event(
     Ok(())
 }
 
+/// Why a request from the record of pid `writer` may not move run `run`:
+/// the dispatcher spawned another pid for it.
+fn not_the_runs_writer(facts: &crate::RunFacts, writer: Option<u32>, run: i64) -> Option<String> {
+    let (writer, spawned) = (writer?, facts.spawned_pid?);
+    (spawned != i64::from(writer))
+        .then(|| format!("run {run} is pid {spawned}, the record was written by pid {writer}"))
+}
+
 pub(crate) fn park(
     tx: &Connection,
     req: &ParkRequest,
@@ -220,6 +228,9 @@ pub(crate) fn park(
     let from_running = match (req.run_id, status) {
         (Some(run), "running") if task.current_run_id == Some(run) => {
             let facts = crate::facts::run_facts(tx, &task.id, run)?;
+            if let Some(why) = not_the_runs_writer(&facts, req.writer_pid, run) {
+                return Ok(stale(Some(status), why));
+            }
             if facts.verdict != RunVerdict::Open {
                 return Ok(stale(
                     Some(status),
@@ -251,6 +262,9 @@ pub(crate) fn park(
             // breaker blocked it (`gave_up`), never a worker's or a
             // person's block.
             let facts = crate::facts::run_facts(tx, &task.id, run)?;
+            if let Some(why) = not_the_runs_writer(&facts, req.writer_pid, run) {
+                return Ok(stale(Some(status), why));
+            }
             if !matches!(facts.verdict, RunVerdict::EndedByDispatcher { .. }) {
                 return Ok(stale(
                     Some(status),

@@ -19,6 +19,7 @@ fn board(path: &Path) -> Board {
 
 fn park_req(task: &str, run: i64) -> ParkRequest {
     ParkRequest {
+        writer_pid: None,
         task_id: task.into(),
         kind: Kind::Parked,
         run_id: Some(run),

@@ -22,6 +22,7 @@ fn board(path: &Path) -> Board {
 
 fn park_req(task: &str, run: i64, record: &str) -> ParkRequest {
     ParkRequest {
+        writer_pid: None,
         task_id: task.into(),
         kind: Kind::Parked,
         run_id: Some(run),
@@ -284,6 +285,7 @@ fn hold_only_moves_an_unclaimed_ready_task_on(flavor: Flavor) {
     claim(&mut hermes, "b", 7).unwrap();
     let mut b = board(&db);
     let hold = |id: &str| ParkRequest {
+        writer_pid: None,
         task_id: id.into(),
         kind: Kind::Held,
         run_id: None,
@@ -773,6 +775,50 @@ fn run_facts_tell_who_ended_a_run_and_who_decided_on_the_task_since_on(flavor: F
     let missing = tmp.path().join("missing.db");
     assert!(hermes_board::read_run_facts(&missing, "t", 1, Duration::from_millis(200)).is_err());
     assert!(!missing.exists());
+}
+
+#[test]
+fn park_moves_a_run_only_on_the_record_of_the_pid_the_dispatcher_spawned() {
+    testkit::on_each_flavor(
+        park_moves_a_run_only_on_the_record_of_the_pid_the_dispatcher_spawned_on,
+    );
+}
+
+fn park_moves_a_run_only_on_the_record_of_the_pid_the_dispatcher_spawned_on(flavor: Flavor) {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("kanban.db");
+    let mut hermes = create_board_as(&db, flavor).unwrap();
+    let mut b = board(&db);
+    let park = |b: &mut Board, task: &str, run: i64, writer: u32| {
+        let mut req = park_req(task, run, &format!("rec-{task}-{writer}"));
+        req.writer_pid = Some(writer);
+        b.park(&req).unwrap()
+    };
+    // Judged before the dispatcher recorded its pid, written after it
+    // did, for another process: stale, inside the write transaction.
+    add_task(&hermes, "late", "coder", "ready").unwrap();
+    let run = testkit::claim_before_spawn(&mut hermes, "late").unwrap();
+    testkit::set_worker_pid(&hermes, "late", 500).unwrap();
+    match park(&mut b, "late", run, 501) {
+        WriteOutcome::Stale { why, .. } => assert!(
+            why.contains("run 1 is pid 500, the record was written by pid 501"),
+            "{why}"
+        ),
+        other => panic!("expected stale, got {other:?}"),
+    }
+    assert_eq!(status(&hermes, "late").unwrap(), "running");
+    // The same for a run the dispatcher already ended as a failure.
+    testkit::dispatcher_judges_exit(&hermes, "late", run, Some(1)).unwrap();
+    assert!(matches!(
+        park(&mut b, "late", run, 501),
+        WriteOutcome::Stale { .. }
+    ));
+    // The spawned pid's own record parks it.
+    assert!(park(&mut b, "late", run, 500).applied().is_some());
+    // No `spawned` event yet: nothing to check, parked.
+    add_task(&hermes, "early", "coder", "ready").unwrap();
+    let run = testkit::claim_before_spawn(&mut hermes, "early").unwrap();
+    assert!(park(&mut b, "early", run, 77).applied().is_some());
 }
 
 #[test]

@@ -23,6 +23,7 @@ fn board(path: &Path) -> Board {
 
 fn park(task: &str, run: i64, record: &str, due_at: Option<i64>) -> ParkRequest {
     ParkRequest {
+        writer_pid: None,
         task_id: task.into(),
         kind: Kind::Parked,
         run_id: Some(run),
@@ -334,6 +335,7 @@ fn native_steering_sets_and_clears_only_our_override() {
         let mut hermes = create_board_as(&db, flavor).unwrap();
         let mut b = board(&db);
         let requeue = |task: &str, run: i64| ParkRequest {
+            writer_pid: None,
             task_id: task.into(),
             kind: Kind::Requeued,
             run_id: Some(run),

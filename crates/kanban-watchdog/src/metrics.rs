@@ -189,7 +189,7 @@ impl Metrics {
         );
         r.register(
             "records_not_from_the_run",
-            "Exit records naming a run the dispatcher spawned another process for (judged nothing)",
+            "Exit records with a failure, naming a run the dispatcher spawned another process for (acted on none)",
             self.records_not_from_the_run.clone(),
         );
         r.register(

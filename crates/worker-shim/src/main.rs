@@ -106,19 +106,27 @@ fn run() -> i32 {
         );
     }
     let argv0 = args.first().cloned().unwrap_or_default();
+    // Inside a run another shim supervises, the command runs in our place
+    // and nothing of ours reaches its output but why it could not start.
+    let nested = nested::is_nested();
+    let warn = |w: &String| {
+        if !nested {
+            say(w);
+        }
+    };
     // No option can keep the worker from running: a bad one is reported
     // (one line each) and its default used, see cli.rs.
     let (opts, command) = match target::masquerade_name(&argv0) {
         Some(name) => {
             // Every argument is the worker's; options come from the environment only.
             let (opts, warnings) = cli::from_environment();
-            warnings.iter().for_each(|w| say(w));
+            warnings.iter().for_each(warn);
             let path_env = std::env::var_os("PATH");
             let target_env = std::env::var_os("WORKER_SHIM_TARGET");
             match target::resolve_target(&name, target_env.as_deref(), path_env.as_deref()) {
                 Ok(real) => {
                     if let Some(w) = &real.warning {
-                        say(w);
+                        warn(w);
                     }
                     let mut command = vec![real.path.into_os_string()];
                     command.extend(args.iter().skip(1).cloned());
@@ -126,7 +134,7 @@ fn run() -> i32 {
                 }
                 Err(reason) => {
                     say(&reason);
-                    if kanban::is_kanban_worker() {
+                    if kanban::is_kanban_worker() && !nested {
                         kanban::write_exit_trailer(spawn::EXIT_NOT_FOUND);
                     }
                     return spawn::EXIT_NOT_FOUND;
@@ -135,11 +143,11 @@ fn run() -> i32 {
         }
         None => {
             let (opts, command, warnings) = cli::parse_command_line(&args);
-            warnings.iter().for_each(|w| say(w));
+            warnings.iter().for_each(warn);
             (opts, command)
         }
     };
-    if nested::is_nested() {
+    if nested {
         return nested::run_in_place(&command);
     }
     if let Some(mark) = nested::own_mark() {

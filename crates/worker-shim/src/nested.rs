@@ -3,20 +3,21 @@
 //! The dispatcher spawns the shim (wired as `hermes`) for a kanban task;
 //! the worker inherits the task's environment, and any `hermes` it runs
 //! itself — `hermes kanban complete`, a sub-agent, a one-shot query from
-//! its terminal tool — goes through the shim again, with the same
-//! `HERMES_KANBAN_TASK`. That process is not the run: a 429 it prints is
-//! not the run's death, its exit code goes to the worker, not to the
+//! its terminal tool — goes through the shim again: with the same
+//! `HERMES_KANBAN_TASK` on 0.19, with none on 0.22 (its tools' environment
+//! drops the task variables). That process is not the run: a 429 it prints
+//! is not the run's death, its exit code goes to the worker, not to the
 //! dispatcher, and the provider it uses is the worker's business. So the
 //! outer shim marks its worker's environment with the run it supervises
-//! ([`IN_RUN`]), and a shim that finds its own task and run there runs the
-//! command in its own place (`exec`): no steering, no skip, no code
-//! translation, no trailer, no record.
+//! ([`IN_RUN`]), and a shim that finds the mark and no other kanban run in
+//! its environment runs the command in its own place (`exec`): no
+//! steering, no skip, no code translation, no trailer, no record.
 //!
 //! A dispatcher started inside a worker (an orchestrator running
 //! `hermes kanban dispatch`) gives its workers other tasks: they are
-//! supervised as usual. The mark is a convenience for honest workers; a
-//! worker that forges records is stopped by the watchdog, which acts only
-//! on the record of the pid the dispatcher spawned.
+//! supervised as usual. The mark serves honest workers; the watchdog also
+//! ignores any record naming a run whose dispatcher-spawned pid is not the
+//! record's writer (an older shim inside the run, a record written by hand).
 
 use std::ffi::OsString;
 
@@ -33,11 +34,18 @@ pub fn run_mark(task: Option<&str>, run: Option<&str>) -> Option<String> {
     Some(format!("{}/{task}", run.unwrap_or("").trim()))
 }
 
-/// Whether `mark` (the inherited [`IN_RUN`]) names the run of this
-/// environment: then this shim runs inside it.
+/// Whether a shim with the inherited [`IN_RUN`] `mark` and this task and
+/// run in its environment runs inside that supervised run: the mark is set
+/// and the environment names no other kanban run — its own run, or no task
+/// at all (Hermes 0.22 removes `HERMES_KANBAN_TASK` and `_RUN_ID` from
+/// what the worker's tools run, `scrub_kanban_env`). A worker for another
+/// task (a dispatcher run inside the worker) is supervised as usual.
 pub fn inside(mark: Option<&str>, task: Option<&str>, run: Option<&str>) -> bool {
-    let (Some(mark), Some(task)) = (mark, task.filter(|t| !t.is_empty())) else {
+    let Some(mark) = mark.filter(|m| !m.is_empty()) else {
         return false;
+    };
+    let Some(task) = task.filter(|t| !t.is_empty()) else {
+        return true;
     };
     // The run id never holds a `/`; the task id may.
     mark.split_once('/')
@@ -84,12 +92,15 @@ mod tests {
         assert_eq!(mark.as_deref(), Some("7/t_1"));
         assert!(inside(mark.as_deref(), Some("t_1"), Some("7")));
         // Another task (a dispatcher inside the worker), another run, no
-        // task, no mark: supervised as usual.
+        // mark: supervised as usual.
         assert!(!inside(mark.as_deref(), Some("t_2"), Some("7")));
         assert!(!inside(mark.as_deref(), Some("t_1"), Some("8")));
-        assert!(!inside(mark.as_deref(), None, Some("7")));
-        assert!(!inside(mark.as_deref(), Some(""), Some("7")));
         assert!(!inside(None, Some("t_1"), Some("7")));
+        assert!(!inside(Some(""), Some("t_1"), Some("7")));
+        // No task named (0.22 scrubs it from the worker's tools): inside.
+        assert!(inside(mark.as_deref(), None, None));
+        assert!(inside(mark.as_deref(), Some(""), Some("7")));
+        assert!(!inside(None, None, None));
         // No run id on either side.
         assert!(inside(Some("/t_1"), Some("t_1"), None));
         // A task id with a slash cannot pose as another run.

@@ -422,19 +422,43 @@ fn records_in(dir: &Path) -> Vec<serde_json::Value> {
 #[test]
 fn a_hermes_call_inside_the_run_steps_aside_and_another_tasks_worker_does_not() {
     // The run's provider is held with no fallback: a shim started for the
-    // task would skip. The worker (run 7 of t_1, the outer shim told not to
-    // skip) runs `hermes` itself, as a terminal tool does (its output
-    // captured), and that prints a 429 and exits 0.
+    // task would skip a `chat` worker. The worker (run 7 of t_1, the outer
+    // shim told not to skip) runs `hermes ... chat` itself, as a terminal
+    // tool does (its output captured), three ways: the shim with the
+    // task's environment (0.19), with the task variables removed (0.22's
+    // tools), and masquerading as `hermes`. Each prints a 429.
     let s = Setup::new(&health_doc(Some(now()), Some(now() + 3600), "rate_limit"));
-    let records = s.tmp.path().join("records");
-    let inner_ran = s.tmp.path().join("inner-ran");
-    let said = s.tmp.path().join("inner-said");
+    let dir = s.tmp.path();
+    let records = dir.join("records");
+    let ran = |n: u32| dir.join(format!("inner-ran-{n}"));
+    let said = dir.join("inner-said");
+    let bin = dir.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::os::unix::fs::symlink(shim_bin(), bin.join("hermes")).unwrap();
+    let real = dir.join("hermes-real");
+    std::fs::write(
+        &real,
+        format!(
+            "#!/bin/sh\necho '{CODEX_429}'\ntouch '{}'\nexit 0\n",
+            ran(3).display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&real, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let chat = "-p coder --cli chat -q 'work kanban task t_1'";
     let script = format!(
         "echo \"mark=$WORKER_SHIM_IN_RUN\"; \
-         out=$(env -u WORKER_SHIM_NO_SKIP \"$SHIM\" -- sh -c 'echo \"{CODEX_429}\"; touch \"{}\"; exit 0' 2>&1); \
-         rc=$?; printf '%s' \"$out\" > \"{}\"; echo \"inner rc=$rc\"; echo outer done",
-        inner_ran.display(),
-        said.display()
+         out=$(env -u WORKER_SHIM_NO_SKIP \"$SHIM\" -- sh -c 'echo \"{CODEX_429}\"; touch \"{r1}\"; exit 0' {chat} 2>&1); \
+         rc1=$?; printf '%s' \"$out\" > \"{said}\"; \
+         env -u WORKER_SHIM_NO_SKIP -u HERMES_KANBAN_TASK -u HERMES_KANBAN_RUN_ID HERMES_DELEGATED_CHILD_CONTEXT=/b \
+           \"$SHIM\" -- sh -c 'echo \"{CODEX_429}\"; touch \"{r2}\"; exit 75' {chat} >/dev/null 2>&1; rc2=$?; \
+         env -u WORKER_SHIM_NO_SKIP WORKER_SHIM_TARGET=\"{real}\" \"{bin}/hermes\" {chat} >/dev/null; rc3=$?; \
+         echo \"inner rc=$rc1,$rc2,$rc3\"; echo outer done",
+        r1 = ran(1).display(),
+        r2 = ran(2).display(),
+        said = said.display(),
+        real = real.display(),
+        bin = bin.display(),
     );
     let out = output(
         kanban(&mut shim(&records))
@@ -448,15 +472,21 @@ fn a_hermes_call_inside_the_run_steps_aside_and_another_tasks_worker_does_not() 
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
     assert!(stdout.contains("mark=7/t_1\n"), "{stdout}");
-    // The inner call ran, its own code came back untranslated, and it
-    // neither skipped, nor wrote a trailer, nor a record.
-    assert!(inner_ran.exists(), "the inner command must run: {stderr}");
-    assert!(stdout.contains("inner rc=0\n"), "{stdout}");
+    // Every inner call ran, its own code came back untranslated, and none
+    // skipped, wrote a trailer, a line of its own or a record.
+    for n in 1..=3 {
+        assert!(
+            ran(n).exists(),
+            "inner command {n} must run: {stdout}{stderr}"
+        );
+    }
+    assert!(stdout.contains("inner rc=0,75,0\n"), "{stdout}");
     assert_eq!(
         std::fs::read_to_string(&said).unwrap(),
         CODEX_429,
         "the inner output alone, no line of the shim's"
     );
+    assert!(!stderr.contains("worker-shim"), "{stderr}");
     assert!(!stderr.contains("[kanban-worker-exit]"), "{stderr}");
     let all = records_in(&records);
     assert_eq!(all.len(), 1, "the run's record only: {all:?}");
@@ -465,7 +495,7 @@ fn a_hermes_call_inside_the_run_steps_aside_and_another_tasks_worker_does_not() 
 
     // A dispatcher inside the worker starts a worker for another task:
     // that one is supervised (and skipped: its provider is held).
-    let _ = std::fs::remove_file(&inner_ran);
+    let inner_ran = ran(4);
     let script = format!(
         "env -u WORKER_SHIM_NO_SKIP HERMES_KANBAN_TASK=t_2 HERMES_KANBAN_RUN_ID=9 \"$SHIM\" -- \
          sh -c 'touch \"{}\"' -p coder --cli chat -q 'work kanban task t_2'; echo \"inner rc=$?\"",

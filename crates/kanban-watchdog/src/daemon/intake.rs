@@ -225,6 +225,7 @@ impl Daemon {
         };
         let reason = d.reason.clone().unwrap_or_default();
         let mut req = ParkRequest {
+            writer_pid: Some(record.shim_pid),
             task_id: task_id.clone(),
             kind: Kind::Parked,
             run_id: Some(run_id),

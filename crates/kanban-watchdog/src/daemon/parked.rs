@@ -203,6 +203,7 @@ impl Daemon {
                     .saturating_add(jitter)
             });
             let req = ParkRequest {
+                writer_pid: None,
                 task_id: task.id.clone(),
                 kind: Kind::Held,
                 run_id: None,
