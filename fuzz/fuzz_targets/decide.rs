@@ -71,6 +71,8 @@ fuzz_target!(|data: &[u8]| {
                 terminal_provider_block: head[2] & 32 == 32,
                 source_status: None,
                 task_status: Some("running".into()),
+                // The record's writer or another pid (its shim_pid is 1).
+                spawned_pid: (head[2] & 128 == 128).then_some(i64::from(head[1] % 3)),
             },
             already_applied,
             ours: head[2] & 64 == 64,
